@@ -1,0 +1,545 @@
+"""Validation of the workflow's inputs: participants table, map files, image contents, units.
+
+Every check raises :class:`gamer_mril.errors.InputError`; the message names the session
+(``sub-<subject> ses-<session>``) where it is known, the file, and what is wrong, and says
+what to do when that is obvious. Nothing is ever fixed silently: values are not rescaled,
+rows are not dropped, files are not skipped.
+
+Choices the method page leaves open (see ``METHOD.md`` section 1):
+
+* Subject and session labels are BIDS labels: letters and digits only, read as text so that
+  leading zeros survive (``01`` is not ``1``). A leading ``sub-`` / ``ses-`` is removed.
+  BIDS column names ``participant_id`` / ``session_id`` are accepted in place of
+  ``subject`` / ``session``; column names are matched without regard to case.
+* Empty cells and ``n/a`` / ``NA`` / ``nan`` / ``none`` / ``null`` count as missing.
+* An EDSS within 1e-6 of a step of 0.5 is snapped to that step (spreadsheet float noise
+  such as ``4.4999999999``); anything further from a step is an error.
+* All problems found in the participants table are reported together (one line each),
+  so a user fixes the table in one pass rather than one error per run.
+* Non-finite voxels (NaN, +-inf) in a map are not an error: they are counted, set to 0 and
+  the count is returned so that the caller can record it in the provenance sidecar.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from . import CONTRASTS
+from .errors import InputError
+
+__all__ = [
+    "UNITS",
+    "CANONICAL_UNIT",
+    "session_label",
+    "load_participants",
+    "find_maps",
+    "check_session_files",
+    "load_map",
+    "check_units",
+]
+
+#: Units that may be declared in ``config.yaml`` (``units: <contrast>: <unit>``) per contrast;
+#: the first one is the canonical unit that every later stage works in.
+UNITS = {"qT1": ("ms", "s"), "MWF": ("fraction", "percent"), "NDI": ("fraction",)}
+
+#: Canonical unit of each contrast.
+CANONICAL_UNIT = {contrast: units[0] for contrast, units in UNITS.items()}
+
+#: Factor that converts a value in the declared unit to the canonical unit.
+_FACTORS = {"ms": 1.0, "s": 1000.0, "fraction": 1.0, "percent": 0.01}
+
+# Range checks on the 99th percentile (p99) of the strictly positive finite voxels.
+# A robust high percentile ignores a few hot voxels or fit failures but is dominated by
+# tissue (and, in unmasked maps, by CSF and background), so it separates the units by a
+# wide margin:
+#
+# * qT1: the T1 of human brain tissue and CSF at 1.5-7 T lies between about 600 ms (white
+#   matter) and 4500 ms (CSF); pure water at body temperature is below 5 s. In
+#   milliseconds the p99 is therefore hundreds to thousands; in seconds it is a few units.
+#   A threshold of 20 is 4x above any physiological T1 in seconds and 30x below a
+#   plausible p99 in milliseconds.
+# * MWF: the myelin water fraction is below about 0.4 even in the densest white matter
+#   and is bounded by 1 by construction; as a percentage, white matter alone is 10-30, so
+#   the p99 of a brain map is well above 1.5. A threshold of 1.5 leaves room for fit noise
+#   slightly above 1 in a fraction map and is far below any percentage map of a brain.
+# * NDI (NODDI ICVF): a volume fraction in [0, 1] by definition; 1.5 again allows noise.
+QT1_SECONDS_MS_THRESHOLD = 20.0
+FRACTION_PERCENT_THRESHOLD = 1.5
+UNIT_CHECK_PERCENTILE = 99.0
+
+_LABEL_RE = re.compile(r"[A-Za-z0-9]+")
+_MISSING = {"", "n/a", "na", "nan", "none", "null"}
+_COLUMN_ALIASES = {"participant_id": "subject", "session_id": "session"}
+_REQUIRED = ("subject", "session", "age", "edss")
+_PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+_PLACEHOLDERS = ("subject", "session")
+
+
+def _strip_prefix(value, prefix: str) -> str:
+    value = str(value).strip()
+    return value[len(prefix):] if value.startswith(prefix) else value
+
+
+def session_label(subject, session) -> str:
+    """Return ``sub-<subject> ses-<session>`` (a ``sub-``/``ses-`` prefix is not doubled)."""
+    return f"sub-{_strip_prefix(subject, 'sub-')} ses-{_strip_prefix(session, 'ses-')}"
+
+
+def _who(session) -> str:
+    """Session label for messages: accepts a label string or a (subject, session) pair."""
+    if session is None:
+        return "unknown session"
+    if isinstance(session, (tuple, list)) and len(session) == 2:
+        return session_label(*session)
+    return str(session)
+
+
+# ---------------------------------------------------------------------------------------
+# Participants table
+# ---------------------------------------------------------------------------------------
+
+def _is_missing(value: str) -> bool:
+    return value.strip().lower() in _MISSING
+
+
+def _parse_number(value: str):
+    """Return a finite float, or None when ``value`` is not a finite number."""
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _number_hint(value: str) -> str:
+    return " (use a decimal point, not a comma)" if "," in value else ""
+
+
+def load_participants(path) -> pd.DataFrame:
+    """Read and validate the participants table (one row per session).
+
+    ``path`` is a tab-separated file, or comma-separated when its name ends in ``.csv``.
+    Required columns: ``subject``, ``session``, ``age`` (years), ``edss``; optional ``sex``,
+    ``phenotype``; other columns are kept as text. Returns the table sorted by subject then
+    session, with ``subject``/``session`` as text, ``age``/``edss`` as float and
+    ``label = int(edss >= 5)`` (1 = severe). Raises InputError on any invalid row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"The participants table {path} does not exist; check the "
+                         f"'participants' entry of the config.")
+    sep = "," if path.name.lower().endswith(".csv") else "\t"
+    kind = "comma" if sep == "," else "tab"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            if sep == "\t":
+                reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.reader(f, delimiter=",")
+            rows = []
+            for fields in reader:
+                if not any(x.strip() for x in fields):
+                    continue  # blank line
+                rows.append((reader.line_num, [x.strip() for x in fields]))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"The participants table {path} is not a UTF-8 text file; save it "
+                         f"as {kind}-separated UTF-8 text.") from exc
+    except (OSError, csv.Error) as exc:
+        raise InputError(f"The participants table {path} could not be read ({exc}).") from exc
+
+    if not rows:
+        raise InputError(f"The participants table {path} is empty; it needs a header line "
+                         f"with the columns {', '.join(_REQUIRED)} and one row per session.")
+    header_line, header = rows[0]
+    columns = [h.lower() for h in header]
+    for alias, name in _COLUMN_ALIASES.items():
+        if name not in columns and alias in columns:
+            columns[columns.index(alias)] = name
+    dupes = sorted({c for c in columns if columns.count(c) > 1 and c})
+    if dupes:
+        raise InputError(f"The participants table {path} has the column(s) {', '.join(dupes)} "
+                         f"more than once in its header (line {header_line}).")
+    missing_cols = [c for c in _REQUIRED if c not in columns]
+    if missing_cols:
+        hint = ""
+        if len(header) == 1 and ("," in header[0] or "\t" in header[0]):
+            other = "comma" if sep == "\t" else "tab"
+            hint = (f" The file looks {other}-separated but its name says {kind}-separated; "
+                    f"rename it to .{'csv' if other == 'comma' else 'tsv'}.")
+        raise InputError(
+            f"The participants table {path} has no column "
+            f"{' and no column '.join(repr(c) for c in missing_cols)} (columns found: "
+            f"{', '.join(repr(h) for h in header) or 'none'}); the required columns are "
+            f"{', '.join(_REQUIRED)}.{hint}")
+    if len(rows) == 1:
+        raise InputError(f"The participants table {path} has a header but no sessions.")
+
+    problems: list[str] = []
+    records = []
+    seen: dict[tuple[str, str], int] = {}
+    for line, fields in rows[1:]:
+        where = f"participants table {path}, line {line}"
+        if len(fields) > len(columns):
+            problems.append(f"In the {where}: the row has {len(fields)} {kind}-separated "
+                            f"fields but the header has {len(columns)}.")
+            continue
+        fields = fields + [""] * (len(columns) - len(fields))  # trailing empty cells
+        row = dict(zip(columns, fields))
+
+        subject = _strip_prefix(row["subject"], "sub-")
+        session = _strip_prefix(row["session"], "ses-")
+        bad_label = False
+        for name, value in (("subject", subject), ("session", session)):
+            if _is_missing(value):
+                problems.append(f"In the {where}: the {name} is missing.")
+                bad_label = True
+            elif not _LABEL_RE.fullmatch(value):
+                problems.append(f"In the {where}: the {name} label {value!r} may contain "
+                                f"only letters and digits (a BIDS label).")
+                bad_label = True
+        who = "" if bad_label else f" ({session_label(subject, session)})"
+        if not bad_label:
+            key = (subject, session)
+            if key in seen:
+                problems.append(f"{session_label(subject, session)} is listed twice in the "
+                                f"participants table {path}, on lines {seen[key]} and "
+                                f"{line}; keep one row per session.")
+            else:
+                seen[key] = line
+
+        raw_edss = row["edss"]
+        edss = None
+        if _is_missing(raw_edss):
+            problems.append(f"In the {where}{who}: the EDSS is missing; every session needs "
+                            f"an EDSS value.")
+        else:
+            edss = _parse_number(raw_edss)
+            if edss is None:
+                problems.append(f"In the {where}{who}: the EDSS {raw_edss!r} is not a "
+                                f"number{_number_hint(raw_edss)}.")
+            elif not 0.0 <= edss <= 10.0:
+                problems.append(f"In the {where}{who}: the EDSS {raw_edss!r} is outside the "
+                                f"scale 0 to 10.")
+                edss = None
+            elif abs(edss * 2 - round(edss * 2)) > 1e-6:
+                problems.append(f"In the {where}{who}: the EDSS {raw_edss!r} is not a step "
+                                f"of the scale (EDSS goes 0, 1, 1.5, 2, ... 10 in steps of "
+                                f"0.5).")
+                edss = None
+            else:
+                # Snap float noise from spreadsheet exports (4.4999999999 -> 4.5) so that
+                # the label edss >= 5 cannot flip on a rounding error.
+                edss = round(edss * 2) / 2
+
+        raw_age = row["age"]
+        age = None
+        if _is_missing(raw_age):
+            problems.append(f"In the {where}{who}: the age is missing.")
+        else:
+            age = _parse_number(raw_age)
+            if age is None:
+                problems.append(f"In the {where}{who}: the age {raw_age!r} is not a "
+                                f"number of years{_number_hint(raw_age)}.")
+            elif not 0.0 < age < 120.0:
+                problems.append(f"In the {where}{who}: the age {raw_age!r} is not a "
+                                f"plausible age in years (expected between 0 and 120).")
+                age = None
+
+        record = {c: (None if _is_missing(v) else v) for c, v in row.items() if c}
+        record.update(subject=subject, session=session, age=age, edss=edss)
+        records.append(record)
+
+    if problems:
+        if len(problems) == 1:
+            raise InputError(problems[0])
+        raise InputError(f"The participants table {path} has {len(problems)} problems:\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+
+    table = pd.DataFrame.from_records(records)
+    table["subject"] = table["subject"].astype(str)
+    table["session"] = table["session"].astype(str)
+    table["age"] = table["age"].astype(np.float64)
+    table["edss"] = table["edss"].astype(np.float64)
+    table["label"] = (table["edss"] >= 5.0).astype(np.int64)
+    front = ["subject", "session", "age", "edss"] + [c for c in ("sex", "phenotype")
+                                                      if c in table.columns]
+    rest = [c for c in table.columns if c not in front and c != "label"]
+    table = table[front + rest + ["label"]]
+    return table.sort_values(["subject", "session"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Finding map files
+# ---------------------------------------------------------------------------------------
+
+def _split_pattern(pattern: str, what: str):
+    """Split a path pattern into literal text and placeholder names; validate the names."""
+    parts = []
+    pos = 0
+    for m in _PLACEHOLDER_RE.finditer(pattern):
+        parts.append(("text", pattern[pos:m.start()]))
+        name = m.group(1)
+        if name not in _PLACEHOLDERS:
+            raise InputError(f"The input path pattern for {what} ({pattern}) contains the "
+                             f"placeholder {{{name}}}; only {{subject}} and {{session}} are "
+                             f"allowed.")
+        parts.append(("field", name))
+        pos = m.end()
+    parts.append(("text", pattern[pos:]))
+    names = {v for k, v in parts if k == "field"}
+    for name in _PLACEHOLDERS:
+        if name not in names:
+            raise InputError(f"The input path pattern for {what} ({pattern}) has no "
+                             f"{{{name}}} placeholder, so files cannot be matched to "
+                             f"sessions; add it to the pattern in the config.")
+    return parts
+
+
+def _pattern_regexes(parts):
+    """A strict regex (a placeholder takes one value everywhere) and a loose one."""
+    strict, loose = [], []
+    used = set()
+    for i, (kind, value) in enumerate(parts):
+        if kind == "text":
+            strict.append(re.escape(value))
+            loose.append(re.escape(value))
+            continue
+        loose.append(f"(?P<{value}_{i}>{_LABEL_RE.pattern})")
+        if value in used:
+            strict.append(f"(?P={value})")
+        else:
+            strict.append(f"(?P<{value}>{_LABEL_RE.pattern})")
+            used.add(value)
+    return re.compile("".join(strict)), re.compile("".join(loose))
+
+
+def _find_one(pattern: str, what: str) -> dict:
+    """Existing files for one pattern: {(subject, session): path}."""
+    pattern = os.path.expanduser(str(pattern))
+    parts = _split_pattern(pattern, what)
+    strict, loose = _pattern_regexes(parts)
+    globbed = "".join(glob.escape(v) if k == "text" else "*" for k, v in parts)
+    found = {}
+    for hit in sorted(glob.glob(globbed)):
+        m = strict.fullmatch(hit)
+        if m:
+            found[(m.group("subject"), m.group("session"))] = hit
+            continue
+        m = loose.fullmatch(hit)
+        if m:  # right shape, but a placeholder takes two different values
+            values = {}
+            for key, value in m.groupdict().items():
+                values.setdefault(key.rsplit("_", 1)[0], set()).add(value)
+            clash = "; ".join(f"{name} {' vs '.join(sorted(v))}"
+                              for name, v in values.items() if len(v) > 1)
+            raise InputError(f"The {what} file {hit} names different sessions in different "
+                             f"parts of its path ({clash}); rename or move it so that the "
+                             f"folder and file names agree.")
+        # Otherwise the file only matched the loose glob (e.g. an extra BIDS entity such
+        # as _acq-x_ inside a placeholder position); it is not one of our inputs.
+    return found
+
+
+def find_maps(patterns: dict) -> dict:
+    """Find the existing files that match each contrast's path pattern.
+
+    ``patterns`` maps a contrast (or any name, e.g. ``"mask"``) to a path with
+    ``{subject}`` and ``{session}`` placeholders, each possibly used several times; a
+    placeholder matches a BIDS label (letters and digits) and must take the same value
+    everywhere in one path. Returns ``{(subject, session): {contrast: path}}``, sorted by
+    session; a session appears when at least one of its files exists.
+    """
+    out: dict = {}
+    for contrast, pattern in patterns.items():
+        for key, path in _find_one(pattern, str(contrast)).items():
+            out.setdefault(key, {})[contrast] = path
+    return {key: out[key] for key in sorted(out)}
+
+
+def _expected_path(pattern: str, subject: str, session: str) -> str:
+    return os.path.expanduser(str(pattern)).replace("{subject}", subject).replace(
+        "{session}", session)
+
+
+def check_session_files(table, patterns: dict, mask_pattern=None) -> None:
+    """Check that table rows and map files correspond one to one.
+
+    Every session in ``table`` (from :func:`load_participants`) must have its three maps
+    (``patterns`` maps each of ``qT1``, ``MWF``, ``NDI`` to a path pattern), and every map
+    on disk must have a table row. A mask (``mask_pattern``) is optional per session, but
+    a mask whose session is not in the table is an error. All problems are reported in
+    one InputError, one line each.
+    """
+    absent = [c for c in CONTRASTS if c not in patterns]
+    unknown = [str(c) for c in patterns if c not in CONTRASTS]
+    if absent or unknown:
+        raise InputError(
+            "The config's input patterns must name exactly the contrasts "
+            f"{', '.join(CONTRASTS)}"
+            + (f"; missing: {', '.join(absent)}" if absent else "")
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "") + ".")
+    listed = [(str(s), str(t)) for s, t in zip(table["subject"], table["session"])]
+    listed_set = set(listed)
+    found = find_maps({c: patterns[c] for c in CONTRASTS})
+
+    problems = []
+    for subject, session in listed:
+        have = found.get((subject, session), {})
+        for contrast in CONTRASTS:
+            if contrast not in have:
+                expected = _expected_path(patterns[contrast], subject, session)
+                problems.append(f"{session_label(subject, session)} is listed in the "
+                                f"participants table but its {contrast} map {expected} "
+                                f"does not exist.")
+    for (subject, session), files in found.items():
+        if (subject, session) not in listed_set:
+            for contrast, path in files.items():
+                problems.append(f"The {contrast} map {path} belongs to "
+                                f"{session_label(subject, session)}, which has no row in "
+                                f"the participants table; add the row or move the file "
+                                f"out of the input folder.")
+    if mask_pattern is not None:
+        for (subject, session), path in _find_one(mask_pattern, "brain mask").items():
+            if (subject, session) not in listed_set:
+                problems.append(f"The brain mask {path} belongs to "
+                                f"{session_label(subject, session)}, which has no row in "
+                                f"the participants table; add the row or move the file "
+                                f"out of the input folder.")
+    if problems:
+        if len(problems) == 1:
+            raise InputError(problems[0])
+        raise InputError(f"The input files and the participants table do not match "
+                         f"({len(problems)} problems):\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+
+
+# ---------------------------------------------------------------------------------------
+# Loading one map
+# ---------------------------------------------------------------------------------------
+
+def load_map(path, session, contrast):
+    """Load one quantitative map as a 3D float32 array.
+
+    ``session`` is the session's label (``sub-01 ses-01``) or a ``(subject, session)``
+    pair; it only serves the error messages. Returns ``(data, affine, n_nonfinite)``:
+    ``data`` is 3D float32 with NaN/inf voxels set to 0, ``affine`` the 4x4 voxel-to-world
+    matrix, and ``n_nonfinite`` the number of voxels that were NaN or inf. A 4D image with
+    a single volume is squeezed to 3D. Raises InputError on a missing, unreadable or
+    truncated file, on a multi-volume image and on an image that is not a 3D volume.
+    """
+    who = _who(session)
+    path = Path(path)
+    what = f"{who}: the {contrast} map {path}"
+    if not path.is_file():
+        raise InputError(f"{what} does not exist.")
+    try:
+        # mmap=False reads the whole file now, so a truncated file fails here and not in
+        # some later stage. Any exception while decoding (gzip, zlib, EOF, header parsing,
+        # array reshaping, ...) means the file is damaged or not an image, whatever the
+        # class that nibabel, gzip or zlib chose to raise.
+        img = nib.load(str(path), mmap=False)
+        affine = np.array(img.affine, dtype=np.float64) if img.affine is not None else None
+        shape = tuple(int(n) for n in img.shape)
+        data = np.asarray(img.get_fdata(dtype=np.float32), dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - see comment above
+        cause = " ".join(str(exc).split())  # on one line, whatever the library wrote
+        raise InputError(f"{what} could not be read as a NIfTI image, it is probably "
+                         f"truncated or corrupt ({type(exc).__name__}: {cause}); copy or "
+                         f"export it again.") from exc
+
+    if affine is None or affine.shape != (4, 4):
+        raise InputError(f"{what} has no voxel-to-world orientation (affine); save it as a "
+                         f"NIfTI file with its orientation.")
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{what} has an invalid voxel-to-world matrix (affine) in its header "
+                         f"(not finite or zero voxel size); the header is damaged.")
+    if len(shape) < 3:
+        raise InputError(f"{what} has {len(shape)} dimension(s) {shape}, but a 3D volume is "
+                         f"needed.")
+    if len(shape) > 3:
+        extra = shape[3:]
+        if any(n != 1 for n in extra):
+            raise InputError(f"{what} is a {len(shape)}D image of shape {shape} with "
+                             f"{int(np.prod(extra))} volumes, but a single 3D map is needed; "
+                             f"point the config at the one volume to use.")
+        data = data.reshape(shape[:3])
+    if any(n < 2 for n in shape[:3]):
+        raise InputError(f"{what} has shape {shape[:3]}, a single slice rather than a 3D "
+                         f"volume.")
+
+    bad = ~np.isfinite(data)
+    n_nonfinite = int(np.count_nonzero(bad))
+    if n_nonfinite:
+        data = np.array(data, dtype=np.float32, copy=True)
+        data[bad] = 0.0
+    return np.ascontiguousarray(data, dtype=np.float32), affine, n_nonfinite
+
+
+# ---------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------
+
+def check_units(data, contrast, unit, session, path) -> float:
+    """Check a declared unit against the map's values; return the factor to canonical units.
+
+    The factor converts the declared unit to the canonical one (``ms`` for qT1,
+    ``fraction`` for MWF and NDI): ms -> 1, s -> 1000, fraction -> 1, percent -> 0.01. The
+    caller multiplies by it; this function never rescales anything itself. The check uses
+    the 99th percentile (p99) of the strictly positive finite voxels; see the threshold
+    notes at the top of this module for why the thresholds are safe.
+    """
+    who = _who(session)
+    what = f"{who}: the {contrast} map {path}"
+    if contrast not in UNITS:
+        raise InputError(f"{what}: unknown contrast {contrast!r}; expected one of "
+                         f"{', '.join(UNITS)}.")
+    allowed = UNITS[contrast]
+    declared = str(unit).strip().lower() if unit is not None else ""
+    if declared not in allowed:
+        raise InputError(f"{what} is declared in the unit {unit!r}, which is not known for "
+                         f"{contrast}; set 'units: {contrast}:' in the config to one of "
+                         f"{', '.join(allowed)}.")
+    factor = _FACTORS[declared]
+
+    values = np.asarray(data)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        raise InputError(f"{what} is empty: it has no positive values, so it cannot be a "
+                         f"{contrast} map of a brain.")
+    p99 = float(np.percentile(values.astype(np.float64), UNIT_CHECK_PERCENTILE))
+    key = f"units: {contrast}:"
+    if contrast == "qT1":
+        if declared == "ms" and p99 < QT1_SECONDS_MS_THRESHOLD:
+            raise InputError(f"{what} is declared in milliseconds but its values look like "
+                             f"seconds (99th percentile {p99:.4g}, while brain T1 is about "
+                             f"600-4000 ms); set '{key} s' in the config.")
+        if declared == "s" and p99 > QT1_SECONDS_MS_THRESHOLD:
+            raise InputError(f"{what} is declared in seconds but its values look like "
+                             f"milliseconds (99th percentile {p99:.4g}, while brain T1 is "
+                             f"about 0.6-4 s); set '{key} ms' in the config.")
+    elif contrast == "MWF":
+        if declared == "fraction" and p99 > FRACTION_PERCENT_THRESHOLD:
+            raise InputError(f"{what} is declared as a fraction but its values look like a "
+                             f"percentage (99th percentile {p99:.4g}, while a myelin water "
+                             f"fraction is at most about 0.4); set '{key} percent' in the "
+                             f"config.")
+        if declared == "percent" and p99 <= FRACTION_PERCENT_THRESHOLD:
+            raise InputError(f"{what} is declared as a percentage but its values look like "
+                             f"a fraction (99th percentile {p99:.4g}, while white matter MWF "
+                             f"is 10-30 percent); set '{key} fraction' in the config.")
+    elif contrast == "NDI":
+        if p99 > FRACTION_PERCENT_THRESHOLD:
+            raise InputError(f"{what} has values too large for a neurite density index "
+                             f"(99th percentile {p99:.4g}), which must be a fraction between "
+                             f"0 and 1; check that the file is the NODDI ICVF/NDI map and "
+                             f"convert it to a fraction.")
+    return factor

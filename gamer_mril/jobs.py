@@ -1,0 +1,105 @@
+"""Glue between a workflow job and the package: logging, scratch space, sidecars.
+
+The workflow's scripts pass their ``snakemake`` object here; this module only reads its
+attributes (``input``, ``output``, ``params``, ``wildcards``, ``log``, ``threads``,
+``rule``) and never imports snakemake, so it is tested with a plain stand-in object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .io import write_sidecar
+
+log = logging.getLogger("gamer_mril")
+
+
+def _named(items) -> dict:
+    """Named entries of a snakemake Namedlist (or a plain dict)."""
+    if isinstance(items, dict):
+        return dict(items)
+    return {k: v for k, v in items.items()}
+
+
+class Job:
+    """What a script needs from its job, plus provenance helpers."""
+
+    def __init__(self, smk, workdir: Path):
+        self.smk = smk
+        self.workdir = workdir
+        wc = _named(getattr(smk, "wildcards", {}))
+        self.subject = wc.get("subject")
+        self.session_id = wc.get("session")
+        if self.subject is not None:
+            self.session = f"sub-{self.subject} ses-{self.session_id}"
+        else:
+            self.session = "cohort"
+
+    @property
+    def params(self) -> dict:
+        return _named(self.smk.params)
+
+    def provenance(self, facts=None, inputs=None) -> dict:
+        """The provenance block of a JSON output that carries its own (no sidecar)."""
+        from .io import code_version, package_versions, sha256
+
+        inputs = _named(self.smk.input) if inputs is None else inputs
+        return {
+            "GeneratedBy": {"Name": "gamer-mril", "Rule": self.smk.rule,
+                            "CodeVersion": code_version()},
+            "Inputs": {k: [{"path": str(p), "sha256": sha256(p)}
+                           for p in ([v] if isinstance(v, (str, Path)) else v)]
+                       for k, v in inputs.items()},
+            "Parameters": self.params,
+            "Software": package_versions(),
+            **({"Facts": facts} if facts else {}),
+        }
+
+    def sidecar(self, output, facts=None, inputs=None):
+        """Write ``output``'s provenance sidecar (inputs default to all named inputs)."""
+        inputs = _named(self.smk.input) if inputs is None else inputs
+        return write_sidecar(output, rule=self.smk.rule, inputs=inputs, params=self.params,
+                             extra={"Facts": facts} if facts else None)
+
+
+@contextlib.contextmanager
+def job(smk, seed: int | None = None):
+    """Run a job: log to its log file, give it a private scratch folder, clean up.
+
+    The scratch folder sits beside the first output (same file system, so finished files
+    can be renamed into place) and is removed however the job ends.
+    """
+    log_path = Path(smk.log[0]) if len(smk.log) else None
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    threads = int(getattr(smk, "threads", 1) or 1)
+    from . import registration
+
+    registration.configure(threads, 42 if seed is None else seed)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # torch reads it when first imported
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    first = Path(smk.output[0])
+    workdir = first.parent / f".work-{smk.rule}-{first.name.split('.')[0]}-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    j = Job(smk, workdir)
+    start = time.time()
+    log.info("rule %s, %s, %d thread(s)", smk.rule, j.session, threads)
+    try:
+        yield j
+    except Exception:
+        log.exception("rule %s failed for %s", smk.rule, j.session)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log.info("done in %.1f s", time.time() - start)

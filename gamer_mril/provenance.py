@@ -1,0 +1,65 @@
+"""Provenance of the output dataset: dataset_description.json and the QC table.
+
+Per-file sidecars are written by :func:`gamer_mril.io.write_sidecar`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .io import atomic_write_json, atomic_write_text, code_version, package_versions
+
+CODE_URL = "https://github.com/gamer-mril/gamer-mril"
+
+#: Facts gathered into the QC table: (rule, fact) -> column (``{suffix}`` per map).
+QC_FACTS = {
+    ("scale_map", "NonFiniteVoxels"): "nonfinite_{suffix}",
+    ("scale_map", "ClippedAbove"): "clipped_{suffix}",
+    ("remove_cerebellum", "CerebellumVolume_ml"): "cerebellum_ml",
+    ("warp_brain_mask_to_template", "DiceWithTemplateBrainMask"): "dice_template_brain",
+}
+
+
+def write_dataset_description(path, config: dict) -> None:
+    """BIDS-derivative description of the outputs, with the resolved configuration."""
+    atomic_write_json(path, {
+        "Name": "gamer-mril derivatives",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "gamer-mril",
+            "Version": __version__,
+            "CodeURL": CODE_URL,
+            "CodeVersion": code_version(),
+        }],
+        "Software": package_versions(),
+        "Configuration": config,
+    })
+
+
+_NAME = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)_.*?(?P<suffix>[A-Za-z0-9]+)\.json$")
+
+
+def qc_table(sidecars, out_tsv) -> pd.DataFrame:
+    """One row per session with the QC facts found in the given sidecars."""
+    rows: dict = {}
+    for path in sidecars:
+        m = _NAME.search(Path(path).name)
+        if not m:
+            continue
+        doc = json.loads(Path(path).read_text())
+        rule = doc.get("GeneratedBy", {}).get("Rule")
+        facts = doc.get("Facts", {})
+        row = rows.setdefault((m["subject"], m["session"]),
+                              {"subject": m["subject"], "session": m["session"]})
+        for (r, fact), column in QC_FACTS.items():
+            if r == rule and fact in facts:
+                row[column.format(suffix=m["suffix"])] = facts[fact]
+    table = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["subject"], r["session"])))
+    atomic_write_text(out_tsv, table.to_csv(sep="\t", index=False))
+    return table

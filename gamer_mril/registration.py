@@ -1,0 +1,113 @@
+"""Image registration and resampling with ANTsPy (METHOD.md section 2, steps 2-4, 6, 7).
+
+Everything ANTs writes goes under an ``outprefix`` inside a working folder the caller
+owns (never the system temp folder), and the transforms kept are copied to their final,
+BIDS-like names by the caller. Registration is made repeatable by fixing ANTs' random
+seed (``ANTS_RANDOM_SEED``) and the number of ITK threads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def configure(threads: int = 1, seed: int = 42) -> None:
+    """Fix ITK's thread count and ANTs' sampling seed for this process."""
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, int(threads)))
+    os.environ["ANTS_RANDOM_SEED"] = str(int(seed))
+
+
+def _ants():
+    import ants
+
+    return ants
+
+
+def to_ants(data, affine):
+    """An ANTs image from a numpy array and its NIfTI (RAS) affine."""
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    return _ants().from_nibabel_nifti(img)
+
+
+def from_ants(img):
+    """``(data, affine)`` of an ANTs image, in NIfTI (RAS) convention."""
+    nii = _ants().to_nibabel_nifti(img)
+    return np.asarray(nii.get_fdata(), dtype=np.float32), nii.affine
+
+
+def register(fixed, moving, transform: str, workdir, metric: str = "mattes", **kwargs) -> dict:
+    """Register ``moving`` to ``fixed`` (ANTs images). Returns ANTs' result dict.
+
+    ``transform``: ``"Rigid"``, ``"Affine"`` or ``"SyN"`` (affine then SyN). The
+    transforms are written under ``workdir`` only.
+    """
+    ants = _ants()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return ants.registration(
+        fixed=fixed,
+        moving=moving,
+        type_of_transform=transform,
+        outprefix=str(workdir) + os.sep,
+        aff_metric=metric,
+        syn_metric=metric,
+        **kwargs,
+    )
+
+
+def apply(fixed, moving, transforms, interpolator="linear", invert=None):
+    """Resample ``moving`` into ``fixed``'s grid through a list of transform files."""
+    return _ants().apply_transforms(
+        fixed=fixed,
+        moving=moving,
+        transformlist=[str(t) for t in transforms],
+        interpolator=interpolator,
+        whichtoinvert=invert,
+    )
+
+
+def keep(src, dst) -> None:
+    """Copy a transform written by ANTs to its final name, atomically."""
+    from .io import atomic_path
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def read_affine_xfm(path) -> np.ndarray:
+    """A 4x4 matrix (RAS, mm) of an ANTs affine ``.mat`` file, as applied to points.
+
+    ANTs stores the transform mapping points of the fixed image to points of the
+    moving image in LPS; the matrix returned maps RAS fixed points to RAS moving points.
+    """
+    tx = _ants().read_transform(str(path))
+    params = np.asarray(tx.parameters, dtype=np.float64)
+    fixed = np.asarray(tx.fixed_parameters, dtype=np.float64)
+    a = params[:9].reshape(3, 3)
+    t = params[9:12]
+    c = fixed[:3]
+    lps = np.eye(4)
+    lps[:3, :3] = a
+    lps[:3, 3] = t + c - a @ c
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return flip @ lps @ flip
+
+
+def largest_component(mask) -> np.ndarray:
+    """The largest 26-connected component of a boolean mask."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if n <= 1:
+        return lab > 0
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == sizes.argmax()

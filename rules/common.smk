@@ -1,0 +1,98 @@
+# Shared helpers: the session table, BIDS-derivative names, input functions.
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from gamer_mril import CONTRASTS
+from gamer_mril.errors import InputError
+from gamer_mril.inputs import check_session_files, load_participants
+from gamer_mril.io import sidecar_path
+
+#: Root of the BIDS-derivative output dataset (run elsewhere with --directory).
+OUT = "results"
+
+#: File suffix of each contrast in the outputs.
+SUFFIX = {"qT1": "T1map", "MWF": "MWFmap", "NDI": "NDImap"}
+CONTRAST_OF = {v: k for k, v in SUFFIX.items()}
+
+
+wildcard_constraints:
+    subject="[A-Za-z0-9]+",
+    session="[A-Za-z0-9]+",
+    suffix="|".join(SUFFIX.values()),
+    moving="T1map|MWFmap",
+
+
+def _load_sessions():
+    try:
+        table = load_participants(config["inputs"]["participants"])
+        check_session_files(
+            table, config["inputs"]["maps"], config["inputs"].get("brain_mask")
+        )
+    except InputError as err:
+        raise WorkflowError(f"bad input: {err}") from None
+    validate(table, workflow.source_path("../schemas/participants.schema.yaml"))
+    return table
+
+
+SESSIONS = _load_sessions()
+
+
+def bids(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{session}", **entities):
+    """A BIDS-derivative path: results/sub-X/ses-Y/<datatype>/sub-X_ses-Y_<k-v>_<suffix><ext>."""
+    name = "_".join(
+        [f"sub-{subject}", f"ses-{session}"]
+        + [f"{k}-{v}" for k, v in entities.items()]
+        + [suffix]
+    )
+    return f"{OUT}/sub-{subject}/ses-{session}/{datatype}/{name}{ext}"
+
+
+def sidecar(path):
+    """The JSON sidecar of an output path (x.nii.gz -> x.json, x.mat -> x.json)."""
+    return str(sidecar_path(path))
+
+
+def with_sidecars(**paths):
+    """Named outputs plus a `<name>_json` sidecar for each."""
+    out = dict(paths)
+    out.update({f"{k}_json": sidecar(v) for k, v in paths.items()})
+    return out
+
+
+def log_path(rule):
+    return f"{OUT}/logs/{rule}/sub-{{subject}}_ses-{{session}}.log"
+
+
+def bench_path(rule):
+    return f"{OUT}/benchmarks/{rule}/sub-{{subject}}_ses-{{session}}.tsv"
+
+
+def raw_map(contrast):
+    """Input function: the raw map of a contrast for the job's session."""
+    return lambda wc: config["inputs"]["maps"][contrast].format(
+        subject=wc.subject, session=wc.session
+    )
+
+
+def raw_map_of_suffix(wildcards):
+    contrast = CONTRAST_OF[wildcards.suffix]
+    return config["inputs"]["maps"][contrast].format(
+        subject=wildcards.subject, session=wildcards.session
+    )
+
+
+def given_mask(wildcards):
+    """The user's brain mask for the session, if the config names a pattern and it exists."""
+    pattern = config["inputs"].get("brain_mask")
+    if not pattern:
+        return []
+    path = pattern.format(subject=wildcards.subject, session=wildcards.session)
+    return [path] if os.path.exists(path) else []
+
+
+def for_sessions(pattern):
+    """Expand a {subject}/{session} path pattern over every session of the table."""
+    return expand(
+        pattern, zip, subject=list(SESSIONS["subject"]), session=list(SESSIONS["session"])
+    )
