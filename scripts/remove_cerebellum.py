@@ -7,7 +7,7 @@ with job(snakemake) as j:
     names = ("t1map", "mwfmap", "ndimap")
     xfm = {"affine": i.affine, "warp": i.warp, "inverse_warp": i.inverse_warp}
     facts = step_remove_cerebellum({n: i[n] for n in names}, i.mask, xfm,
-                                   snakemake.params.margin_mm, {n: o[n] for n in names},
+                                   i.cerebellum, {n: o[n] for n in names},
                                    o.cerebellum, o.cerebrum)
     for name in names + ("cerebellum", "cerebrum"):
         j.sidecar(o[name], facts)
