@@ -1,0 +1,106 @@
+"""Bad input stops with a clear message naming the session, the file and the problem,
+and what could be computed is kept."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import MAP_PATTERNS, make_config, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def _path(raw, contrast, subject, session):
+    return raw / MAP_PATTERNS[contrast].format(subject=subject, session=session)
+
+
+def _rewrite(path, fn):
+    img = nib.load(path)
+    data = fn(np.asarray(img.get_fdata(), dtype=np.float32))
+    nib.save(nib.Nifti1Image(data, img.affine), path)
+
+
+def _dry_run_error(tmp_path, raw) -> str:
+    proc = run_snakemake(tmp_path / "work", make_config(raw), "all", "-n")
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
+def test_listed_session_without_maps(tmp_path, cohort_copy):
+    missing = _path(cohort_copy, "MWF", "002", "2")
+    missing.unlink()
+    out = _dry_run_error(tmp_path, cohort_copy)
+    assert "sub-002 ses-2" in out and str(missing) in out
+
+
+def test_map_without_table_row(tmp_path, cohort_copy):
+    table = pd.read_csv(cohort_copy / "participants.tsv", sep="\t", dtype=str)
+    table[~((table.subject == "003") & (table.session == "1"))].to_csv(
+        cohort_copy / "participants.tsv", sep="\t", index=False)
+    out = _dry_run_error(tmp_path, cohort_copy)
+    assert "sub-003 ses-1" in out and "sub-003_ses-1_T1map.nii.gz" in out
+
+
+@pytest.mark.parametrize("column,value,expect", [
+    ("edss", "10.5", "10.5"), ("edss", "3.3", "3.3"), ("age", "", "age"),
+])
+def test_bad_table_values(tmp_path, cohort_copy, column, value, expect):
+    table = pd.read_csv(cohort_copy / "participants.tsv", sep="\t", dtype=str)
+    table.loc[0, column] = value
+    table.to_csv(cohort_copy / "participants.tsv", sep="\t", index=False)
+    out = _dry_run_error(tmp_path, cohort_copy)
+    assert "sub-001 ses-1" in out and expect in out and "participants.tsv" in out
+
+
+def test_duplicate_rows(tmp_path, cohort_copy):
+    table = pd.read_csv(cohort_copy / "participants.tsv", sep="\t", dtype=str)
+    pd.concat([table, table.iloc[[1]]]).to_csv(cohort_copy / "participants.tsv", sep="\t", index=False)
+    out = _dry_run_error(tmp_path, cohort_copy)
+    assert "sub-002 ses-1" in out and "duplicate" in out.lower()
+
+
+def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy):
+    truncated = _path(cohort_copy, "qT1", "001", "1")
+    blob = truncated.read_bytes()
+    truncated.write_bytes(gzip.compress(gzip.decompress(blob)[: len(gzip.decompress(blob)) // 2]))
+    seconds = _path(cohort_copy, "qT1", "002", "1")
+    _rewrite(seconds, lambda d: d / 1000.0)
+    percent = _path(cohort_copy, "MWF", "002", "2")
+    _rewrite(percent, lambda d: d * 100.0)
+    four_d = _path(cohort_copy, "NDI", "003", "1")
+    _rewrite(four_d, lambda d: np.stack([d, d, d], axis=-1))
+    with_nan = _path(cohort_copy, "MWF", "001", "1")
+    _rewrite(with_nan, lambda d: np.where(np.arange(d.size).reshape(d.shape) % 997 == 0, np.nan, d))
+    n_nan = int(np.isnan(nib.load(with_nan).get_fdata()).sum())
+    assert n_nan > 0
+
+    work = tmp_path / "work"
+    proc = run_snakemake(work, make_config(cohort_copy), "all", "--until", "scale_map", "--keep-going")
+    assert proc.returncode != 0
+    logs = work / "results" / "logs" / "scale_map"
+
+    def log(sub, ses, suffix):
+        return (logs / f"sub-{sub}_ses-{ses}_{suffix}.log").read_text()
+
+    cases = [("001", "1", "T1map", truncated, "truncated"), ("002", "1", "T1map", seconds, "seconds"),
+             ("002", "2", "MWFmap", percent, "percent"), ("003", "1", "NDImap", four_d, "volumes")]
+    for sub, ses, suffix, path, word in cases:
+        text = log(sub, ses, suffix)
+        assert f"sub-{sub} ses-{ses}" in text and str(path) in text and word in text.lower(), text
+    # NaN voxels: counted, zeroed, warned about; not an error.
+    scaled = work / "results" / "sub-001" / "ses-1" / "anat" / "sub-001_ses-1_desc-scaled_MWFmap"
+    facts = json.loads(scaled.with_suffix(".json").read_text())["Facts"]
+    assert facts["NonFiniteVoxels"] == n_nan
+    assert np.isfinite(nib.load(str(scaled) + ".nii.gz").get_fdata()).all()
+    assert "non-finite" in log("001", "1", "MWFmap")
+    # Nothing computed is lost: the good maps of the broken sessions are there,
+    # and no failed map left a file behind.
+    done = sorted(p.name for p in (work / "results").rglob("*desc-scaled_*.nii.gz"))
+    assert len(done) == 4 * 3 - 4
+    assert not (work / "results" / "sub-001" / "ses-1" / "anat" / "sub-001_ses-1_desc-scaled_T1map.nii.gz").exists()
