@@ -1,0 +1,93 @@
+"""Seconds per session for each preprocessing step, and peak memory.
+
+    python bench/preprocess.py --results results            # read a finished run
+    python bench/preprocess.py --run COHORT [--cores 2]     # run preprocessing, then read
+
+Reads the ``benchmark:`` files Snakemake wrote for every job (wall seconds and max RSS
+of the job, including its Python start-up). Steps with several jobs per session (scale:
+3 maps, co-registration: 2) are summed per session. With ``--run`` the wall-clock time of
+the whole run divided by the number of sessions is printed too (what N cores achieve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ["scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi", "crop_to_brain",
+         "register_to_template", "remove_cerebellum", "warp_brain_mask_to_template"]
+
+
+def read_benchmarks(results: Path) -> pd.DataFrame:
+    rows = []
+    for step in STEPS:
+        for f in sorted((results / "benchmarks" / step).glob("sub-*_ses-*.tsv")):
+            parts = f.stem.split("_")
+            b = pd.read_csv(f, sep="\t").iloc[-1]
+            rows.append(dict(step=step, session=f"{parts[0]}_{parts[1]}", seconds=float(b["s"]),
+                             max_rss_mb=float(b["max_rss"]) if b["max_rss"] != "-" else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    per_session = df.groupby(["step", "session"]).agg(seconds=("seconds", "sum"),
+                                                       max_rss_mb=("max_rss_mb", "max")).reset_index()
+    table = per_session.groupby("step").agg(sessions=("session", "nunique"),
+                                            seconds_mean=("seconds", "mean"),
+                                            seconds_max=("seconds", "max"),
+                                            peak_rss_mb=("max_rss_mb", "max"))
+    table = table.reindex([s for s in STEPS if s in table.index])
+    total = per_session.groupby("session")["seconds"].sum()
+    table.loc["TOTAL (job time)"] = [total.size, total.mean(), total.max(), table["peak_rss_mb"].max()]
+    return table
+
+
+def run(cohort: Path, cores: int, crop) -> tuple[Path, float, int]:
+    work = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
+    raw = cohort / "rawdata"
+    cfg = {"inputs": {"participants": str(raw / "participants.tsv"), "maps": {
+        "qT1": str(raw / "sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_T1map.nii.gz"),
+        "MWF": str(raw / "sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_MWFmap.nii.gz"),
+        "NDI": str(raw / "sub-{subject}/ses-{session}/dwi/sub-{subject}_ses-{session}_model-noddi_param-icvf_dwimap.nii.gz"),
+    }}, "preprocessing": {"crop_shape": list(crop)}}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                    str(work), "--configfile", str(work / "config.yaml"), "--cores", str(cores),
+                    "preprocess_all", "--quiet"], check=True, env=env)
+    wall = time.perf_counter() - t0
+    n = len(pd.read_csv(raw / "participants.tsv", sep="\t"))
+    return work / "results", wall, n
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, help="results folder of a finished run")
+    p.add_argument("--run", type=Path, metavar="COHORT", help="run preprocessing on this cohort first")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--crop", type=int, nargs=3, default=(48, 48, 56))
+    a = p.parse_args(argv)
+    if a.run:
+        results, wall, n = run(a.run, a.cores, a.crop)
+    elif a.results:
+        results, wall, n = a.results, None, None
+    else:
+        p.error("give --results or --run")
+    table = summarize(read_benchmarks(results))
+    print(table.round(2).to_string())
+    if wall is not None:
+        print(f"\nwall clock: {wall:.1f} s for {n} sessions on {a.cores} cores = {wall / n:.1f} s per session")
+
+
+if __name__ == "__main__":
+    main()
