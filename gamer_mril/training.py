@@ -7,7 +7,8 @@ Session cache
     values in [0, 1]) once into ``images.npy``, a plain ``.npy`` array of shape
     ``(N, 3, D, H, W)`` in float16, plus ``index.tsv`` (row, subject, session, age, edss,
     label). :func:`open_cache` memory-maps it; :meth:`SessionCache.batch` reads a batch
-    of rows (sorted, unique fancy indexing on the memory map), converts it to float32
+    of rows (each distinct row copied once, in file order, straight to its place in the
+    batch; page-locked memory when the batch goes to a GPU), converts it to float32
     and puts it on the device. On a GPU the float16 rows travel to the device and are
     converted there, which halves the transfer. float16 keeps ~3 significant digits,
     ample for maps in [0, 1] (rounding error at most 2**-11, about 5e-4, near 1).
@@ -238,23 +239,36 @@ class SessionCache:
                              f"subject {missing[0][0]} session {missing[0][1]}")
         return np.asarray(out, dtype=np.int64)
 
-    def read(self, indices) -> torch.Tensor:
-        """float16 CPU tensor (B, 3, D, H, W) of the given rows, in the given order."""
+    def read(self, indices, pin_memory: bool = False) -> torch.Tensor:
+        """float16 CPU tensor (B, 3, D, H, W) of the given rows, in the given order.
+
+        Each distinct row is copied once from the memory map, straight into its place in
+        the output, in increasing row order (sequential in the file); a repeated row is
+        copied from its first copy. ``pin_memory`` puts the output in page-locked memory
+        (for a fast copy to a GPU).
+        """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"row index out of range [0, {len(self)})")
-        uniq, inverse = np.unique(idx, return_inverse=True)    # sorted, each row read once
-        data = torch.from_numpy(np.ascontiguousarray(self.images[uniq]))
-        if uniq.size != idx.size or not np.array_equal(uniq, idx):
-            data = data[torch.from_numpy(inverse.reshape(-1))]
-        return data
+        out = torch.empty((idx.size,) + self.shape[1:], dtype=torch.float16,
+                          pin_memory=pin_memory)
+        dest = out.numpy()
+        first = {}
+        for j in np.argsort(idx, kind="stable"):
+            row = int(idx[j])
+            if row in first:
+                dest[j] = dest[first[row]]
+            else:
+                first[row] = j
+                dest[j] = self.images[row]
+        return out
 
     def batch(self, indices, device="cpu"):
         """(x float32 (B, 3, D, H, W), age, label, edss), all float32 tensors on ``device``."""
         device = torch.device(device)
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         # float16 travels to the device and is converted there (half the transfer)
-        x = self.read(idx).to(device).to(torch.float32)
+        x = self.read(idx, pin_memory=device.type == "cuda").to(device).to(torch.float32)
         meta = self.index.iloc[idx]
         as_tensor = lambda col: torch.as_tensor(meta[col].to_numpy(np.float32), device=device)
         return x, as_tensor("age"), as_tensor("label"), as_tensor("edss")

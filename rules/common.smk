@@ -1,4 +1,6 @@
 # Shared helpers: the session table, BIDS-derivative names, input functions.
+# Scripts import the package through the scripts/gamer_mril link (Snakemake puts a
+# script's folder on its sys.path); the Snakefile imports it from the repository root.
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -46,6 +48,16 @@ def bids(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{
         + [suffix]
     )
     return f"{OUT}/sub-{subject}/ses-{session}/{datatype}/{name}{ext}"
+
+
+def ndi_grid(suffix):
+    """A masked map (or mask) in the NDI grid."""
+    return bids(suffix, space="NDI", desc="brain")
+
+
+def crop_grid(suffix, desc="brain"):
+    """A map (or mask) in the cropped NDI grid."""
+    return bids(suffix, space="NDIcrop", desc=desc)
 
 
 def sidecar(path):

@@ -10,14 +10,6 @@ XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}
 XFM_TPL_INV = {"from": TPL, "to": "NDIcrop", "mode": "image"}
 
 
-def ndi_grid(suffix):
-    return bids(suffix, space="NDI", desc="brain")
-
-
-def crop_grid(suffix, desc="brain"):
-    return bids(suffix, space="NDIcrop", desc=desc)
-
-
 TEMPLATE_XFM = dict(
     affine=bids("xfm", ext=".mat", **XFM_TPL, desc="affine"),
     warp=bids("xfm", **XFM_TPL, desc="warp"),
