@@ -11,10 +11,13 @@ validate(config, "schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/preprocessing.smk"
+include: "rules/training.smk"
 
 
 rule all:
-    """Everything the workflow makes so far: every session preprocessed."""
+    """Everything the workflow makes so far: every session preprocessed, the fold
+    models trained and evaluated."""
     input:
         rules.preprocess_all.input,
+        rules.train_all.input,
         rules.dataset_description.output,

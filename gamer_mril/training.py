@@ -84,7 +84,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,8 +270,9 @@ class SessionCache:
         # float16 travels to the device and is converted there (half the transfer)
         x = self.read(idx, pin_memory=device.type == "cuda").to(device).to(torch.float32)
         meta = self.index.iloc[idx]
-        as_tensor = lambda col: torch.as_tensor(meta[col].to_numpy(np.float32), device=device)
-        return x, as_tensor("age"), as_tensor("label"), as_tensor("edss")
+        age, label, edss = (torch.as_tensor(meta[col].to_numpy(np.float32), device=device)
+                            for col in ("age", "label", "edss"))
+        return x, age, label, edss
 
 
 def open_cache(out_dir) -> SessionCache:
@@ -704,7 +705,8 @@ def load_model(model_dir, device="cpu"):
     return model.to(resolve_device(device)).eval()
 
 
-def predict(model, cache: SessionCache, indices, device="cpu", batch_size: int = 16) -> pd.DataFrame:
+def predict(model, cache: SessionCache, indices, device="cpu",
+            batch_size: int = 16) -> pd.DataFrame:
     """Logit, probability and attention weights of cache rows ``indices`` (order kept).
 
     Eval mode (BN running statistics), no augmentation, no gradients; the model's

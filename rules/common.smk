@@ -108,3 +108,8 @@ def for_sessions(pattern):
     return expand(
         pattern, zip, subject=list(SESSIONS["subject"]), session=list(SESSIONS["session"])
     )
+
+
+def model_dir(fold="{fold}"):
+    """Folder of one fold's trained model."""
+    return f"{OUT}/models/fold-{fold}"

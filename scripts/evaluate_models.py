@@ -1,0 +1,23 @@
+"""Table II, attention weights and ROC curves from the fold models' predictions."""
+import pandas as pd
+
+from gamer_mril.io import atomic_write_text
+from gamer_mril.jobs import job
+from gamer_mril.training import mean_attention, mean_of_folds, plot_roc, table_ii
+
+
+def read(path):
+    return pd.read_csv(path, sep="\t", dtype={"subject": str, "session": str})
+
+
+with job(snakemake) as j:
+    val = {k: read(p) for k, p in enumerate(snakemake.input.val)}
+    test = {k: read(p) for k, p in enumerate(snakemake.input.test)}
+    table = table_ii(val, test)
+    atomic_write_text(snakemake.output.table, table.to_csv(sep="\t", index=False))
+    att = mean_attention(list(val.values()) + list(test.values()))
+    atomic_write_text(snakemake.output.attention, att.to_csv(sep="\t", index=False))
+    curves = {f"validation fold {k}": (v.label, v.prob) for k, v in val.items()}
+    mean = mean_of_folds(test)
+    curves["test, mean of folds"] = (mean.label, mean.prob)
+    plot_roc(curves, snakemake.output.roc)
