@@ -283,6 +283,8 @@ rule dataset_description:
         f"{OUT}/dataset_description.json",
     log:
         f"{OUT}/logs/dataset_description.log",
+    benchmark:
+        f"{OUT}/benchmarks/dataset_description.tsv"
     params:
         config=config,
     conda:

@@ -1,0 +1,81 @@
+"""The synthetic cohort generator: table, grids, tissue values, planted effect."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from gamer_mril.synthetic import PROTOCOL, contrast_grid, effect_strength, generate_cohort, make_table, raw_path
+
+
+def test_table_shape_and_values():
+    t = make_table(400, 0.4, 0.25, seed=3)
+    first = t[t.session == "1"]
+    assert len(first) == 400 and first.subject.is_unique
+    assert abs((first.edss >= 5).mean() - 0.25) < 0.01
+    assert abs((t.session == "2").sum() / 400 - 0.4) < 0.01
+    assert first.age.between(20, 70).all()
+    assert ((t.edss * 2) % 1 == 0).all() and t.edss.between(0, 10).all()
+    follow = t[t.session == "2"].set_index("subject")
+    base = first.set_index("subject").loc[follow.index]
+    np.testing.assert_allclose(follow.age - base.age, 2.0)
+    assert (follow.edss >= base.edss).all()
+
+
+def test_a_larger_cohort_extends_a_smaller_one():
+    small, large = make_table(20, 0.4, 0.25, seed=1), make_table(30, 0.4, 0.25, seed=1)
+    pd.testing.assert_frame_equal(small, large[large.subject <= "020"].reset_index(drop=True))
+
+
+def test_effect_strength():
+    assert effect_strength(0) == 0 and effect_strength(3.5) == 0.5 and effect_strength(9) == 1
+
+
+@pytest.mark.parametrize("contrast", ["qT1", "MWF", "NDI"])
+def test_grids_follow_the_protocol(contrast):
+    shape, affine = contrast_grid(contrast, 2.0)
+    voxel, shape1 = PROTOCOL[contrast]
+    np.testing.assert_allclose(np.diag(affine)[:3], np.array(voxel) * 2)
+    assert shape == tuple(int(np.ceil(n / 2)) for n in shape1)
+    centre = affine[:3, :3] @ ((np.array(shape) - 1) / 2) + affine[:3, 3]
+    np.testing.assert_allclose(centre, 0, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate_cohort(root, n_subjects=2, followup_fraction=0.0, severe_fraction=0.5, scale=3.0,
+                    seed=11, log=lambda *_: None)
+    return root
+
+
+def test_tissue_values_are_realistic(cohort):
+    table = pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t", dtype=str)
+    sub, ses = table.subject[0], table.session[0]
+    gt = cohort / "ground_truth" / f"sub-{sub}" / f"ses-{ses}"
+    brain = np.asarray(nib.load(gt / f"sub-{sub}_ses-{ses}_space-NDI_desc-brain_mask.nii.gz").dataobj) > 0
+    ndi = nib.load(raw_path(cohort / "rawdata", sub, ses, "NDI")).get_fdata()
+    inside = ndi[brain]
+    # white matter (NDI ~0.6) and grey matter (~0.45) dominate the brain; CSF ~0
+    assert 0.35 < np.median(inside) < 0.65
+    assert np.percentile(inside, 5) < 0.3  # CSF (0), blurred by 5.4 mm partial volume
+    qt1 = nib.load(raw_path(cohort / "rawdata", sub, ses, "qT1"))
+    qbrain = np.asarray(nib.load(gt / f"sub-{sub}_ses-{ses}_space-qT1_desc-brain_mask.nii.gz").dataobj) > 0
+    q = qt1.get_fdata()[qbrain]
+    assert 800 < np.percentile(q, 20) < 1100  # white matter, ~850 ms
+    assert q.max() > 3000  # CSF (ventricles) above 3000 ms
+    mwf = nib.load(raw_path(cohort / "rawdata", sub, ses, "MWF")).get_fdata()
+    assert 0 <= mwf.min() and mwf.max() < 0.35
+    # each contrast lives in its own grid
+    assert len({nib.load(raw_path(cohort / "rawdata", sub, ses, c)).shape for c in ("qT1", "MWF", "NDI")}) == 3
+
+
+def test_ground_truth_beside_the_cohort(cohort):
+    truth = pd.read_csv(cohort / "ground_truth" / "truth.tsv", sep="\t", dtype={"subject": str})
+    assert len(truth) == 2
+    for c in ("qT1", "MWF", "NDI"):
+        pose = np.array(json.loads(truth[f"pose_{c}"][0]))
+        np.testing.assert_allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5)
+    assert (cohort / "ground_truth" / "space-MNI152NLin2009cAsym_res-2_desc-planted_mask.nii.gz").exists()
