@@ -68,7 +68,7 @@ rule train_fold:
         f"{OUT}/logs/train_fold/fold-{{fold}}.log",
     benchmark:
         f"{OUT}/benchmarks/train_fold/fold-{{fold}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
