@@ -1,0 +1,45 @@
+"""The config schema: the demo config validates, and defaults are the method's."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
+MINIMAL = {"inputs": {"participants": "p.tsv", "maps": {
+    c: f"{c}/sub-{{subject}}_ses-{{session}}.nii.gz" for c in ("qT1", "MWF", "NDI")}}}
+
+
+def test_demo_config_validates():
+    validate(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)
+
+
+def test_defaults_are_the_methods():
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    validate(config, SCHEMA, set_default=True)
+    pp = config["preprocessing"]
+    assert pp["crop_shape"] == [96, 96, 112]  # METHOD.md 2.5
+    assert pp["coregistration"] == "rigid"  # METHOD.md 2.3
+    assert pp["template_resolution"] == 2 and pp["template_transform"] == "SyN"  # 2.6
+    assert pp["skullstrip"] == "deepbet_template" and pp["cerebellum_margin_mm"] == 1
+    assert config["inputs"]["units"] == {"qT1": "ms", "MWF": "fraction"}
+    assert config["split"] == {"test_fraction": 0.2, "n_folds": 3, "seed": 0}  # METHOD.md 3
+    tr = config["training"]
+    assert (tr["lr"], tr["batch_size"], tr["weight_decay"]) == (5e-5, 70, 1e-2)  # METHOD.md 5
+
+
+@pytest.mark.parametrize("bad", [
+    {"preprocessing": {"coregistration": "syn"}},
+    {"preprocessing": {"crop_shape": [96, 96]}},
+    {"inputs": {"units": {"qT1": "us"}}},
+    {"split": {"n_folds": 1}},
+])
+def test_bad_config_is_refused(bad):
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    for key, value in bad.items():
+        config.setdefault(key, {}).update(value)
+    with pytest.raises(WorkflowError):
+        validate(config, SCHEMA)
