@@ -138,9 +138,9 @@ def code_version() -> dict:
     return info
 
 
-def write_sidecar(output, *, rule: str, inputs: dict, params: dict | None = None,
-                  extra: dict | None = None) -> Path:
-    """Write the provenance sidecar of ``output``.
+def provenance(*, rule: str, inputs: dict, params: dict | None = None,
+               extra: dict | None = None) -> dict:
+    """The provenance block: rule, code version, hashed inputs, parameters, software.
 
     ``inputs`` maps a role (e.g. ``"qT1"``) to a path or a list of paths; each is hashed.
     """
@@ -151,13 +151,20 @@ def write_sidecar(output, *, rule: str, inputs: dict, params: dict | None = None
     doc = {
         "GeneratedBy": {"Name": "gamer-mril", "Rule": rule, "CodeVersion": code_version()},
         "Created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "Output": {"path": str(output), "sha256": sha256(output)},
         "Inputs": hashed,
         "Parameters": params or {},
         "Software": package_versions(),
     }
     if extra:
         doc.update(extra)
+    return doc
+
+
+def write_sidecar(output, *, rule: str, inputs: dict, params: dict | None = None,
+                  extra: dict | None = None) -> Path:
+    """Write the provenance sidecar of ``output`` (its own sha256 included)."""
+    doc = provenance(rule=rule, inputs=inputs, params=params, extra=extra)
+    doc["Output"] = {"path": str(output), "sha256": sha256(output)}
     path = sidecar_path(output)
     atomic_write_json(path, doc)
     return path

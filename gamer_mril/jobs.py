@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .io import write_sidecar
+from .io import provenance, write_sidecar
 
 log = logging.getLogger("gamer_mril")
 
@@ -47,19 +47,9 @@ class Job:
 
     def provenance(self, facts=None, inputs=None) -> dict:
         """The provenance block of a JSON output that carries its own (no sidecar)."""
-        from .io import code_version, package_versions, sha256
-
         inputs = _named(self.smk.input) if inputs is None else inputs
-        return {
-            "GeneratedBy": {"Name": "gamer-mril", "Rule": self.smk.rule,
-                            "CodeVersion": code_version()},
-            "Inputs": {k: [{"path": str(p), "sha256": sha256(p)}
-                           for p in ([v] if isinstance(v, (str, Path)) else v)]
-                       for k, v in inputs.items()},
-            "Parameters": self.params,
-            "Software": package_versions(),
-            **({"Facts": facts} if facts else {}),
-        }
+        return provenance(rule=self.smk.rule, inputs=inputs, params=self.params,
+                          extra={"Facts": facts} if facts else None)
 
     def sidecar(self, output, facts=None, inputs=None):
         """Write ``output``'s provenance sidecar (inputs default to all named inputs)."""

@@ -159,8 +159,9 @@ def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dic
 
     data, affine, n_nonfinite = load_map(in_path, session, contrast)
     factor = check_units(data, contrast, unit, session, in_path)
+    canonical = data * factor
     low, high = RANGES[contrast]
-    scaled, _ = scale_to_unit(data * factor, low, high)
+    scaled, _ = scale_to_unit(canonical, low, high)
     save_nifti(scaled, affine, out_path)
     if n_nonfinite:
         import logging
@@ -168,14 +169,14 @@ def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dic
         logging.getLogger("gamer_mril").warning(
             "%s: %d non-finite voxels (NaN or inf) in %s were set to 0", session, n_nonfinite,
             in_path)
-    positive = data[data > 0] * factor
+    positive = canonical[canonical > 0]
     return {
         "NonFiniteVoxels": int(n_nonfinite),
         "DeclaredUnit": unit,
         "UnitFactor": float(factor),
         "Range": [low, high],
         "P99Canonical": float(np.percentile(positive, 99)) if positive.size else 0.0,
-        "ClippedAbove": int(np.count_nonzero(data * factor > high)),
+        "ClippedAbove": int(np.count_nonzero(canonical > high)),
     }
 
 
