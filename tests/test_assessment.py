@@ -1,0 +1,500 @@
+"""Hand-computed checks of gamer_mril.assessment (METHOD.md section 7)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from gamer_mril import assessment as A
+
+LOGGER = "gamer_mril.assessment"
+
+# MNI152 2 mm grid of nilearn's template (the one the workflow warps to).
+MNI2_AFFINE = np.array([[2.0, 0, 0, -98], [0, 2.0, 0, -134], [0, 0, 2.0, -72], [0, 0, 0, 1]])
+MNI2_SHAPE = (99, 117, 95)
+
+
+def mni_to_voxel(xyz):
+    ijk = np.linalg.solve(MNI2_AFFINE, np.array([*xyz, 1.0]))[:3]
+    assert np.allclose(ijk, np.rint(ijk))
+    return tuple(int(v) for v in np.rint(ijk))
+
+
+# --------------------------------------------------------------------------------------
+# Quantile masks
+# --------------------------------------------------------------------------------------
+
+def _one_to_ten_map():
+    """(2, 3, 4) map: 1..10 inside the brain (scattered), zeros and negatives inside,
+    large positives and a NaN outside."""
+    rng = np.random.default_rng(3)
+    flat = np.zeros(24)
+    brain = np.zeros(24, dtype=bool)
+    pos = rng.permutation(24)
+    flat[pos[:10]] = np.arange(1, 11)            # positive, in brain
+    flat[pos[10:12]] = [-5.0, -100.0]            # negative, in brain
+    flat[pos[12:14]] = 0.0                       # zero, in brain
+    brain[pos[:14]] = True
+    flat[pos[14]] = 1000.0                       # outside the brain
+    flat[pos[15]] = 50.0
+    flat[pos[16]] = np.nan
+    return flat.reshape(2, 3, 4), brain.reshape(2, 3, 4)
+
+
+@pytest.mark.parametrize("n, kept", [
+    (10, {10}),                   # 90th pct of 1..10 = 1 + 0.9 * 9 = 9.1
+    (30, {8, 9, 10}),             # 70th pct = 7.3 ("lower"/"nearest" would keep 7 too)
+    (50, {6, 7, 8, 9, 10}),       # 50th pct = 5.5
+    (90, set(range(2, 11))),      # 10th pct = 1.9
+    (100, set(range(1, 11))),     # 0th pct = 1
+])
+def test_quantile_mask_known_percentiles(n, kept):
+    rel, brain = _one_to_ten_map()
+    mask = A.quantile_mask(rel, brain, n)
+    assert mask.dtype == bool and mask.shape == rel.shape
+    expected = brain & np.isin(np.nan_to_num(rel), sorted(kept))
+    np.testing.assert_array_equal(mask, expected)
+    assert not (mask & ~brain).any()               # nothing outside the brain
+    assert not (mask & (np.nan_to_num(rel) <= 0)).any()
+
+
+def test_quantile_mask_ties_are_kept():
+    rel = np.array([1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 0.0, -1.0]).reshape(2, 2, 2)
+    brain = np.ones(rel.shape, bool)
+    threes = rel == 3.0
+    # 90th pct of [1, 2, 3, 3, 3, 3]: index 4.5 -> 3, so all four tied voxels (4/6 > 10 %)
+    np.testing.assert_array_equal(A.quantile_mask(rel, brain, 10), threes)
+    np.testing.assert_array_equal(A.quantile_mask(rel, brain, 70), threes)   # 30th pct: 2.5
+    # 10th pct: index 0.5 -> 1.5: keeps 2 and the threes
+    np.testing.assert_array_equal(A.quantile_mask(rel, brain, 90), rel >= 2.0)
+
+
+def test_quantile_mask_float32_threshold_in_float64():
+    # float32 values; the percentile is linear in float64 so the 50 % mask keeps 2 of 4
+    rel = np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32).reshape(1, 2, 2)
+    mask = A.quantile_mask(rel, np.ones(rel.shape, bool), 50)
+    np.testing.assert_array_equal(mask.ravel(), [False, False, True, True])
+
+
+def test_quantile_mask_empty_warns(caplog):
+    rel = np.array([0.0, -1.0, -2.0, 5.0]).reshape(1, 2, 2)
+    brain = np.array([True, True, True, False]).reshape(1, 2, 2)   # the positive is outside
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        mask = A.quantile_mask(rel, brain, 40)
+    assert mask.shape == rel.shape and mask.dtype == bool and not mask.any()
+    assert any(r.name == LOGGER and r.levelno == logging.WARNING for r in caplog.records)
+
+
+@pytest.mark.parametrize("n", [0, -10, 100.5, 150, float("nan"), "ten"])
+def test_quantile_mask_bad_level(n):
+    rel, brain = _one_to_ten_map()
+    with pytest.raises(ValueError, match="level"):
+        A.quantile_mask(rel, brain, n)
+
+
+def test_quantile_mask_bad_shapes_and_values():
+    rel, brain = _one_to_ten_map()
+    with pytest.raises(ValueError, match="brain mask shape"):
+        A.quantile_mask(rel, brain[:1], 10)
+    with pytest.raises(ValueError, match=r"\(D, H, W\)"):
+        A.quantile_mask(rel[0], brain[0], 10)
+    bad = rel.copy()
+    bad[brain] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        A.quantile_mask(bad, brain, 10)
+
+
+def test_quantile_masks_individual_and_combined(caplog):
+    rel, brain = _one_to_ten_map()
+    maps = np.stack([rel, -np.abs(np.nan_to_num(rel)),
+                     np.where(brain & (np.nan_to_num(rel) > 0), 11 - rel, 0)])
+    levels = (10, 30, 50)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ind = A.quantile_masks(maps, brain, levels=levels, kind="individual")
+    assert ind.shape == (3, 3, 2, 3, 4) and ind.dtype == bool
+    # contrast 1 has no positive relevance: empty and one warning naming it
+    assert not ind[:, 1].any()
+    assert sum("contrast 1" in r.getMessage() for r in caplog.records) == 1
+    for k, n in enumerate(levels):
+        for c in range(3):
+            np.testing.assert_array_equal(ind[k, c], A.quantile_mask(maps[c], brain, n))
+    # contrast 2 reverses the order: its top 10 % is the voxel of value 1 in contrast 0
+    np.testing.assert_array_equal(ind[0, 2], brain & (rel == 1))
+
+    comb = A.quantile_masks(rel, brain, levels=levels, kind="combined")
+    assert comb.shape == (3, 3, 2, 3, 4) and comb.dtype == bool
+    for k, n in enumerate(levels):
+        for c in range(3):
+            np.testing.assert_array_equal(comb[k, c], A.quantile_mask(rel, brain, n))
+    assert comb[1, 0].sum() == 3          # top 30: 8, 9, 10
+    comb[0, 0, 0, 0, 0] = ~comb[0, 0, 0, 0, 0]      # a real, writable array
+    assert comb[0, 1, 0, 0, 0] != comb[0, 0, 0, 0, 0]
+
+    with pytest.raises(ValueError, match="individual maps"):
+        A.quantile_masks(rel, brain, kind="individual")
+    with pytest.raises(ValueError, match="combined map"):
+        A.quantile_masks(maps, brain, kind="combined")
+    with pytest.raises(ValueError, match="kind"):
+        A.quantile_masks(rel, brain, kind="both")
+
+
+# --------------------------------------------------------------------------------------
+# Voxel inverting
+# --------------------------------------------------------------------------------------
+
+def test_invert_voxels_exact_and_only_masked():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 2, 3, 4)).astype(np.float32)
+    before = images.copy()
+    masks = rng.random(images.shape) < 0.4
+    out = A.invert_voxels(images, masks)
+    assert out.dtype == np.float32 and out.shape == images.shape
+    np.testing.assert_array_equal(images, before)                 # input untouched
+    np.testing.assert_array_equal(out[~masks], images[~masks])    # bit for bit
+    np.testing.assert_array_equal(out[masks], np.float32(1) - images[masks])
+
+    small = np.array([0.25, 0.75, 0.0, 1.0])
+    np.testing.assert_array_equal(
+        A.invert_voxels(small, np.array([True, False, True, False])), [0.75, 0.75, 1.0, 1.0])
+
+    shared = masks[0]                                              # one mask, all contrasts
+    out = A.invert_voxels(images, shared)
+    for c in range(3):
+        np.testing.assert_array_equal(out[c][shared], 1 - images[c][shared])
+        np.testing.assert_array_equal(out[c][~shared], images[c][~shared])
+    with pytest.raises(ValueError, match="boolean"):
+        A.invert_voxels(images, masks.astype(int))
+    with pytest.raises(ValueError, match="do not fit"):
+        A.invert_voxels(images, masks[..., :2])
+
+
+class LazyMasks:
+    """Per-session masks served on demand, counting the reads."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.reads = 0
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.arrays[i]
+
+
+def test_inverting_auc_hand_computed():
+    v = np.array([0.125, 0.25, 0.75, 0.875], dtype=np.float32)   # dyadic: 1 - v exact
+    labels = np.array([0, 0, 1, 1])
+    ages = np.array([30.0, 41.0, 52.0, 63.0])
+    images = np.full((4, 3, 2, 2, 2), 0.25, dtype=np.float32)
+    images[:, 0, 0, 0, 0] = v
+    levels = (10, 20, 30)
+
+    # scenario 1: individual masks (levels, L, D, H, W) per session
+    m1 = np.zeros((4, 3, 3, 2, 2, 2), bool)
+    m1[[2, 3], 0, 0, 0, 0, 0] = True     # N=10: invert v in sessions 2, 3
+    m1[:, 1, 0, 0, 0, 0] = True          # N=20: invert v everywhere
+    m1[2, 2, 0, 0, 0, 0] = True          # N=30: session 2 only
+    m1[:, 2, 1, 1, 1, 1] = True          # ... plus a voxel predict does not read
+    # scenario 4: one mask shared by the contrasts (levels, D, H, W), served lazily
+    m4 = np.zeros((4, 3, 2, 2, 2), bool)
+    m4[:, 0, 1, 1, 1] = True             # N=10: a voxel predict does not read
+    m4[0, 1, 0, 0, 0] = True             # N=20: session 0 only
+    lazy = LazyMasks(list(m4))           # N=30: empty masks
+
+    calls = []
+
+    def predict(batch, batch_ages):
+        calls.append((batch.copy(), np.asarray(batch_ages).copy()))
+        return batch[:, 0, 0, 0, 0].astype(np.float64)
+
+    res, probs = A.inverting_auc(predict, images, ages, labels, {4: lazy, 1: list(m1)},
+                                 levels=levels, batch_size=3, return_probabilities=True)
+    # after inverting: scenario 1 N=10 -> [.125, .25, .25, .125]: pairs 1, 1/2, 1/2, 0
+    #                  N=20 -> [.875, .75, .25, .125]: 0;  N=30 -> [.125, .25, .25, .875]:
+    #                  1 + 1/2 + 1 + 1 = 3.5 of 4; scenario 4 N=20 -> [.875, .25, .75,
+    #                  .875]: 0 + 1 + 1/2 + 1 = 2.5 of 4; N=10, N=30 unchanged.
+    expected = pd.DataFrame(dict(scenario=[1, 1, 1, 4, 4, 4], N=[10, 20, 30] * 2,
+                                 auc=[0.5, 0.0, 0.875, 1.0, 0.625, 1.0]))
+    assert list(res.columns) == ["scenario", "N", "auc", "baseline_auc", "auc_drop",
+                                 "n_sessions"]
+    np.testing.assert_array_equal(res["scenario"], expected["scenario"])
+    np.testing.assert_array_equal(res["N"], expected["N"])
+    np.testing.assert_allclose(res["auc"], expected["auc"], rtol=0, atol=1e-12)
+    assert (res["baseline_auc"] == 1.0).all()
+    np.testing.assert_allclose(res["auc_drop"], 1.0 - expected["auc"], atol=1e-12)
+    assert (res["n_sessions"] == 4).all()
+
+    p = probs.set_index(["scenario", "N", "session"])["prob"]
+    np.testing.assert_array_equal(p.loc[0, 0].to_numpy(), v)                 # baseline
+    np.testing.assert_array_equal(p.loc[1, 10].to_numpy(), [0.125, 0.25, 0.25, 0.125])
+    np.testing.assert_array_equal(p.loc[4, 20].to_numpy(), [0.875, 0.25, 0.75, 0.875])
+
+    # batches of at most 3 sessions: (0, 1, 2) and (3,); 1 baseline + 2 x 3 inverted each
+    assert len(calls) == 2 * (1 + 2 * 3)
+    assert sorted(len(b) for b, _ in calls) == [1] * 7 + [3] * 7
+    for b, a in calls:
+        np.testing.assert_array_equal(a, ages[:3] if len(b) == 3 else ages[3:])
+    assert lazy.reads == 4                       # each session's masks read once
+    # every inverted batch predict saw is exactly invert_voxels of the images
+    for s, per_session in ((1, m1), (4, m4)):
+        for k in range(len(levels)):
+            for sl in (slice(0, 3), slice(3, 4)):
+                want = np.stack([A.invert_voxels(images[i], per_session[i][k])
+                                 for i in range(4)[sl]])
+                assert any(np.array_equal(want, b) for b, _ in calls)
+    np.testing.assert_array_equal(images[:, 0, 0, 0, 0], v)     # input untouched
+
+    assert A.choose_scenario(res, n=10) == 1     # drops 0.5 vs 0
+    assert A.choose_scenario(res, n=20) == 1     # drops 1.0 vs 0.375
+
+
+def test_inverting_auc_rejects_bad_input():
+    images = np.zeros((2, 3, 2, 2, 2), np.float32)
+    masks = {1: np.zeros((2, 9, 3, 2, 2, 2), bool)}
+
+    def predict(b, a):
+        return np.zeros(len(b))
+
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        A.inverting_auc(predict, images, [1, 2], [0, 2], masks)
+    with pytest.raises(ValueError, match="expected"):
+        A.inverting_auc(predict, images, [1, 2], [0, 1], masks, levels=(10, 20))
+    with pytest.raises(ValueError, match="masks for 1 sessions"):
+        A.inverting_auc(predict, images, [1, 2], [0, 1], {1: masks[1][:1]})
+    with pytest.raises(ValueError, match="returned 1 values"):
+        A.inverting_auc(lambda b, a: [0.5], images, [1, 2], [0, 1], masks)
+
+
+def test_choose_scenario_ties_and_nan():
+    df = pd.DataFrame(dict(scenario=[7, 3, 5, 9, 3], N=[40, 40, 40, 40, 30],
+                           auc=[0.6, 0.6, np.nan, 0.7, 0.0], baseline_auc=0.9))
+    assert A.choose_scenario(df, n=40) == 3      # 3 and 7 tie at 0.3; 5 is NaN
+    assert A.choose_scenario(df, n=30) == 3
+    with pytest.raises(ValueError, match="N = 50"):
+        A.choose_scenario(df, n=50)
+
+
+# --------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------
+
+def _exact_two_sided_p(x, y):
+    """scipy's two-sided definition, by enumerating every pairing of the ranks."""
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    obs = rx @ ry
+    perms = np.array(list(itertools.permutations(range(len(x)))))
+    null = rx[perms] @ ry
+    tol = 1e-9 * abs(obs)
+    p_less = np.mean(null <= obs + tol)
+    p_greater = np.mean(null >= obs - tol)
+    return min(1.0, 2 * min(p_less, p_greater)), len(perms)
+
+
+X7 = np.array([1.2, 3.4, 2.2, 5.0, 4.1, 0.3, 6.6])
+Y7 = np.array([1.0, 3.0, 2.0, 2.0, 5.0, 0.0, 4.0])          # a tie in EDSS
+
+
+def test_spearman_permutation_exact_small_n():
+    rho, p = A.spearman_permutation(X7, Y7)
+    assert rho == pytest.approx(stats.spearmanr(X7, Y7).statistic, abs=1e-12)
+    p_exact, n_perm = _exact_two_sided_p(X7, Y7)
+    assert n_perm == 5040 and 0.01 < p_exact < 0.5
+    # 7! = 5040 <= 20000 pairings: scipy enumerates them, so p is the exact p
+    assert p == pytest.approx(p_exact, abs=1e-12)
+
+
+def test_spearman_permutation_random_close_to_exact_and_seeded():
+    x = np.array([0.31, 0.52, 0.18, 0.77, 0.64, 0.45, 0.90, 0.26])
+    y = np.array([2.0, 3.5, 4.0, 6.0, 2.5, 3.0, 6.5, 1.0])
+    rho, p = A.spearman_permutation(x, y, n_resamples=20000, seed=0)
+    assert rho == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    p_exact, n_perm = _exact_two_sided_p(x, y)
+    assert n_perm == 40320                    # > 20000: scipy draws at random
+    assert 0.02 < p_exact < 0.5
+    # p = 2 (k + 1) / 20001 with k ~ Binomial(20000, p_exact / 2): sd of p ~ 2 sqrt(...)
+    sd = 2 * math.sqrt((p_exact / 2) * (1 - p_exact / 2) / 20000)
+    assert abs(p - p_exact) < 4 * sd + 2 / 20001
+    assert A.spearman_permutation(x, y, seed=0) == (rho, p)           # reproducible
+    assert A.spearman_permutation(x, y, seed=1)[1] != p               # seed matters
+    # pairs with a NaN are dropped
+    xn, yn = np.append(x, np.nan), np.append(y, 3.0)
+    assert A.spearman_permutation(xn, yn, seed=0) == (rho, p)
+
+
+def test_spearman_permutation_constant_and_tiny_input():
+    for values, edss in (([0.5] * 6, [1, 2, 3, 4, 5, 6]), ([1, 2, 3, 4], [2.0] * 4),
+                         ([1.0, 2.0], [1.0, 2.0]), ([np.nan] * 4, [1, 2, 3, 4])):
+        rho, p = A.spearman_permutation(values, edss)
+        assert math.isnan(rho) and math.isnan(p)
+    with pytest.raises(ValueError, match="EDSS"):
+        A.spearman_permutation([1, 2, 3], [1, 2])
+
+
+def test_bh_adjust_by_hand():
+    p = [0.01, 0.04, 0.03, np.nan, 0.2]
+    # finite m = 4; sorted 0.01, 0.03, 0.04, 0.2 -> p m / rank = 0.04, 0.06, 0.05333, 0.2;
+    # cumulative minimum from the top: 0.04, 0.05333, 0.05333, 0.2
+    out = A.bh_adjust(p)
+    np.testing.assert_allclose(out, [0.04, 0.16 / 3, 0.16 / 3, np.nan, 0.2], rtol=1e-12)
+    assert np.isnan(A.bh_adjust([np.nan, np.nan])).all()
+    with pytest.raises(ValueError):
+        A.bh_adjust([0.5, 1.5])
+
+
+def test_mean_in_mask():
+    images = np.arange(16, dtype=np.float32).reshape(2, 2, 2, 2) / 16
+    masks = np.zeros((2, 2, 2, 2, 2), bool)
+    masks[0, 0, 0, 0, :] = True          # level 0, contrast 0: values 0/16, 1/16
+    masks[0, 1, 1, 1, 1] = True          # level 0, contrast 1: value 15/16
+    masks[1, 1] = True                   # level 1, contrast 1: 8/16 .. 15/16; contrast 0 empty
+    out = A.mean_in_mask(images, masks)
+    assert out.shape == (2, 2)
+    np.testing.assert_allclose(out, [[0.5 / 16, 15 / 16], [np.nan, 11.5 / 16]], rtol=1e-12)
+    np.testing.assert_allclose(A.mean_in_mask(images, masks[0]), [0.5 / 16, 15 / 16])
+    with pytest.raises(ValueError):
+        A.mean_in_mask(images, masks[..., :1])
+
+
+def test_correlation_table_hand_computed():
+    sessions = [f"s{i}" for i in range(6)]
+    edss = dict(zip(sessions, [1.0, 2.0, 3.5, 4.0, 6.0, 6.5]))
+    rows = []
+    up = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    for scn in (3, 4):
+        for n in (30, 40, 50, 60):
+            for c, vals in (("qT1", up[::-1]), ("MWF", np.full(6, 0.3)), ("NDI", up)):
+                if scn == 4 and c == "NDI":
+                    vals = up[[1, 0, 2, 3, 4, 5]]          # one swap: rho = 1 - 6*2/210
+                for s, val in zip(sessions, vals):
+                    rows.append(dict(session=s, scenario=scn, N=n, contrast=c, value=val))
+    means = pd.DataFrame(rows)
+    corr = A.correlation_table(means, edss, scenario=3, n=40, n_resamples=999)
+    # scenarios 3, 4 x levels 30, 40, 50 (60 is in neither table) x 3 contrasts
+    assert len(corr) == 18 and set(corr["N"]) == {30, 40, 50}
+    r = corr.set_index(["scenario", "N", "contrast"])
+    np.testing.assert_allclose(r.xs("qT1", level="contrast")["rho"], -1.0, rtol=1e-12)
+    assert r.loc[(3, 40, "NDI"), "rho"] == pytest.approx(1.0)
+    assert r.loc[(4, 30, "NDI"), "rho"] == pytest.approx(1 - 12 / 210)
+    assert r.xs("MWF", level="contrast")["rho"].isna().all()
+    # Table IV rows: exact test (6! = 720 <= 999); rho = +-1 is the most extreme of 720
+    # pairings, so p = 2 / 720, and BH over the two defined p-values keeps 1/360
+    iv = corr[corr["table_iv"]]
+    assert list(iv["contrast"]) == ["qT1", "MWF", "NDI"] and (iv["scenario"] == 3).all()
+    np.testing.assert_allclose(iv["p"], [1 / 360, np.nan, 1 / 360], rtol=1e-9)
+    np.testing.assert_allclose(iv["p_bh"], [1 / 360, np.nan, 1 / 360], rtol=1e-9)
+    assert corr.loc[~corr["table_iv"], ["p", "p_bh"]].isna().all().all()
+    assert (corr["n_sessions"] == 6).all()
+
+    t3 = A.table_iii(corr)
+    assert t3.shape == (6, 3) and list(t3.columns) == ["qT1", "MWF", "NDI"]
+    assert t3.loc[(4, 50), "NDI"] == pytest.approx(1 - 12 / 210)
+    t4 = A.table_iv(corr)
+    assert list(t4.index) == ["rho", "p", "p_bh"] and t4.loc["rho", "qT1"] == -1.0
+
+    with pytest.raises(ValueError, match="no EDSS"):
+        A.correlation_table(means, {s: 1.0 for s in sessions[:5]}, scenario=3)
+    with pytest.raises(ValueError, match="scenario 5"):
+        A.correlation_table(means, edss, scenario=5)
+
+
+# --------------------------------------------------------------------------------------
+# Group heatmap and peaks
+# --------------------------------------------------------------------------------------
+
+def test_group_heatmap_fractions():
+    masks = np.zeros((4, 2, 2, 2), bool)
+    masks[:, 0, 0, 0] = True                 # 4/4
+    masks[:3, 1, 1, 1] = True                # 3/4
+    masks[[0, 2], 0, 1, 0] = True            # 2/4
+    masks[3, 1, 0, 1] = True                 # 1/4
+    h = A.group_heatmap(masks)
+    assert h.dtype == np.float32 and h.shape == (2, 2, 2)
+    expected = np.zeros((2, 2, 2), np.float32)
+    expected[0, 0, 0], expected[1, 1, 1], expected[0, 1, 0], expected[1, 0, 1] = 1, .75, .5, .25
+    np.testing.assert_array_equal(h, expected)
+    np.testing.assert_array_equal(A.group_heatmap(m for m in masks), expected)   # streamed
+    np.testing.assert_array_equal(A.group_heatmap(masks[:3])[0, 1, 0], np.float32(2 / 3))
+    with pytest.raises(ValueError, match="no mask"):
+        A.group_heatmap(np.zeros((0, 2, 2, 2), bool))
+    with pytest.raises(ValueError, match="boolean"):
+        A.group_heatmap(masks.astype(np.uint8))
+
+
+def _peaks_heatmap():
+    h = np.zeros(MNI2_SHAPE, np.float32)
+    a = mni_to_voxel((-24, 4, 2))            # left putamen: a peak on a 0.3 cube
+    h[a[0] - 1:a[0] + 2, a[1] - 1:a[1] + 2, a[2] - 1:a[2] + 2] = 0.3
+    h[a] = 0.6
+    h[a[0] + 2, a[1], a[2]] = 0.35           # a secondary maximum 4 mm away
+    b = mni_to_voxel((14, 12, 10))           # right caudate: a 3x3x3 plateau
+    h[b[0] - 1:b[0] + 2, b[1] - 1:b[1] + 2, b[2] - 1:b[2] + 2] = 0.4
+    c = mni_to_voxel((-38, -20, 56))         # left precentral gyrus
+    h[c] = 0.2
+    h[0, 0, 0] = 0.1                         # (-98, -134, -72): outside the AAL3 grid
+    return h
+
+
+def test_heatmap_peaks_mni_and_labels():
+    h = _peaks_heatmap()
+    peaks = A.heatmap_peaks(h, MNI2_AFFINE, n_peaks=10, min_distance_mm=8)
+    assert list(peaks["peak"]) == [1, 2, 3, 4]
+    np.testing.assert_array_equal(peaks[["x", "y", "z"]].to_numpy(),
+                                  [[-24, 4, 2], [14, 12, 10], [-38, -20, 56], [-98, -134, -72]])
+    np.testing.assert_allclose(peaks["value"], [0.6, 0.4, 0.2, 0.1], rtol=1e-6)
+    assert list(peaks["plateau_voxels"]) == [1, 27, 1, 1]
+    assert list(peaks["aal3"]) == ["Putamen_L", "Caudate_R", "Precentral_L", "Undefined"]
+    assert tuple(peaks.loc[1, ["i", "j", "k"]]) == mni_to_voxel((14, 12, 10))
+
+    close = A.heatmap_peaks(h, MNI2_AFFINE, min_distance_mm=3)    # 4 mm apart now allowed
+    assert list(close["value"].round(6)) == [0.6, 0.4, 0.35, 0.2, 0.1]
+    assert tuple(close.loc[2, ["x", "y", "z"]]) == (-20, 4, 2)
+    top2 = A.heatmap_peaks(h, MNI2_AFFINE, n_peaks=2)
+    assert list(top2["aal3"]) == ["Putamen_L", "Caudate_R"]
+    above = A.heatmap_peaks(h, MNI2_AFFINE, threshold=0.15)
+    assert list(above["aal3"]) == ["Putamen_L", "Caudate_R", "Precentral_L"]
+    none = A.heatmap_peaks(np.zeros((4, 4, 4)), MNI2_AFFINE)
+    assert none.empty and "aal3" in none.columns
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+
+def _is_png(path):
+    data = path.read_bytes()
+    return len(data) > 2000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_are_written(tmp_path):
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame([dict(scenario=s, N=n, auc=rng.random(), baseline_auc=0.88)
+                       for s in range(1, 13) for n in A.LEVELS])
+    A.plot_inverting(df, tmp_path / "fig4.png")
+    assert _is_png(tmp_path / "fig4.png")
+
+    edss = np.array([1.0, 2.0, 3.5, 4.0, 6.0, 6.5])
+    values = {"qT1": rng.random(6), "MWF": np.full(6, 0.3), "NDI": rng.random(6)}
+    A.plot_correlations(values, edss, tmp_path / "corr.png", n_resamples=99)
+    assert _is_png(tmp_path / "corr.png")
+    A.plot_correlations(values, edss, tmp_path / "corr2.png",
+                        stats={c: (0.1, 0.5) for c in values})
+    assert _is_png(tmp_path / "corr2.png")
+
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
+    heat = nib.Nifti1Image(_peaks_heatmap(), MNI2_AFFINE)
+    A.plot_heatmap(heat, None, tmp_path / "fig6.png", title="top-40 masks", vmax=0.65)
+    assert _is_png(tmp_path / "fig6.png")
+    assert plt.get_fignums() == open_before          # no pyplot figure left open
+    assert not list(tmp_path.glob(".*"))            # no temporary file left behind
