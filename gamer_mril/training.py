@@ -97,14 +97,13 @@ from numpy.lib.format import open_memmap
 from . import CONTRASTS
 from .io import atomic_path, atomic_write_json, atomic_write_text
 from .network import build_model, count_parameters
+from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, find_fold_models, read_model_meta  # noqa: F401
 from .split import severity_label
 
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.tsv"
 INDEX_COLUMNS = ("row", "subject", "session", "age", "edss", "label")
 EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "seconds")
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_JSON = "model.json"
 VAL_PREDICTIONS = "val_predictions.tsv"
 
 #: Default augmentation parameters (METHOD.md section 5).
@@ -908,3 +907,57 @@ def plot_roc(curves: Mapping, path, title: str | None = None) -> None:
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(str(tmp), format="png")
+
+
+
+def assessment_predictions(val_predictions: Mapping, test_predictions: Mapping,
+                           best: int) -> pd.DataFrame:
+    """Each assessed session with the prediction of the model that explains it.
+
+    Validation sessions of fold k are scored by fold k's model (``set`` = ``cv``), test
+    sessions by the best fold's model (``set`` = ``test``; :func:`best_fold`), so no
+    session is scored or explained by a model that trained on it. Columns: subject,
+    session, edss, label, set, fold (the model), logit, prob, a_<contrast>...,
+    prob_mean_of_folds (test sessions only; NaN for cv).
+    """
+    frames = []
+    for k in sorted(val_predictions):
+        df = val_predictions[k].copy()
+        df.insert(4, "set", "cv")
+        df.insert(5, "fold", int(k))
+        frames.append(df)
+    if test_predictions:
+        df = test_predictions[best].copy()
+        df.insert(4, "set", "test")
+        df.insert(5, "fold", int(best))
+        mean = mean_of_folds(test_predictions)[["subject", "session", "prob"]]
+        df = df.merge(mean.rename(columns={"prob": "prob_mean_of_folds"}),
+                      on=["subject", "session"], how="left", validate="one_to_one")
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    if "prob_mean_of_folds" not in out:
+        out["prob_mean_of_folds"] = np.nan
+    dup = out.duplicated(["subject", "session"])
+    if dup.any():
+        row = out[dup].iloc[0]
+        raise ValueError(f"sub-{row['subject']} ses-{row['session']} is predicted twice "
+                         f"(validation and test overlap)")
+    return out.sort_values(["subject", "session"], kind="stable").reset_index(drop=True)
+
+
+def frozen_predictions(predictions: Mapping, best: int) -> tuple:
+    """Frozen-model mode: (per-session table, performance table) from every fold model's
+    predictions of the same sessions (``{fold: frame}``).
+
+    The session table holds the best fold's prediction (the model that explains,
+    ``set`` = ``new``) and ``prob_mean_of_folds``; the performance table has one row per
+    fold model and one for the mean of the folds (AUC etc. when the sessions hold both
+    classes, NaN otherwise).
+    """
+    table = assessment_predictions({}, predictions, best)
+    table["set"] = "new"
+    rows = [dict(model=f"fold {k}", **binary_metrics(df["label"], df["prob"]))
+            for k, df in sorted(predictions.items())]
+    mean = mean_of_folds(predictions)
+    rows.append(dict(model="mean of folds", **binary_metrics(mean["label"], mean["prob"])))
+    return table, pd.DataFrame(rows, columns=["model", *METRIC_COLUMNS])

@@ -1,0 +1,147 @@
+"""Relevance maps of one session on disk: the file side of METHOD.md section 6.
+
+:mod:`gamer_mril.lrp` computes maps from tensors; this module picks the model that
+explains a session, reads the session's network inputs, runs every requested scenario in
+one go (the forward pass is shared) and writes each scenario's map twice: in the cropped
+grid the network saw, and put back in the session's NDI grid through the recorded crop box
+(exactly: the inverse of the crop; voxels outside the crop get 0).
+
+File layout of a map (4D for individual maps: one volume per contrast in the order
+``qT1, MWF, NDI``; 3D for combined maps)::
+
+    sub-X/ses-Y/xai/sub-X_ses-Y_space-NDIcrop_scenario-NN_relmap.nii.gz
+    sub-X/ses-Y/xai/sub-X_ses-Y_space-NDI_scenario-NN_relmap.nii.gz
+
+Which model explains a session (so that no session is explained by a model that trained
+on it): a validation session its own fold's model; a test session, or any session in
+frozen-model mode, the fold model with the best validation AUC
+(:func:`gamer_mril.modelfiles.best_fold`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from . import CONTRASTS
+from .io import save_nifti, sha256
+from .modelfiles import MODEL_WEIGHTS, best_fold, explaining_fold, read_model_meta
+from .preprocessing import CropBox, uncrop
+
+#: Every scenario of Table I.
+ALL_SCENARIOS = tuple(range(1, 13))
+
+
+def choose_model(model_dirs: Mapping, subject: str, session: str, split=None) -> tuple:
+    """``(fold, folder)`` of the model that explains a session.
+
+    ``model_dirs``: {fold: folder}; ``split``: the split table (None in frozen-model mode).
+    A session missing from a given split table is an error (it would otherwise be
+    explained by a model that may have trained on it).
+    """
+    best = best_fold({k: read_model_meta(d) for k, d in model_dirs.items()})
+    row = None
+    if split is not None:
+        hit = split[(split["subject"].astype(str) == str(subject))
+                    & (split["session"].astype(str) == str(session))]
+        if hit.empty:
+            raise ValueError(f"sub-{subject} ses-{session} is not in the split table")
+        row = hit.iloc[0]
+    fold = explaining_fold(row, best)
+    return fold, Path(model_dirs[fold])
+
+
+def load_session_images(paths: Sequence, contrasts: Sequence[str] = CONTRASTS) -> tuple:
+    """``(images (L, D, H, W) float32, affine)`` of a session's network inputs.
+
+    The maps must share one grid (they are the cropped NDI-grid outputs of
+    preprocessing); a mismatch is an error naming the file.
+    """
+    arrays, affine = [], None
+    for contrast, path in zip(contrasts, paths):
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        if affine is None:
+            affine, shape = img.affine, data.shape
+        elif data.shape != shape or not np.allclose(img.affine, affine, atol=1e-4):
+            raise ValueError(f"{path}: the {contrast} map's grid differs from "
+                             f"{paths[0]}'s (shape {data.shape} vs {shape})")
+        arrays.append(data)
+    return np.stack(arrays), affine
+
+
+def read_crop_box(path) -> tuple:
+    """``(CropBox, full_shape, full_affine)`` from the crop step's transform file."""
+    d = json.loads(Path(path).read_text())
+    try:
+        return (CropBox.from_dict(d["CropBox"]), tuple(int(v) for v in d["FullShape"]),
+                np.asarray(d["FullAffine"], dtype=np.float64))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a crop box file ({err})") from None
+
+
+def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
+                    crop_outputs: Mapping, ndi_outputs: Mapping, *,
+                    ig_steps: int = 32, device="auto", log=print) -> dict:
+    """Compute and write the relevance maps of one session; return facts for sidecars.
+
+    ``crop_outputs`` / ``ndi_outputs``: {scenario number: path} (the same scenarios in
+    both). ``crop_box_path``: the crop step's ``from-NDI_to-NDIcrop`` file (box, shape and
+    affine of the NDI grid). Returns a dict with the model, the scenarios' descriptions and, per
+    scenario, the total relevance and seconds.
+    """
+    import torch
+
+    from . import lrp
+    from .training import load_model, resolve_device
+
+    scenarios = sorted(int(n) for n in crop_outputs)
+    if sorted(int(n) for n in ndi_outputs) != scenarios:
+        raise ValueError("crop_outputs and ndi_outputs name different scenarios")
+    unknown = set(scenarios) - set(lrp.SCENARIOS)
+    if unknown:
+        raise ValueError(f"unknown scenarios {sorted(unknown)}; known: 1-12")
+    device = resolve_device(device)
+    model = load_model(model_dir, device=device)
+    images, affine = load_session_images(image_paths, model.contrasts)
+    # The network sees exactly what it saw in training: the cache's float16 values of
+    # the maps clipped to [0, 1] (so the logit here equals predictions.tsv's).
+    images = np.clip(images, 0.0, 1.0).astype(np.float16).astype(np.float32)
+    if tuple(images.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"{image_paths[0]}: maps of shape {images.shape[1:]} but the model "
+                         f"at {model_dir} expects {tuple(model.input_shape)}")
+    box, full_shape, full_affine = read_crop_box(crop_box_path)
+
+    x = torch.from_numpy(images).unsqueeze(0).to(device)
+    age_t = torch.tensor([float(age)], dtype=torch.float32, device=device)
+    t0 = time.perf_counter()
+    maps = lrp.scenario_maps(model, x, age_t, scenarios=scenarios, ig_steps=ig_steps)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        out = model(x, age_t, return_details=True)
+    facts = dict(model=dict(folder=str(model_dir),
+                            sha256=sha256(Path(model_dir) / MODEL_WEIGHTS),
+                            epoch=read_model_meta(model_dir).get("epoch"),
+                            val_auc=read_model_meta(model_dir).get("val_auc")),
+                 logit=float(out["logit"][0]), prob=float(out["p"][0]),
+                 attention={c: float(a) for c, a in zip(model.contrasts, out["a"][0])},
+                 age=float(age), device=str(device), seconds_all_scenarios=round(seconds, 3),
+                 ig_steps=int(ig_steps), crop_box=box.to_dict(), scenarios={})
+    for n in scenarios:
+        sc = lrp.SCENARIOS[n]
+        arr = maps[n][0].detach().to("cpu", torch.float32).numpy()
+        if arr.ndim == 4:                        # (L, D, H, W) -> (D, H, W, L)
+            arr = np.moveaxis(arr, 0, -1)
+        save_nifti(arr, affine, crop_outputs[n])
+        save_nifti(uncrop(arr, box, full_shape + arr.shape[3:]), full_affine, ndi_outputs[n])
+        facts["scenarios"][n] = dict(
+            number=n, start=sc.start, method=sc.method, rule=sc.rule, kind=sc.kind,
+            name=sc.name, volumes=list(model.contrasts) if arr.ndim == 4 else ["combined"],
+            total_relevance=float(arr.sum(dtype=np.float64)))
+        log(f"scenario {n:2d} ({sc.name}): total {facts['scenarios'][n]['total_relevance']:.4g}")
+    return facts
