@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
-# The demo cohort: 40 subjects at twice the paper's voxel size (see README).
+# The demo cohort: 48 subjects (40% severe) at twice the paper's voxel size (see README).
 DEMO_DIR      ?= demo
-DEMO_SUBJECTS ?= 40
+DEMO_SUBJECTS ?= 48
 DEMO_SCALE    ?= 2
 
 .PHONY: demo test unit env clean-demo
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 $(DEMO_DIR)/cohort/rawdata/participants.tsv: | $(VENV)/.installed
-	$(BIN)/gamer-mril-synth $(DEMO_DIR)/cohort --subjects $(DEMO_SUBJECTS) --scale $(DEMO_SCALE) --seed 0
+	$(BIN)/gamer-mril-synth $(DEMO_DIR)/cohort --subjects $(DEMO_SUBJECTS) --severe 0.4 --scale $(DEMO_SCALE) --seed 0
 
 demo: $(VENV)/.installed $(DEMO_DIR)/cohort/rawdata/participants.tsv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)

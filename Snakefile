@@ -12,11 +12,15 @@ validate(config, "schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/preprocessing.smk"
 include: "rules/training.smk"
+include: "rules/relevance.smk"
 
 
 rule all:
-    """The demo's default target: every session preprocessed. Training (`train_all`)
-    is a separate target until the demo's training settings are tuned."""
+    """The demo's default target: every session preprocessed, the models trained and
+    evaluated (or, in frozen-model mode, every session predicted), every session's
+    relevance maps."""
     input:
         rules.preprocess_all.input,
+        rules.train_all.input,
+        rules.explain_all.input,
         rules.dataset_description.output,

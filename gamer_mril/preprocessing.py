@@ -81,9 +81,12 @@ def _overlap(box: CropBox, full_shape):
 
 
 def apply_crop(data, box: CropBox, fill=0):
-    """The part of ``data`` inside ``box``; voxels of the box outside the grid get ``fill``."""
+    """The part of ``data`` inside ``box``; voxels of the box outside the grid get ``fill``.
+
+    Axes after the first three (e.g. the volumes of a 4D image) are kept whole.
+    """
     data = np.asarray(data)
-    out = np.full(box.shape, fill, dtype=data.dtype)
+    out = np.full(tuple(box.shape) + data.shape[3:], fill, dtype=data.dtype)
     ov = _overlap(box, data.shape[:3])
     if ov is not None:
         src, dst = ov

@@ -76,9 +76,11 @@ AGE_EFFECT_PER_YEAR = {"qT1": +0.002, "MWF": -0.002, "NDI": -0.002}
 REFERENCE_AGE = 45.0
 
 #: Planted region: a tube of this radius (mm) along the left corticospinal tract,
-#: from the posterior limb of the internal capsule up into the corona radiata (MNI mm).
-PLANTED_TRACT = ((-22.0, -14.0, -2.0), (-26.0, -20.0, 34.0))
-PLANTED_RADIUS_MM = 6.0
+#: from the cerebral peduncle through the posterior limb of the internal capsule up into
+#: the corona radiata (MNI mm), restricted to white matter. Wide and long enough
+#: (about 10 cm3) to be learnable from a few dozen sessions at 3.6 mm voxels.
+PLANTED_TRACT = ((-16.0, -20.0, -14.0), (-26.0, -20.0, 42.0))
+PLANTED_RADIUS_MM = 9.0
 
 #: Head centre in template (MNI) coordinates; scanner grids are centred here.
 HEAD_CENTRE = np.array([0.0, -18.0, 8.0])

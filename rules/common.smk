@@ -9,6 +9,7 @@ from gamer_mril import CONTRASTS
 from gamer_mril.errors import InputError
 from gamer_mril.inputs import check_session_files, load_participants
 from gamer_mril.io import sidecar_path
+from gamer_mril.modelfiles import find_fold_models
 
 #: Root of the BIDS-derivative output dataset (run elsewhere with --directory).
 OUT = "results"
@@ -110,6 +111,58 @@ def for_sessions(pattern):
     )
 
 
+def _fold_models():
+    """(folder of the fold models, their fold numbers); frozen models are checked here."""
+    frozen = config["training"].get("frozen_models")
+    if not frozen:
+        return f"{OUT}/models", list(range(config["split"]["n_folds"]))
+    try:
+        found = find_fold_models(frozen)
+    except ValueError as err:
+        raise WorkflowError(f"bad config: training.frozen_models: {err}") from None
+    return str(frozen).rstrip("/"), list(found)
+
+
+#: Frozen-model mode: trained models given in the config, no training jobs.
+FROZEN = bool(config["training"].get("frozen_models"))
+MODELS, FOLDS = _fold_models()
+
+
 def model_dir(fold="{fold}"):
-    """Folder of one fold's trained model."""
-    return f"{OUT}/models/fold-{fold}"
+    """Folder of one fold's model (trained here, or frozen from an earlier run)."""
+    return f"{MODELS}/fold-{fold}"
+
+
+def fold_models(name="model.safetensors"):
+    """One file of every fold model."""
+    return [f"{model_dir(k)}/{name}" for k in FOLDS]
+
+
+# ------------------------------------------------------------ relevance maps
+def relmap(space, n, subject="{subject}", session="{session}"):
+    """One scenario's map of one session, in the cropped or the NDI grid."""
+    return bids("relmap", datatype="xai", subject=subject, session=session,
+                space=space, scenario=f"{int(n):02d}")
+
+
+def explain_inputs(wildcards):
+    """The network inputs, crop box and models of one session's explanation (the split
+    table picks the fold model; frozen-model mode has none)."""
+    inputs = dict(
+        t1map=crop_grid("T1map", "preproc"),
+        mwfmap=crop_grid("MWFmap", "preproc"),
+        ndimap=crop_grid("NDImap", "preproc"),
+        box=bids("xfm", ext=".json", **XFM_CROP),
+        weights=fold_models("model.safetensors"),
+        meta=fold_models("model.json"),
+    )
+    if not FROZEN:
+        inputs["split"] = SPLIT
+    return inputs
+
+
+def session_age(wildcards):
+    """Age (years) of the job's session, from the participants table."""
+    row = SESSIONS[(SESSIONS["subject"] == wildcards.subject)
+                   & (SESSIONS["session"] == wildcards.session)]
+    return float(row["age"].iloc[0])

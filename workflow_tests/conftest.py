@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,54 @@ def cohort_copy(tiny_cohort, tmp_path) -> Path:
     dst = tmp_path / "rawdata"
     shutil.copytree(tiny_cohort / "rawdata", dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def training_cohort(tmp_path_factory) -> Path:
+    """Eight subjects, half severe, one session each: the smallest cohort that fills a
+    test set and two folds with both classes."""
+    from gamer_mril.synthetic import generate_cohort
+
+    root = tmp_path_factory.mktemp("training_cohort")
+    generate_cohort(root, n_subjects=8, followup_fraction=0.0, severe_fraction=0.5,
+                    scale=2.0, seed=11, log=lambda *_: None)
+    return root
+
+
+def training_config(cohort: Path, **training) -> dict:
+    """A fast configuration: the generator's true brain masks are given (no skull strip),
+    two folds, a few epochs without augmentation."""
+    config = make_config(cohort / "rawdata")
+    config["inputs"]["brain_mask"] = str(
+        cohort / "ground_truth" / "sub-{subject}" / "ses-{session}"
+        / "sub-{subject}_ses-{session}_space-qT1_desc-brain_mask.nii.gz")
+    config["split"] = {"test_fraction": 0.2, "n_folds": 2, "seed": 0}
+    config["training"] = {"epochs": 8, "batch_size": 4, "lr": 1e-3, "seed": 0,
+                          "augment": False, **training}
+    config["relevance"] = {"ig_steps": 8}
+    return config
+
+
+@pytest.fixture(scope="session")
+def trained(training_cohort, tmp_path_factory) -> Path:
+    """The whole workflow (target ``all``) run once on the training cohort."""
+    work = tmp_path_factory.mktemp("train_run")
+    proc = run_snakemake(work, training_config(training_cohort), "all")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return work
+
+
+def jobs_run(proc) -> dict:
+    """{rule: count} from Snakemake's own "Job stats" table of a finished run."""
+    text = proc.stdout + proc.stderr
+    if "Job stats:" not in text:
+        return {}
+    stats = text.split("Job stats:")[-1]
+    jobs = {}
+    for line in stats.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if not m:
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    jobs.pop("total", None)
+    return jobs
