@@ -161,8 +161,10 @@ def explain_inputs(wildcards):
     return inputs
 
 
+_AGES = {(str(s), str(t)): float(a)
+         for s, t, a in zip(SESSIONS["subject"], SESSIONS["session"], SESSIONS["age"])}
+
+
 def session_age(wildcards):
     """Age (years) of the job's session, from the participants table."""
-    row = SESSIONS[(SESSIONS["subject"] == wildcards.subject)
-                   & (SESSIONS["session"] == wildcards.session)]
-    return float(row["age"].iloc[0])
+    return _AGES[(wildcards.subject, wildcards.session)]

@@ -1,0 +1,326 @@
+"""Provenance audit: walk an output's sidecars back to the raw inputs and re-hash them.
+
+    python -m gamer_mril.audit OUTPUT [--root DIR] [--problems-only] [--json]
+
+Every output ``X`` of the workflow has a provenance record: the sidecar ``X.json`` (see
+:func:`gamer_mril.io.write_sidecar`: ``Inputs`` = ``{role: [{"path", "sha256"}]}`` and
+``Output`` = ``{"path", "sha256"}``), or, for a JSON output, the same block inside itself
+(``GeneratedBy`` and ``Inputs``, no ``Output`` hash). The audit starts at ``X`` and, for
+each input its record lists:
+
+* the input is re-hashed (once per file, however many outputs use it) and compared with
+  the sha256 that the record holds: a difference is **STALE** (the input changed after
+  the output was made from it), an absent file is **MISSING**;
+* an input with a provenance record of its own is an intermediate: its own ``Output``
+  hash is checked too (a difference is STALE: the file changed after its rule wrote it)
+  and the walk goes on through its inputs; an input without one is a raw input (or a
+  resource shipped with a package) and ends the chain.
+
+The walk is cycle-safe and expands each file once; a file met again is printed with the
+check of that record's hash and "(shown above)". Relative paths in records are relative
+to the workflow's working directory (``snakemake --directory``), given as ``root``;
+without it the root is found from the output's own record (its recorded path is a tail of
+the given path) or is the current directory.
+
+Statuses: each line shows the file's own status; a line whose file is fine but which has
+a problem further up its chain is marked ``(upstream: STALE)``. Exit code 0 when every
+file is OK, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import sha256, sidecar_path
+
+OK, STALE, MISSING = "OK", "STALE", "MISSING"
+_RANK = {OK: 0, STALE: 1, MISSING: 2}
+
+
+def _worst(*statuses) -> str:
+    return max(statuses, key=_RANK.__getitem__, default=OK)
+
+
+@dataclass
+class Problem:
+    """One finding: ``status`` of ``path``; ``recorded_by`` is the provenance record whose
+    expectation failed (None for a file that is itself missing at the top)."""
+
+    status: str
+    path: str
+    recorded_by: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.path}: {self.message}"
+
+
+@dataclass
+class Node:
+    """A file in the provenance chain."""
+
+    path: str                         # as recorded (or as given, for the top)
+    resolved: Path
+    role: str | None = None           # the role under which the parent recorded it
+    rule: str | None = None           # the rule that made it (from its own record)
+    record: str | None = None         # its provenance record (sidecar, or itself)
+    status: str = OK                  # this file's own status, this edge's check included
+    notes: list = field(default_factory=list)
+    children: list = field(default_factory=list)
+    repeated: bool = False            # already expanded elsewhere in the tree
+    upstream: str = OK                # worst status of everything above it in the chain
+
+    @property
+    def kind(self) -> str:
+        if self.record is None:
+            return "raw input" if self.role is not None else "no provenance"
+        return "intermediate" if self.role is not None else "output"
+
+
+@dataclass
+class Report:
+    target: str
+    root: Path
+    tree: Node
+    problems: list
+    files: int                        # distinct files checked
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def status(self) -> str:
+        return _worst(*(p.status for p in self.problems))
+
+    def stale(self) -> list:
+        return [p for p in self.problems if p.status == STALE]
+
+    def missing(self) -> list:
+        return [p for p in self.problems if p.status == MISSING]
+
+    def format(self, problems_only: bool = False) -> str:
+        lines = [f"provenance audit of {self.target} (root {self.root})"]
+        if not problems_only:
+            _format_tree(self.tree, 0, lines)
+        lines.append(f"{self.status}: {self.files} file(s) checked, "
+                     f"{len(self.stale())} stale, {len(self.missing())} missing")
+        for p in self.problems:
+            lines.append(f"  {p}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        def node(n: Node) -> dict:
+            return {"path": n.path, "role": n.role, "rule": n.rule, "record": n.record,
+                    "status": n.status, "upstream": n.upstream, "notes": n.notes,
+                    "repeated": n.repeated, "inputs": [node(c) for c in n.children]}
+        return {"target": self.target, "root": str(self.root), "status": self.status,
+                "files": self.files, "tree": node(self.tree),
+                "problems": [vars(p) for p in self.problems]}
+
+
+def _format_tree(n: Node, depth: int, lines: list) -> None:
+    role = f"{n.role}: " if n.role else ""
+    rule = f" [{n.rule}]" if n.rule else ""
+    extra = []
+    if n.repeated:
+        extra.append("shown above")
+    elif n.record is None:
+        extra.append(n.kind)
+    if n.status == OK and n.upstream != OK:
+        extra.append(f"upstream: {n.upstream}")
+    tail = f"  ({'; '.join(extra)})" if extra else ""
+    lines.append(f"{'  ' * depth}{n.status:<7} {role}{n.path}{rule}{tail}")
+    for note in n.notes:
+        lines.append(f"{'  ' * depth}        ! {note}")
+    for c in n.children:
+        _format_tree(c, depth + 1, lines)
+
+
+# ---------------------------------------------------------------------------- reading
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _is_record(doc) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("Inputs"), dict) and "GeneratedBy" in doc
+
+
+def find_record(path: Path):
+    """``(record path, record)`` of a file: its sidecar, or itself for a JSON file that
+    carries its provenance inside; ``(None, None)`` when it has none."""
+    side = sidecar_path(path)
+    if side != path and side.is_file():
+        doc = _read_json(side)
+        if _is_record(doc):
+            return side, doc
+    if path.name.endswith(".json") and path.is_file():
+        doc = _read_json(path)
+        if _is_record(doc):
+            return path, doc
+    return None, None
+
+
+def _recorded_inputs(doc: dict):
+    """``(role, path, sha256 or None)`` of every input a record lists."""
+    for role, entries in doc.get("Inputs", {}).items():
+        if isinstance(entries, dict):
+            entries = [entries]
+        if not isinstance(entries, list):
+            continue
+        for e in entries:
+            if isinstance(e, dict) and e.get("path"):
+                yield str(role), str(e["path"]), e.get("sha256")
+            elif isinstance(e, str):
+                yield str(role), e, None
+
+
+def _infer_root(target: Path) -> Path:
+    """The working directory the target's record was written from: the folder that the
+    recorded output path (relative) is a tail of; else the current directory."""
+    _, doc = find_record(target)
+    recorded = None
+    if doc is not None and isinstance(doc.get("Output"), dict):
+        recorded = doc["Output"].get("path")
+    if recorded and not Path(recorded).is_absolute():
+        parts = Path(recorded).parts
+        tparts = target.parts
+        if len(tparts) > len(parts) and tparts[-len(parts):] == parts:
+            return Path(*tparts[: -len(parts)])
+    return Path.cwd()
+
+
+# ----------------------------------------------------------------------------- the walk
+class _Auditor:
+    def __init__(self, root: Path):
+        self.root = root
+        self.hashes: dict[Path, str | None] = {}
+        self.expanded: dict[Path, Node] = {}
+        self.problems: list[Problem] = []
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return (p if p.is_absolute() else self.root / p).resolve()
+
+    def digest(self, resolved: Path) -> str | None:
+        if resolved not in self.hashes:
+            self.hashes[resolved] = sha256(resolved) if resolved.is_file() else None
+        return self.hashes[resolved]
+
+    def problem(self, node: Node, status: str, recorded_by, message: str) -> None:
+        node.status = _worst(node.status, status)
+        node.notes.append(message)
+        self.problems.append(Problem(status, node.path, recorded_by, message))
+
+    def visit(self, path: str, role: str | None, expected: str | None,
+              recorded_by: str | None) -> Node:
+        resolved = self.resolve(path)
+        node = Node(path, resolved, role)
+        actual = self.digest(resolved)
+        if actual is None:
+            where = f" (recorded by {recorded_by})" if recorded_by else ""
+            self.problem(node, MISSING, recorded_by, f"does not exist{where}")
+            return node
+        if expected is not None and actual != expected:
+            self.problem(node, STALE, recorded_by,
+                         f"changed since {recorded_by} recorded it "
+                         f"(sha256 then {expected[:12]}, now {actual[:12]})")
+        seen = self.expanded.get(resolved)
+        if seen is not None:  # expanded elsewhere (or an ancestor: a cycle)
+            node.repeated = True
+            node.rule, node.record = seen.rule, seen.record
+            node.upstream = _worst(seen.status, seen.upstream)
+            return node
+        self.expanded[resolved] = node
+        record_path, doc = find_record(resolved)
+        if doc is None:
+            if role is None:
+                self.problem(node, MISSING, None,
+                             f"no provenance record (neither {sidecar_path(resolved).name} "
+                             f"nor a provenance block inside the file)")
+            return node
+        node.record = self.rel(record_path)
+        gen = doc.get("GeneratedBy")
+        node.rule = gen.get("Rule") if isinstance(gen, dict) else None
+        self.check_output(node, resolved, actual, record_path, doc.get("Output"))
+        for in_role, in_path, in_sha in _recorded_inputs(doc):
+            child = self.visit(in_path, in_role, in_sha, node.record)
+            node.children.append(child)
+            node.upstream = _worst(node.upstream, child.status, child.upstream)
+        return node
+
+    def check_output(self, node: Node, resolved: Path, actual: str, record_path: Path,
+                     out) -> None:
+        """The record's own ``Output`` hash against the file it describes: the file
+        itself for a sidecar, the described file for a sidecar met as a file."""
+        if not isinstance(out, dict) or not out.get("sha256"):
+            return
+        if record_path != resolved:
+            described, now = resolved, actual
+        elif out.get("path"):
+            described = self.resolve(str(out["path"]))
+            if described == resolved:
+                return
+            now = self.digest(described)
+        else:
+            return
+        what = "the file" if described == resolved else self.rel(described)
+        if now is None:
+            self.problem(node, MISSING, node.record, f"{what} it describes does not exist")
+        elif now != out["sha256"]:
+            self.problem(node, STALE, node.record,
+                         f"{what} changed since its rule wrote it (sha256 in {node.record}: "
+                         f"{out['sha256'][:12]}, now {now[:12]})")
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+
+def audit(path, root=None) -> Report:
+    """Audit one output's provenance chain; see the module docstring.
+
+    ``root``: the workflow's working directory, against which the relative paths in the
+    records are resolved (default: found from the output's record, else the current
+    directory). ``path`` itself is taken relative to the current directory.
+    """
+    target = Path(path).expanduser().resolve()
+    root = Path(root).expanduser().resolve() if root is not None else _infer_root(target)
+    auditor = _Auditor(root)
+    tree = auditor.visit(auditor.rel(target), None, None, None)
+    return Report(str(path), root, tree, auditor.problems, len(auditor.hashes))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m gamer_mril.audit",
+        description="Walk an output's provenance sidecars back to the raw inputs, re-hash "
+                    "every file, and report OK, STALE (changed since recorded) or MISSING.")
+    ap.add_argument("output", help="an output of the workflow (a map, a table, a transform)")
+    ap.add_argument("--root", default=None,
+                    help="the workflow's working directory, which relative paths in the "
+                         "sidecars are relative to (default: found from the output's "
+                         "sidecar, else the current directory)")
+    ap.add_argument("--problems-only", action="store_true",
+                    help="print only the summary and the problems, not the chain")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = ap.parse_args(argv)
+    report = audit(args.output, root=args.root)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format(problems_only=args.problems_only))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
