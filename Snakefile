@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/preprocessing.smk"
 include: "rules/training.smk"
 include: "rules/relevance.smk"
+include: "rules/assessment.smk"
 
 
 rule all:
@@ -23,4 +24,5 @@ rule all:
         rules.preprocess_all.input,
         rules.train_all.input,
         rules.explain_all.input,
+        rules.assess_all.input,
         rules.dataset_description.output,

@@ -764,3 +764,151 @@ def plot_heatmap(heatmap_img, template_img, path, title: str | None = None,
         vmax=vmax, symmetric_cbar=False, colorbar=True, black_bg=True, draw_cross=False,
         annotate=True)
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------
+# Files of the workflow's assessment stage (rules/assessment.smk)
+# --------------------------------------------------------------------------------------
+#
+# Decisions for the files (METHOD.md leaves them open):
+#
+# * A session's quantile masks of one scenario are stored as one uint8 *level image*: the
+#   masks are nested (a larger N has a lower threshold), so a voxel's value is the smallest
+#   N whose top-N mask holds it, 0 for none; the top-N mask is ``(level > 0) & (level <=
+#   N)``. Individual maps give one volume per contrast, combined maps one volume.
+# * The "mean normalized value" of a contrast in a mask is the mean of the session's
+#   preprocessed map (desc-preproc, the network input before clipping) over that mask.
+# * Group heatmaps of individual-map scenarios: one heatmap per contrast (a 4D image with
+#   one volume per contrast, each from that contrast's own mask); combined maps give one.
+
+
+def level_image(masks, levels: Sequence, kind: str = "individual") -> np.ndarray:
+    """The uint8 level image of nested masks ``(len(levels), L, D, H, W)`` (from
+    :func:`quantile_masks`): the smallest level whose mask holds a voxel, 0 for none.
+    ``kind="combined"`` keeps the first contrast only, (D, H, W). Non-nested masks are an
+    error (they cannot be stored this way)."""
+    masks = np.asarray(masks)
+    levels = [int(n) for n in levels]
+    if masks.dtype != bool or masks.ndim != 5 or masks.shape[0] != len(levels):
+        raise ValueError(f"masks must be bool ({len(levels)}, L, D, H, W), got "
+                         f"{masks.dtype} {masks.shape}")
+    if sorted(levels) != levels or not all(0 < n < 256 for n in levels):
+        raise ValueError(f"levels must be increasing integers in 1..255, not {levels}")
+    for k in range(1, len(levels)):
+        if (masks[k - 1] & ~masks[k]).any():
+            raise ValueError(f"masks are not nested: the top-{levels[k - 1]} mask is not "
+                             f"inside the top-{levels[k]} mask")
+    out = np.zeros(masks.shape[1:], dtype=np.uint8)
+    for k in range(len(levels) - 1, -1, -1):
+        out[masks[k]] = levels[k]
+    if kind == "combined":
+        return out[0]
+    if kind != "individual":
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    return out
+
+
+def masks_from_levels(levels_img, levels: Sequence) -> np.ndarray:
+    """Bool masks ``(len(levels), *levels_img.shape)`` back from a level image."""
+    img = np.asarray(levels_img)
+    return np.stack([(img > 0) & (img <= int(n)) for n in levels])
+
+
+def session_mask_values(images, masks: Mapping, levels: Sequence) -> pd.DataFrame:
+    """Mean normalized value and voxel count of every contrast in every top-N mask.
+
+    ``images``: (L, D, H, W); ``masks``: {scenario: bool (len(levels), L, D, H, W)}.
+    Returns columns ``scenario``, ``N``, ``contrast``, ``value`` (NaN for an empty mask),
+    ``n_voxels``."""
+    images = np.asarray(images)
+    rows = []
+    for s in sorted(masks):
+        m = np.asarray(masks[s])
+        values = mean_in_mask(images, m)
+        counts = m.reshape(m.shape[:2] + (-1,)).sum(axis=-1)
+        for k, n in enumerate(levels):
+            for c, contrast in enumerate(CONTRASTS[:images.shape[0]]):
+                rows.append(dict(scenario=int(s), N=int(n), contrast=contrast,
+                                 value=float(values[k, c]), n_voxels=int(counts[k, c])))
+    return pd.DataFrame(rows, columns=["scenario", "N", "contrast", "value", "n_voxels"])
+
+
+def auc_table(probabilities: pd.DataFrame, labels: Mapping) -> pd.DataFrame:
+    """AUC after inverting per scenario and level from the sessions' probabilities.
+
+    ``probabilities``: long frame ``session``, ``scenario``, ``N``, ``prob``, the baseline
+    (no inverting) as scenario 0, N 0; ``labels``: {session: 0/1}. Every session must have
+    every (scenario, N) of the frame. Returns the columns of :func:`inverting_auc`."""
+    df = probabilities
+    sessions = sorted(set(df["session"]))
+    missing = set(sessions) - set(labels)
+    if missing:
+        raise ValueError(f"no label for sessions {sorted(missing)[:5]}")
+    wide = df.pivot_table(index="session", columns=["scenario", "N"], values="prob",
+                          aggfunc="first").reindex(sessions)
+    if wide.isna().any().any():
+        bad = wide.columns[wide.isna().any()].tolist()
+        raise ValueError(f"probabilities missing for (scenario, N) {bad[:5]}")
+    y = np.array([int(labels[s]) for s in sessions])
+    if (0, 0) not in wide.columns:
+        raise ValueError("no baseline (scenario 0, N 0) probabilities")
+    base = auc(y, wide[(0, 0)].to_numpy())
+    rows = []
+    for scn, n in sorted(c for c in wide.columns if c != (0, 0)):
+        a = auc(y, wide[(scn, n)].to_numpy())
+        rows.append(dict(scenario=int(scn), N=int(n), auc=a, baseline_auc=base,
+                         auc_drop=base - a, n_sessions=len(sessions)))
+    return pd.DataFrame(rows, columns=["scenario", "N", "auc", "baseline_auc", "auc_drop",
+                                       "n_sessions"])
+
+
+def warp_masks_to_template(masks, affine, xfm: Mapping, template_resolution: int = 2):
+    """Session masks (V, D, H, W) in the cropped NDI grid to MNI152, nearest neighbour,
+    through the session's saved transforms (``xfm``: affine, warp, inverse_warp paths, as
+    :func:`gamer_mril.preprocessing.step_warp_mask_to_template`). Returns ``(bool (V, X,
+    Y, Z), template affine)``."""
+    from . import registration as reg
+    from . import templates
+    from .preprocessing import to_template_transforms
+
+    masks = np.asarray(masks)
+    tmask = templates.template_brain_mask(template_resolution)
+    fixed = reg.to_ants(np.asarray(tmask.dataobj, dtype=np.float32), tmask.affine)
+    tlist, inv = to_template_transforms(xfm)
+    out = []
+    for v in range(masks.shape[0]):
+        moving = reg.to_ants(masks[v].astype(np.float32), affine)
+        warped = reg.apply(fixed, moving, tlist, "nearestNeighbor", inv)
+        out.append(reg.from_ants(warped)[0] > 0.5)
+    return np.stack(out), tmask.affine
+
+
+def plot_heatmap_grid(panels: Sequence, template_img, path, vmax: float | None = None,
+                      title: str | None = None, threshold: float = 1e-6,
+                      cut_coords=(0.0, -18.0, 18.0)) -> None:
+    """Fig. 6 as one figure: ``panels`` is a list of rows, each a list of ``(title,
+    heatmap image)``; every panel an orthogonal view over the template through the same
+    MNI point ``cut_coords`` (mm), one colour scale 0 .. ``vmax`` (default: the largest
+    value shown)."""
+    from nilearn import plotting
+
+    if template_img is None:
+        from .templates import template_t1w
+        template_img = template_t1w(2)
+    rows = [list(r) for r in panels]
+    ncol = max(len(r) for r in rows)
+    if vmax is None:
+        vmax = max([float(np.nanmax(np.asarray(img.dataobj))) for r in rows
+                    for _, img in r] + [0.0]) or 1.0
+    fig = _new_figure(6.0 * ncol, 2.6 * len(rows) + (0.4 if title else 0))
+    for r, row in enumerate(rows):
+        for c, (panel_title, img) in enumerate(row):
+            ax = fig.add_subplot(len(rows), ncol, r * ncol + c + 1)
+            plotting.plot_stat_map(
+                img, bg_img=template_img, axes=ax, figure=fig, title=panel_title,
+                threshold=threshold, display_mode="ortho", cut_coords=cut_coords,
+                cmap="hot", vmin=0.0, vmax=vmax, symmetric_cbar=False, colorbar=True,
+                black_bg=True, draw_cross=False, annotate=False)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)

@@ -168,3 +168,34 @@ _AGES = {(str(s), str(t)): float(a)
 def session_age(wildcards):
     """Age (years) of the job's session, from the participants table."""
     return _AGES[(wildcards.subject, wildcards.session)]
+
+
+# ---------------------------------------------------------------- assessment
+def qmask(n, subject="{subject}", session="{session}"):
+    """One scenario's quantile masks of one session as a level image (crop grid)."""
+    return bids("mask", datatype="xai", subject=subject, session=session,
+                space="NDIcrop", scenario=f"{int(n):02d}", desc="quantiles")
+
+
+def top_mask(n, subject="{subject}", session="{session}"):
+    """One scenario's top-HEAT mask of one session, warped to MNI152."""
+    return bids("mask", datatype="xai", subject=subject, session=session,
+                space=TPL, scenario=f"{int(n):02d}", desc=f"top{HEAT}")
+
+
+def heatmap(n, group):
+    """A group heatmap of one scenario (MNI152)."""
+    return f"{GROUP}/heatmaps/tpl-{TPL}_scenario-{int(n):02d}_group-{group}_desc-top{HEAT}_heatmap.nii.gz"
+
+
+def session_keys():
+    """"subject<TAB>session" of every session, in table order."""
+    return [f"{s}\t{t}" for s, t in zip(SESSIONS["subject"], SESSIONS["session"])]
+
+
+def invert_inputs(wildcards):
+    """The inputs of explain_session (minus the crop box) plus the session's quantile masks."""
+    inputs = explain_inputs(wildcards)
+    inputs.pop("box")
+    inputs.update({f"mask_{n:02d}": qmask(n) for n in SCENARIOS})
+    return inputs

@@ -498,3 +498,70 @@ def test_figures_are_written(tmp_path):
     assert _is_png(tmp_path / "fig6.png")
     assert plt.get_fignums() == open_before          # no pyplot figure left open
     assert not list(tmp_path.glob(".*"))            # no temporary file left behind
+
+
+# --------------------------------------------------------------------------------------
+# Workflow-file helpers: level images, per-session values, AUC from probabilities
+# --------------------------------------------------------------------------------------
+
+def test_level_image_round_trip_individual_and_combined():
+    rel, brain = _one_to_ten_map()
+    levels = [10, 30, 50, 90]
+    maps = np.stack([rel, -np.abs(rel), np.where(np.isfinite(rel), rel[::-1], 0)])
+    masks = A.quantile_masks(np.nan_to_num(maps), brain, levels, kind="individual")
+    img = A.level_image(masks, levels, "individual")
+    assert img.dtype == np.uint8 and img.shape == maps.shape
+    # the value of a voxel of relevance 10 (top-10) is 10; relevance 8 -> 30; 1 -> 0
+    flat0 = np.nan_to_num(rel)
+    assert img[0][(flat0 == 10) & brain].tolist() == [10]
+    assert img[0][(flat0 == 8) & brain].tolist() == [30]
+    assert img[0][(flat0 == 1) & brain].tolist() == [0]
+    assert not img[1].any()                      # no positive voxel in the brain
+    assert np.array_equal(A.masks_from_levels(img, levels), masks)
+    comb = A.quantile_masks(np.nan_to_num(rel), brain, levels, kind="combined")
+    cimg = A.level_image(comb, levels, "combined")
+    assert cimg.shape == rel.shape
+    assert np.array_equal(A.masks_from_levels(cimg, levels), comb[:, 0])
+
+
+def test_level_image_rejects_non_nested_masks():
+    m = np.zeros((2, 1, 2, 2, 2), dtype=bool)
+    m[0, 0, 0, 0, 0] = True                      # top-10 voxel missing from top-20
+    with pytest.raises(ValueError, match="nested"):
+        A.level_image(m, [10, 20])
+
+
+def test_session_mask_values():
+    images = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 2, 3, 4) / 24
+    images = np.concatenate([images, 1 - images, images * 0])
+    masks = np.zeros((2, 3, 2, 3, 4), dtype=bool)
+    masks[0, :, 0, 0, :2] = True                 # values 0, 1 (/24)
+    masks[1, :, 0, 0, :3] = True
+    masks[1, 2] = False                          # an empty mask -> NaN, 0 voxels
+    df = A.session_mask_values(images, {7: masks}, [10, 20])
+    assert len(df) == 6
+    r = df.set_index(["N", "contrast"])
+    assert r.loc[(10, "qT1"), "value"] == pytest.approx(0.5 / 24)
+    assert r.loc[(20, "MWF"), "value"] == pytest.approx(1 - 1 / 24)
+    assert r.loc[(20, "qT1"), "n_voxels"] == 3
+    assert math.isnan(r.loc[(20, "NDI"), "value"]) and r.loc[(20, "NDI"), "n_voxels"] == 0
+    assert (df["scenario"] == 7).all()
+
+
+def test_auc_table_matches_inverting_auc():
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 3, 2, 2, 2)).astype(np.float32)
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    w = rng.normal(size=(3, 2, 2, 2))
+
+    def predict(batch, ages):
+        return 1 / (1 + np.exp(-(batch * w).sum(axis=(1, 2, 3, 4)) + ages / 100))
+
+    masks = {2: rng.random((6, 2, 3, 2, 2, 2)) > 0.5, 5: rng.random((6, 2, 2, 2, 2)) > 0.5}
+    ages = np.arange(6) * 10.0
+    res, probs = A.inverting_auc(predict, images, ages, labels, masks, [10, 20],
+                                 return_probabilities=True)
+    table = A.auc_table(probs, dict(enumerate(labels)))
+    pd.testing.assert_frame_equal(table, res, check_dtype=False)
+    with pytest.raises(ValueError, match="missing"):
+        A.auc_table(probs.iloc[1:], dict(enumerate(labels)))

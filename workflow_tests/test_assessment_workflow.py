@@ -1,0 +1,226 @@
+"""The assessment stage (METHOD.md 7) from the workflow run on the training cohort:
+quantile masks, voxel inverting (Fig. 4), correlations (Tables III, IV), the masks in
+MNI152 and the group heatmaps (Fig. 6), and the report."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from gamer_mril import CONTRASTS
+from gamer_mril import assessment as A
+from gamer_mril.inputs import load_participants
+from gamer_mril.io import sidecar_path
+from gamer_mril.modelfiles import best_fold
+from gamer_mril.split import read_split
+
+from .conftest import run_snakemake, training_config
+
+pytestmark = pytest.mark.slow
+
+LEVELS = list(range(10, 100, 10))
+SCENARIOS = list(range(1, 13))
+INDIVIDUAL = {1, 2, 5, 6, 9, 10, 11, 12}
+TPL = "MNI152NLin2009cAsym"
+IDS = {"subject": str, "session": str}
+
+
+def _xai(results, s, t, name):
+    return results / f"sub-{s}" / f"ses-{t}" / "xai" / f"sub-{s}_ses-{t}_{name}"
+
+
+def _anat(results, s, t, name):
+    return results / f"sub-{s}" / f"ses-{t}" / "anat" / f"sub-{s}_ses-{t}_{name}"
+
+
+def _sessions(results):
+    return read_split(results / "group" / "split.tsv")
+
+
+def _predictions(results):
+    return pd.read_csv(results / "group" / "predictions.tsv", sep="\t", dtype=IDS)
+
+
+def _load(path):
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def test_quantile_masks_are_nested_inside_the_cerebrum(trained):
+    results = trained / "results"
+    for _, row in _sessions(results).iterrows():
+        s, t = row["subject"], row["session"]
+        cerebrum = _load(_anat(results, s, t, "space-NDIcrop_desc-cerebrum_mask.nii.gz")) > 0
+        images = np.stack([_load(_anat(results, s, t, f"space-NDIcrop_desc-preproc_{suf}.nii.gz"))
+                           .astype(np.float32) for suf in ("T1map", "MWFmap", "NDImap")])
+        values = pd.read_csv(_xai(results, s, t, "space-NDIcrop_maskvalues.tsv"), sep="\t",
+                             dtype=IDS)
+        assert len(values) == len(SCENARIOS) * len(LEVELS) * len(CONTRASTS)
+        for n in SCENARIOS:
+            path = _xai(results, s, t, f"space-NDIcrop_scenario-{n:02d}_desc-quantiles_mask.nii.gz")
+            lvl = _load(path)
+            rel = _load(_xai(results, s, t, f"space-NDIcrop_scenario-{n:02d}_relmap.nii.gz"))
+            assert lvl.dtype == np.uint8
+            assert set(np.unique(lvl)) <= {0, *LEVELS}
+            if n in INDIVIDUAL:
+                assert lvl.shape == (48, 48, 56, 3)
+                lvl_v, rel_v = np.moveaxis(lvl, -1, 0), np.moveaxis(rel, -1, 0)
+            else:
+                assert lvl.shape == (48, 48, 56)
+                lvl_v, rel_v = lvl[None], rel[None]
+            # inside the cerebrum and over positive relevance only
+            assert not (lvl_v > 0)[:, ~cerebrum].any()
+            assert not ((lvl_v > 0) & (rel_v <= 0)).any()
+            masks = A.masks_from_levels(lvl_v, LEVELS)           # (levels, V, D, H, W)
+            counts = masks.reshape(len(LEVELS), masks.shape[1], -1).sum(-1)
+            assert (np.diff(counts, axis=0) >= 0).all()           # nested
+            assert (counts[-1] > 0).all()
+            # the same masks as the package computes from the map
+            kind = "individual" if n in INDIVIDUAL else "combined"
+            expect = A.quantile_masks(rel_v if kind == "individual" else rel, cerebrum,
+                                      LEVELS, kind=kind)
+            assert np.array_equal(expect[:, :masks.shape[1]], masks)
+            # top-N holds about N % of the positive voxels (ties may add a few)
+            positive = ((rel_v > 0) & cerebrum).reshape(rel_v.shape[0], -1).sum(-1)
+            for k, lv in enumerate(LEVELS):
+                assert (counts[k] >= np.floor(positive * lv / 100) - 1).all()
+            side = json.loads(sidecar_path(path).read_text())
+            facts = side["Facts"] if "Facts" in side else side
+            assert facts["kind"] == kind
+            # per-session values: counts and means agree with the masks
+            full = masks if kind == "individual" else np.repeat(masks, 3, axis=1)
+            means = A.mean_in_mask(images, full)
+            sub = values[values["scenario"] == n]
+            for k, lv in enumerate(LEVELS):
+                for c, contrast in enumerate(CONTRASTS):
+                    r = sub[(sub["N"] == lv) & (sub["contrast"] == contrast)]
+                    assert len(r) == 1
+                    assert int(r["n_voxels"].iloc[0]) == int(full[k, c].sum())
+                    assert r["value"].iloc[0] == pytest.approx(means[k, c], rel=1e-9)
+
+
+def test_inverting_tsv_is_complete_and_auc_consistent(trained):
+    results = trained / "results"
+    split = _sessions(results)
+    pred = _predictions(results).set_index(["subject", "session"])
+    metas = {k: json.loads((results / "models" / f"fold-{k}" / "model.json").read_text())
+             for k in (0, 1)}
+    best = best_fold(metas)
+    frames = []
+    for _, row in split.iterrows():
+        s, t = row["subject"], row["session"]
+        df = pd.read_csv(_xai(results, s, t, "space-NDIcrop_inverting.tsv"), sep="\t", dtype=IDS)
+        assert len(df) == 1 + len(SCENARIOS) * len(LEVELS)
+        assert not df.duplicated(["scenario", "N"]).any()
+        assert set(zip(df["scenario"], df["N"])) == \
+            {(0, 0)} | {(n, lv) for n in SCENARIOS for lv in LEVELS}
+        assert df["prob"].between(0, 1).all()
+        assert (df["fold"] == (row["fold"] if row["set"] == "cv" else best)).all()
+        base = df.loc[df["scenario"] == 0, "prob"].iloc[0]
+        assert base == pytest.approx(pred.loc[(s, t), "prob"], abs=1e-5)
+        frames.append(df)
+    probs = pd.concat(frames, ignore_index=True)
+    probs["key"] = probs["subject"] + "_" + probs["session"]
+    labels = {f"{s}_{t}": int(v) for (s, t), v in pred["label"].items()}
+    expect = A.auc_table(probs.drop(columns="session").rename(columns={"key": "session"}), labels)
+    table = pd.read_csv(results / "group" / "inverting_auc.tsv", sep="\t")
+    assert len(table) == len(SCENARIOS) * len(LEVELS)
+    assert table["n_sessions"].eq(len(split)).all()
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), expect, check_dtype=False)
+    assert (results / "group" / "fig4_inverting.png").stat().st_size > 10_000
+
+
+def test_correlation_tables(trained, training_cohort):
+    results = trained / "results"
+    group = results / "group"
+    inv = pd.read_csv(group / "inverting_auc.tsv", sep="\t")
+    chosen = json.loads((group / "chosen_scenario.json").read_text())
+    assert chosen["scenario"] == A.choose_scenario(inv, n=40)
+    assert chosen["level"] == 40
+    t3 = pd.read_csv(group / "table_iii.tsv", sep="\t")
+    assert len(t3) == len(SCENARIOS) * 3
+    assert set(zip(t3["scenario"], t3["N"])) == {(n, lv) for n in SCENARIOS for lv in (30, 40, 50)}
+    assert list(t3.columns[-3:]) == list(CONTRASTS)
+    assert (t3["chosen"] == (t3["scenario"] == chosen["scenario"])).all()
+    t4 = pd.read_csv(group / "table_iv.tsv", sep="\t").set_index("statistic")
+    assert list(t4.index) == ["rho", "p", "p_bh"] and list(t4.columns) == list(CONTRASTS)
+    # rho recomputed from the per-session values and the participants table's EDSS
+    table = load_participants(training_cohort / "rawdata" / "participants.tsv")
+    edss = dict(zip(table["subject"] + "_" + table["session"], table["edss"]))
+    for c in CONTRASTS:
+        vals, ys = [], []
+        for _, row in table.iterrows():
+            s, t = row["subject"], row["session"]
+            v = pd.read_csv(_xai(results, s, t, "space-NDIcrop_maskvalues.tsv"), sep="\t")
+            r = v[(v["scenario"] == chosen["scenario"]) & (v["N"] == 40) & (v["contrast"] == c)]
+            vals.append(float(r["value"].iloc[0]))
+            ys.append(edss[f"{s}_{t}"])
+        rho = A.spearman_rho(vals, ys)
+        assert t4.loc["rho", c] == pytest.approx(rho, abs=1e-9)
+        row3 = t3[(t3["scenario"] == chosen["scenario"]) & (t3["N"] == 40)]
+        assert row3[c].iloc[0] == pytest.approx(rho, abs=1e-9)
+        if np.isfinite(rho):
+            assert 0 < t4.loc["p", c] <= 1 and t4.loc["p", c] <= t4.loc["p_bh", c] <= 1
+    assert (group / "correlations.png").stat().st_size > 10_000
+
+
+def test_warped_masks_and_group_heatmaps(trained):
+    results = trained / "results"
+    group = results / "group"
+    pred = _predictions(results)
+    chosen = json.loads((group / "chosen_scenario.json").read_text())["scenario"]
+    split = _sessions(results)
+    tshape = None
+    for n in SCENARIOS:
+        warped = []
+        for _, row in split.iterrows():
+            s, t = row["subject"], row["session"]
+            path = _xai(results, s, t, f"space-{TPL}_scenario-{n:02d}_desc-top40_mask.nii.gz")
+            data = _load(path)
+            assert sidecar_path(path).exists()
+            assert set(np.unique(data)) <= {0, 1} and data.any()
+            tshape = tshape or data.shape[:3]
+            assert data.shape == (tshape + (3,) if n in INDIVIDUAL else tshape)
+            label = int(pred.set_index(["subject", "session"]).loc[(s, t), "label"])
+            warped.append((label, data > 0))
+        for g in ("severe", "mild", "all"):
+            path = group / "heatmaps" / f"tpl-{TPL}_scenario-{n:02d}_group-{g}_desc-top40_heatmap.nii.gz"
+            heat = _load(path).astype(np.float64)
+            assert sidecar_path(path).exists()
+            assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+            members = [m for lab, m in warped
+                       if g == "all" or lab == (1 if g == "severe" else 0)]
+            assert members
+            assert np.allclose(heat, np.mean(members, axis=0), atol=1e-6)
+    peaks = pd.read_csv(group / "heatmap_peaks.tsv", sep="\t")
+    assert set(peaks["scenario"]) == {chosen, 3, 4}
+    assert set(peaks["group"]) == {"severe", "mild", "all"}
+    assert peaks["value"].between(0, 1, inclusive="right").all()
+    assert peaks["aal3"].astype(str).str.len().gt(0).all()
+    assert (peaks.loc[peaks["scenario"] == chosen, "role"] == "chosen").all()
+    assert (group / "fig6_heatmaps.png").stat().st_size > 50_000
+
+
+def test_logs_and_benchmarks(trained):
+    results = trained / "results"
+    for rule in ("quantile_masks", "invert_session", "warp_top_masks"):
+        assert len(list((results / "logs" / rule).glob("*.log"))) == 8
+        assert len(list((results / "benchmarks" / rule).glob("*.tsv"))) == 8
+    for rule in ("voxel_inverting", "correlations", "group_heatmaps"):
+        assert (results / "logs" / f"{rule}.log").exists()
+        assert (results / "benchmarks" / f"{rule}.tsv").exists()
+
+
+def test_report_holds_the_papers_tables_and_figures(trained, training_cohort):
+    report = trained / "report.zip"
+    proc = run_snakemake(trained, training_config(training_cohort), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import zipfile
+
+    names = "\n".join(zipfile.ZipFile(report).namelist())
+    for name in ("table_ii.tsv", "fig4_inverting.png", "table_iii.tsv", "table_iv.tsv",
+                 "fig6_heatmaps.png"):
+        assert name in names, name
