@@ -124,10 +124,10 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         out = model(x, age_t, return_details=True)
+    meta = read_model_meta(model_dir)
     facts = dict(model=dict(folder=str(model_dir),
                             sha256=sha256(Path(model_dir) / MODEL_WEIGHTS),
-                            epoch=read_model_meta(model_dir).get("epoch"),
-                            val_auc=read_model_meta(model_dir).get("val_auc")),
+                            epoch=meta.get("epoch"), val_auc=meta.get("val_auc")),
                  logit=float(out["logit"][0]), prob=float(out["p"][0]),
                  attention={c: float(a) for c, a in zip(model.contrasts, out["a"][0])},
                  age=float(age), device=str(device), seconds_all_scenarios=round(seconds, 3),

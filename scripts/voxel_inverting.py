@@ -1,7 +1,6 @@
 """AUC after voxel inverting over the assessment set, per scenario and N (Fig. 4)."""
 import logging
 
-import numpy as np
 import pandas as pd
 
 from gamer_mril import assessment as A

@@ -1,6 +1,5 @@
 """Model folders (frozen-model mode) and the choice of the model that explains a session."""
 
-import json
 
 import numpy as np
 import pandas as pd

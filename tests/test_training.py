@@ -389,7 +389,7 @@ def test_checkpoint_reproduces_predictions(runs, synthetic_cache):
 
 
 def test_same_seed_identical_different_seed_differs(runs):
-    (sa, out_a), (sb, out_b), (sc, out_c) = runs["a"], runs["b"], runs["c"]
+    (_, out_a), (_, out_b), (_, out_c) = runs["a"], runs["b"], runs["c"]
     wa, wb, wc = (load_file(str(o / "model.safetensors")) for o in (out_a, out_b, out_c))
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
