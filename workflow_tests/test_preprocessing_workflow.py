@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def preprocessed(tiny_cohort, tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
-    proc = run_snakemake(work, make_config(tiny_cohort / "rawdata"), "preprocess_all")
+    proc = run_snakemake(work, make_config(tiny_cohort / "rawdata"), "preprocess_all",
+                         "dataset_description")
     assert proc.returncode == 0, proc.stderr[-5000:]
     return work
 
@@ -87,6 +88,7 @@ def test_final_images_in_unit_range_and_crop_is_exact(preprocessed):
 
 
 def test_rerun_does_nothing(preprocessed, tiny_cohort):
-    proc = run_snakemake(preprocessed, make_config(tiny_cohort / "rawdata"), "preprocess_all", "-n")
+    proc = run_snakemake(preprocessed, make_config(tiny_cohort / "rawdata"), "preprocess_all",
+                         "dataset_description", "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
