@@ -30,7 +30,8 @@ def test_a_larger_cohort_extends_a_smaller_one():
 
 
 def test_effect_strength():
-    assert effect_strength(0) == 0 and effect_strength(3.5) == 0.5 and effect_strength(9) == 1
+    assert effect_strength(0) == 0 and effect_strength(2) == 0 and effect_strength(4) == 0.5
+    assert effect_strength(5) == 0.75 and effect_strength(6) == 1 and effect_strength(9) == 1
 
 
 @pytest.mark.parametrize("contrast", ["qT1", "MWF", "NDI"])
