@@ -14,6 +14,7 @@ include: "rules/preprocessing.smk"
 include: "rules/training.smk"
 include: "rules/relevance.smk"
 include: "rules/assessment.smk"
+include: "rules/audit.smk"
 
 
 rule all:

@@ -219,3 +219,87 @@ def test_runs_as_a_module(chain):
     proc = subprocess.run([sys.executable, "-m", "gamer_mril.audit", OUT], cwd=chain,
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1 and f"STALE {MID}" in proc.stdout
+
+
+# ------------------------------------------------------------ several outputs at once
+TOP = "results/sub-01_desc-top_T1map.nii.gz"
+OUT2 = "results/sub-01_desc-other_T1map.nii.gz"
+
+
+@pytest.fixture()
+def two_outputs(chain) -> Path:
+    """OUT: from MID and TOP, TOP itself from MID (MID met twice in OUT's chain);
+    OUT2: from TOP only, so its whole chain was walked already for OUT."""
+    _write(chain, TOP, b"top")
+    write_sidecar(TOP, rule="top", inputs={"t1map": MID})
+    write_sidecar(OUT, rule="remove_cerebellum", inputs={"t1map": MID, "top": TOP})
+    _write(chain, OUT2, b"second output")
+    write_sidecar(OUT2, rule="other", inputs={"top": TOP})
+    return chain
+
+
+def test_audit_many_hashes_each_file_once(two_outputs, monkeypatch):
+    calls = []
+    real = A.sha256
+    monkeypatch.setattr(A, "sha256", lambda p: calls.append(Path(p)) or real(p))
+    first, second = A.audit_many([OUT, OUT2])
+    assert first.ok and second.ok
+    assert len(calls) == len(set(calls)) == 5  # RAW, MID, TOP, OUT, OUT2
+    assert first.shared == 0 and second.shared == 1
+    [top] = second.tree.children
+    assert top.repeated and top.checked_for == OUT and top.rule == "top"
+    assert f"checked for {OUT}" in second.format()
+
+
+@pytest.mark.parametrize("victim", [RAW, MID])
+def test_audit_many_reports_shared_problems_for_every_output(two_outputs, victim):
+    """A file changed deep in a chain walked for an earlier output is still named in the
+    later output's report (its status is its own, not "OK because seen before")."""
+    _tamper(two_outputs / victim)
+    first, second = A.audit_many([OUT, OUT2])
+    alone = A.audit(OUT2)
+    assert first.status == second.status == alone.status == A.STALE
+    assert {p.path for p in second.problems} == {p.path for p in alone.problems} == {victim}
+    assert ({(p.path, p.recorded_by) for p in second.problems}
+            == {(p.path, p.recorded_by) for p in alone.problems})
+    assert second.tree.upstream == A.STALE
+
+
+def test_cli_several_outputs_and_tsv(two_outputs, capsys):
+    assert A.main([OUT, OUT2, "--tsv", "audit.tsv"]) == 0
+    rows = (two_outputs / "audit.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == list(A.TSV_COLUMNS)
+    assert [r.split("\t")[:2] for r in rows[1:]] == [[OUT, "OK"], [OUT2, "OK"]]
+    assert "audited 2 output(s): 2 OK, 0 STALE, 0 MISSING" in capsys.readouterr().out
+    _tamper(two_outputs / MID)
+    assert A.main([OUT, OUT2, "--tsv", "audit.tsv", "--problems-only"]) == 1
+    out = capsys.readouterr().out
+    assert "audited 2 output(s): 0 OK, 2 STALE, 0 MISSING" in out
+    assert f"STALE {MID}" in out
+    rows = [r.split("\t") for r in (two_outputs / "audit.tsv").read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == ["STALE", "STALE"]
+    assert all(MID in r[4] for r in rows)
+    assert A.main([OUT, "results/nothing.nii.gz", "--json"]) == 1
+    docs = json.loads(capsys.readouterr().out)
+    assert [d["status"] for d in docs] == ["STALE", "MISSING"]
+
+
+def test_final_maps_flattens_and_keeps_images_once():
+    nested = [["a.nii.gz", "t.tsv"], ("b.nii.gz", ["a.nii.gz", Path("c.nii.gz")]), "d.json"]
+    assert A.final_maps(nested) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+
+
+def test_run_audit_as_the_workflow_target_does(two_outputs, capsys):
+    """rules/audit.smk: report and table written, problems printed, failure raised."""
+    counts = A.run_audit([OUT, OUT2], "logs/audit.log", "group/audit.tsv")
+    assert counts == {A.OK: 2, A.STALE: 0, A.MISSING: 0}
+    printed = capsys.readouterr().out
+    assert "audited 2 output(s): 2 OK" in printed and f"OK      {OUT}" not in printed
+    assert f"OK      {OUT}" in (two_outputs / "logs/audit.log").read_text()
+    _tamper(two_outputs / RAW)
+    with pytest.raises(A.AuditFailed, match="1 STALE, 0 MISSING of 1 file"):
+        A.run_audit(OUT, "logs/audit.log", "group/audit.tsv", chains=True)  # one path
+    printed = capsys.readouterr().out
+    assert f"STALE   image: {RAW}" in printed  # the chain, as asked
+    rows = (two_outputs / "group/audit.tsv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(f"{OUT}\tSTALE\t")
