@@ -1,0 +1,178 @@
+"""Incremental reruns, read from Snakemake's own job lists (dry runs and a real run).
+
+On a copy of the finished 8-subject run (the ``trained`` fixture, moved with its raw data:
+see test_audit_workflow.copy_run) a ninth subject is added with the synthetic generator.
+
+* Frozen-model mode: the copy is first switched to frozen mode on its own fold models
+  (predictions made for real; the relevance and assessment outputs declared current
+  with ``snakemake --touch``, Snakemake's way of saying "these outputs stand", since a
+  real frozen run of 8 sessions' relevance maps takes minutes and only which jobs
+  Snakemake would run is asked of them). Adding the subject then schedules exactly that
+  subject's per-session jobs and the cohort-level jobs; no split, training or
+  evaluation job exists. The preprocessing and the predictions are then run for real
+  and give the same job list.
+* Training mode: adding a subject reruns no other subject's preprocessing; it re-splits
+  and retrains, and then (new models) re-explains every session, for that reason only.
+* One changed raw map reruns only its own chain; touching a file without changing it
+  reruns nothing when Snakemake has its checksum (files up to --max-checksum-file-size,
+  1 MB by default) and reruns its chain by date otherwise; a changed parameter reruns
+  its jobs unless --rerun-triggers leaves out params.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from gamer_mril.synthetic import generate_cohort
+
+from .conftest import jobs_run, run_snakemake, training_config
+from .test_audit_workflow import copy_run
+
+pytestmark = pytest.mark.slow
+
+NEW = "009"
+PREPROCESSING = {"scale_map": 3, "make_brain_mask": 1, "coregister_to_ndi": 2,
+                 "resample_to_ndi": 1, "crop_to_brain": 1, "register_to_template": 1,
+                 "remove_cerebellum": 1, "warp_brain_mask_to_template": 1}
+EXPLANATION = {"explain_session": 1, "quantile_masks": 1, "invert_session": 1,
+               "warp_top_masks": 1}
+TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
+_BLOCK = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", re.MULTILINE)
+
+
+def planned(proc) -> list[tuple[str, str | None, str]]:
+    """(rule, subject or None, reason) of every job in a dry run's listing."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = []
+    for rule, body in _BLOCK.findall(proc.stdout + proc.stderr):
+        wc = re.search(r"^    wildcards: (.*)$", body, re.MULTILINE)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        reason = re.search(r"^    reason: (.*)$", body, re.MULTILINE)
+        jobs.append((rule, wildcards.get("subject"), reason.group(1) if reason else ""))
+    return jobs
+
+
+def per_session(jobs, subject) -> Counter:
+    return Counter(rule for rule, sub, _ in jobs if sub == subject)
+
+
+def cohort_level(jobs) -> set:
+    return {rule for rule, sub, _ in jobs if sub is None}
+
+
+def dry_run(run, config, *args):
+    return planned(run_snakemake(run, config, "-n", *args))
+
+
+def nothing_to_do(proc) -> bool:
+    return proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path):
+    run, cohort = copy_run(trained, training_cohort, tmp_path)
+    config = training_config(cohort)
+    assert nothing_to_do(run_snakemake(run, config, "all", "-n"))  # the copy is current
+
+    # ---- parameters: a changed training setting retrains (and re-explains), unless
+    # the params trigger is left out
+    longer = training_config(cohort, epochs=9)
+    jobs = dry_run(run, longer, "all")
+    assert Counter(r for r, s, _ in jobs if r == "train_fold") == {"train_fold": 2}
+    assert not {r for r, _, _ in jobs} & set(PREPROCESSING)
+    assert all("Params have changed" in why for r, _, why in jobs if r == "train_fold")
+    assert nothing_to_do(run_snakemake(run, longer, "all", "-n", "--rerun-triggers",
+                                       "mtime", "input", "code", "software-env"))
+
+    # ---- frozen-model mode on the run's own models: predictions for real (the training
+    # run's tables removed first: Snakemake would take its predictions.tsv as current),
+    # the rest declared current
+    frozen = training_config(cohort, frozen_models=str(run / "results" / "models"))
+    for name in ("split.tsv", "table_ii.tsv", "attention_weights.tsv", "roc.png",
+                 "predictions.tsv"):
+        (run / "results" / "group" / name).unlink()
+    proc = run_snakemake(run, frozen, "train_all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert jobs_run(proc) == {"predict_sessions": 1, "train_all": 1}
+    proc = run_snakemake(run, frozen, "all", "--touch")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert nothing_to_do(run_snakemake(run, frozen, "all", "-n"))
+
+    # ---- add a ninth subject to the raw data (the first eight are left as they are)
+    before = pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t", dtype=str)
+    generate_cohort(cohort, n_subjects=9, followup_fraction=0.0, severe_fraction=0.5,
+                    scale=2.0, seed=11, subjects=[NEW], log=lambda *_: None)
+    after = pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t", dtype=str)
+    assert after.iloc[:8].equals(before) and list(after.subject[8:]) == [NEW]
+
+    # frozen: that subject's per-session jobs and the cohort-level jobs, nothing else
+    jobs = dry_run(run, frozen, "all")
+    assert per_session(jobs, NEW) == {**PREPROCESSING, **EXPLANATION}
+    assert {s for _, s, _ in jobs} == {NEW, None}
+    assert cohort_level(jobs) == {"preprocessing_qc", "build_cache", "predict_sessions",
+                                  "voxel_inverting", "correlations", "group_heatmaps",
+                                  "all"}
+    assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
+
+    # training mode: no other subject's preprocessing; re-split, retrain, re-explain
+    # every session because the models change (and for no other reason)
+    jobs = dry_run(run, config, "all")
+    assert per_session(jobs, NEW) == {**PREPROCESSING, **EXPLANATION}
+    subjects = sorted(after.subject)
+    for sub in subjects[:8]:
+        assert per_session(jobs, sub) == EXPLANATION, sub
+    assert TRAINING <= cohort_level(jobs)
+    assert "make_template_cerebellum" not in cohort_level(jobs)
+    for rule, sub, why in jobs:
+        if sub not in (None, NEW) and rule == "explain_session":
+            assert "results/models/" in why or "split.tsv" in why, why
+
+    # ---- the real rerun (frozen): preprocessing and predictions of the new subject
+    proc = run_snakemake(run, frozen, "preprocess_all", "train_all")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert jobs_run(proc) == {**PREPROCESSING, "preprocessing_qc": 1, "build_cache": 1,
+                              "predict_sessions": 1, "preprocess_all": 1, "train_all": 1}
+    predictions = pd.read_csv(run / "results" / "group" / "predictions.tsv", sep="\t",
+                              dtype={"subject": str, "session": str})
+    assert sorted(predictions.subject) == subjects
+    assert nothing_to_do(run_snakemake(run, frozen, "preprocess_all", "train_all", "-n"))
+    # what is left of `all`: the new subject's relevance maps and the cohort assessment
+    jobs = dry_run(run, frozen, "all")
+    assert per_session(jobs, NEW) == EXPLANATION and {s for _, s, _ in jobs} == {NEW, None}
+
+    # ---- one input file: touched (same bytes) or changed
+    raw = cohort / "rawdata" / "sub-003" / "ses-1" / "anat"
+    mwf, t1 = raw / "sub-003_ses-1_MWFmap.nii.gz", raw / "sub-003_ses-1_T1map.nii.gz"
+    targets = ("preprocess_all", "train_all")
+    assert mwf.stat().st_size < 1_000_000 < t1.stat().st_size
+    os.utime(mwf)  # newer, same bytes, checksum recorded: nothing to do
+    assert nothing_to_do(run_snakemake(run, frozen, *targets, "-n"))
+    # newer, same bytes, too large for a recorded checksum: its chain reruns by date
+    t1_times = t1.stat()
+    os.utime(t1)
+    jobs = dry_run(run, frozen, *targets)
+    assert per_session(jobs, "003") == {**PREPROCESSING, "scale_map": 1,
+                                        "coregister_to_ndi": 1}
+    assert {s for _, s, _ in jobs} == {"003", None}
+    os.utime(t1, ns=(t1_times.st_atime_ns, t1_times.st_mtime_ns))
+    # the content of the MWF map changed: the chain of that map only
+    img = nib.load(mwf)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[data > 0] *= 1.01
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), mwf)
+    jobs = dry_run(run, frozen, *targets)
+    assert {s for _, s, _ in jobs} == {"003", None}
+    assert per_session(jobs, "003") == {"scale_map": 1, "coregister_to_ndi": 1,
+                                        "resample_to_ndi": 1, "crop_to_brain": 1,
+                                        "register_to_template": 1, "remove_cerebellum": 1,
+                                        "warp_brain_mask_to_template": 1}
+    [why] = [why for r, s, why in jobs if r == "scale_map"]
+    assert why == f"Updated input files: {mwf}"
+    assert cohort_level(jobs) == {"preprocessing_qc", "build_cache", "predict_sessions",
+                                  "preprocess_all", "train_all"}
