@@ -58,6 +58,39 @@ class Job:
                              extra={"Facts": facts} if facts else None)
 
 
+def sweep_litter(rule: str, outputs) -> list:
+    """Remove what an earlier, killed attempt at this same job left behind.
+
+    A job killed by SIGKILL (or a lost node) cannot clean up: its scratch folder
+    (``.work-<rule>-<first output's stem>-<pid>``) and the hidden temporary files of
+    :func:`gamer_mril.io.atomic_path` (``.<output name>.<random><suffix>``) stay. They are
+    never taken for outputs, but they are litter. Snakemake runs at most one instance of a
+    job at a time (its outputs are locked), so whatever carries this job's names when it
+    starts belongs to a dead attempt. Returns the paths removed.
+    """
+    outputs = [Path(o) for o in outputs]
+    removed = []
+    if not outputs:
+        return removed
+    first = outputs[0]
+    stem = first.name.split(".")[0]
+    candidates = list(first.parent.glob(f".work-{rule}-{stem}-*"))
+    for out in outputs:
+        if out.parent.is_dir():
+            candidates += [p for p in out.parent.glob(f".{out.name}.*") if p.is_file()]
+    for p in candidates:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    if removed:
+        log.info("removed %d leftover(s) of an earlier, interrupted attempt: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
 @contextlib.contextmanager
 def job(smk, seed: int | None = None):
     """Run a job: log to its log file, give it a private scratch folder, clean up.
@@ -80,6 +113,7 @@ def job(smk, seed: int | None = None):
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     first = Path(smk.output[0])
+    sweep_litter(smk.rule, [Path(o) for o in smk.output])
     workdir = first.parent / f".work-{smk.rule}-{first.name.split('.')[0]}-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     j = Job(smk, workdir)

@@ -218,5 +218,9 @@ def test_killed_jobs_leave_no_accepted_output_and_rerun_incomplete_completes(
     for path in out_a + out_b:
         _check_whole(path)
     assert _state(kept) == before  # nothing already computed was lost or redone
+    # and the rerun jobs swept what their killed attempts had left (gamer_mril.jobs)
+    assert litter, "the kills should have left scratch folders or temporary files"
+    left = list((work / "results").rglob(".*"))
+    assert left == [], left
     nothing = run_snakemake(work, config, *targets, "-n")
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
