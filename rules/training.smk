@@ -16,8 +16,7 @@ rule build_cache:
         mwfmap=for_sessions(crop_grid("MWFmap", "preproc")),
         ndimap=for_sessions(crop_grid("NDImap", "preproc")),
     output:
-        images=f"{CACHE}/images.npy",
-        index=f"{CACHE}/index.tsv",
+        **with_sidecars(images=f"{CACHE}/images.npy", index=f"{CACHE}/index.tsv"),
     log:
         f"{OUT}/logs/build_cache.log",
     benchmark:
@@ -38,7 +37,7 @@ if not FROZEN:
         input:
             table=config["inputs"]["participants"],
         output:
-            tsv=SPLIT,
+            **with_sidecars(tsv=SPLIT),
         params:
             **config["split"],
         log:
@@ -63,6 +62,7 @@ if not FROZEN:
             split=SPLIT,
         output:
             weights=f"{model_dir()}/model.safetensors",
+            weights_json=sidecar(f"{model_dir()}/model.safetensors"),
             meta=f"{model_dir()}/model.json",
             epochs=f"{model_dir()}/epochs.tsv",
             val=f"{model_dir()}/val_predictions.tsv",

@@ -15,3 +15,5 @@ with job(snakemake) as j:
         rows.append(dict(subject=r.subject, session=r.session, age=r.age, edss=r.edss,
                          paths={c: by_session[c][key] for c in CONTRASTS}))
     build_cache(rows, snakemake.output.images.rsplit("/", 1)[0])
+    for out in (snakemake.output.images, snakemake.output.index):
+        j.sidecar(out, {"sessions": len(rows)})

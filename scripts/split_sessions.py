@@ -8,3 +8,4 @@ with job(snakemake) as j:
     split = make_split(load_participants(snakemake.input.table), test_fraction=p.test_fraction,
                        n_folds=p.n_folds, seed=p.seed)
     write_split(split, snakemake.output.tsv)
+    j.sidecar(snakemake.output.tsv, {"sessions_per_set": {k: int(v) for k, v in split["set"].value_counts().items()}})

@@ -21,5 +21,7 @@ with job(snakemake) as j:
         epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
         weight_decay=t["weight_decay"], seed=t["seed"] + fold, augment_cfg=t.get("augment"),
         growth=t.get("growth", 4), device="auto", log=log, num_threads=snakemake.threads)
+    j.sidecar(snakemake.output.weights,
+              {k: summary[k] for k in ("best_epoch", "val_auc", "n_train", "n_val", "device")})
     log("fold %d: best epoch %s, validation AUC %s, %s", fold, summary["best_epoch"],
         summary["val_auc"], summary["device"])

@@ -77,7 +77,9 @@ def test_audit_command_and_target_find_changed_files(trained, training_cohort, t
     raw_t1 = cohort / "rawdata" / "sub-002" / "ses-1" / "anat" / "sub-002_ses-1_T1map.nii.gz"
     chain = proc.stdout
     for rule in ("explain_session", "remove_cerebellum", "register_to_template",
-                 "crop_to_brain", "resample_to_ndi", "coregister_to_ndi", "scale_map"):
+                 "crop_to_brain", "resample_to_ndi", "coregister_to_ndi", "scale_map",
+                 # ... and through the model that explains it to what trained it
+                 "train_fold", "build_cache", "split_sessions"):
         assert f"[{rule}]" in chain, chain[:3000]
     assert f"image: {raw_t1}  (raw input)" in chain
 
@@ -112,8 +114,14 @@ def test_audit_command_and_target_find_changed_files(trained, training_cohort, t
     proc = audit_cli(run, relmap("005"), "--problems-only")
     assert proc.returncode == 1
     assert f"STALE {scaled}: the file changed since its rule wrote it" in proc.stdout
-    assert raw_t1.name not in proc.stdout  # sub-005 does not depend on sub-002's map
-    proc = audit_cli(run, relmap("001"))
+    # every model trained on a cache that holds sub-002's session, so every relevance map
+    # depends on sub-002's raw map through its model; sub-001's preprocessing does not
+    assert f"STALE {raw_t1}: changed since" in proc.stdout
+    proc = audit_cli(run, relmap("001"), "--problems-only")
+    assert proc.returncode == 1 and f"STALE {raw_t1}: changed since" in proc.stdout
+    assert "[train_fold]" in audit_cli(run, relmap("001")).stdout
+    anat1 = "results/sub-001/ses-1/anat/sub-001_ses-1_space-NDIcrop_desc-preproc_T1map.nii.gz"
+    proc = audit_cli(run, anat1)
     assert proc.returncode == 0, proc.stdout[-2000:]
 
     # ... and so can the target, for named files (full chains in the log and output) ...
@@ -126,7 +134,7 @@ def test_audit_command_and_target_find_changed_files(trained, training_cohort, t
     log = (run / "results" / "logs" / "audit.log").read_text()
     assert f"STALE   image: {raw_t1}" in log and "[scale_map]" in log
     table = read_audit_tsv(run).set_index("output")
-    assert list(table["status"]) == ["STALE", "STALE", "OK"]
+    assert list(table["status"]) == ["STALE", "STALE", "STALE"]
     assert str(raw_t1) in table.loc[relmap("002"), "problems"]
     assert scaled in table.loc[relmap("005"), "problems"]
 
@@ -137,4 +145,5 @@ def test_audit_command_and_target_find_changed_files(trained, training_cohort, t
     stale = set(table.loc[table["status"] == "STALE", "output"])
     assert (table.loc[~table["output"].isin(stale), "status"] == "OK").all()
     touched = {m for m in maps if "/sub-002/" in m or "/sub-005/" in m}
-    assert {m for m in touched if "/xai/" in m} | heatmaps <= stale <= touched | heatmaps
+    xai = {m for m in maps if "/xai/" in m}    # all of them: through the models
+    assert xai | heatmaps <= stale <= touched | xai | heatmaps
