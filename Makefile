@@ -34,3 +34,34 @@ unit: $(VENV)/.installed
 
 clean-demo:
 	rm -rf results $(DEMO_DIR) .snakemake
+
+# Cluster runs (README "Running on a cluster"). The controller environment, Snakemake and
+# its SLURM executor plugin, is kept apart from .venv: the plugin needs numpy >= 2.4.5,
+# antspyx numpy < 2.4.
+CONTROLLER_VENV    ?= .venv-controller
+SLURM_TEST_TIMEOUT ?= 1500
+
+.PHONY: controller test-slurm
+
+controller: $(CONTROLLER_VENV)/.installed
+
+$(CONTROLLER_VENV)/.installed: envs/controller.txt
+	$(PYTHON) -m venv $(CONTROLLER_VENV)
+	$(CONTROLLER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CONTROLLER_VENV)/bin/python -m pip install --quiet -r envs/controller.txt
+	touch $@
+
+# Jobs that run without conda run Snakemake from .venv, which then needs the SLURM
+# job-step plugin (the same pin as the controller's).
+$(VENV)/.slurm-jobstep: $(VENV)/.installed envs/controller.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt \
+	  "$$(grep '^snakemake-executor-plugin-slurm-jobstep==' envs/controller.txt)"
+	touch $@
+
+# The workflow on a single-node SLURM started here (root; apt-get installs SLURM and munge
+# when missing): workflow_tests/test_slurm.py, with a hard time limit (SIGINT, so that the
+# test's teardown stops every SLURM daemon it started).
+test-slurm: $(CONTROLLER_VENV)/.installed $(VENV)/.slurm-jobstep
+	GAMER_MRIL_SLURM_TEST=1 GAMER_MRIL_CONTROLLER=$(CURDIR)/$(CONTROLLER_VENV) \
+	  PATH=$(CURDIR)/$(BIN):$$PATH timeout -s INT -k 120 $(SLURM_TEST_TIMEOUT) \
+	  $(BIN)/python -m pytest -q -m slurm workflow_tests/test_slurm.py
