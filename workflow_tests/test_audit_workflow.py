@@ -129,7 +129,7 @@ def test_audit_command_and_target_find_changed_files(trained, training_cohort, t
                          f"audit_target=[{relmap('002')},{relmap('005')},{relmap('001')}]")
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
-    assert "provenance audit: 2 STALE, 0 MISSING" in text
+    assert "provenance audit: 3 STALE, 0 MISSING" in text  # all three, through the models
     assert f"STALE {raw_t1}: changed since" in text and f"STALE {scaled}:" in text
     log = (run / "results" / "logs" / "audit.log").read_text()
     assert f"STALE   image: {raw_t1}" in log and "[scale_map]" in log
