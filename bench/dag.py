@@ -5,6 +5,7 @@ on fake cohorts of 100, 1,000 and 5,000 sessions. Target: <= 20 s for 5,000 sess
     python bench/dag.py --sessions 100 1000     # chosen sizes
     python bench/dag.py --quiet                 # snakemake -n --quiet rules (no job list)
     python bench/dag.py --frozen                # frozen-model mode (no training jobs)
+    python bench/dag.py --floor                 # also Snakemake's own floor (see below)
 
 Each cohort lives in a temporary folder: a participants table (two sessions per subject,
 EDSS spread over 0-9) and, for every session, the three maps as zero-byte files named by
@@ -18,6 +19,12 @@ sent to a file as a user piping it would; its CPU time is shown beside it, which
 work on a shared machine does not inflate. ``--load`` also times ``snakemake --list-rules``
 with the same config (start-up, parsing and the input check, but no DAG), which tells the
 parse-time part from the DAG part.
+
+``--floor`` times, beside each real dry run, a minimal Snakefile with the same number of
+jobs and of file references (inputs plus outputs, counted in the real plan) per session:
+a chain of shell rules with nothing else (no input functions, params, logs, resources).
+That is what Snakemake itself costs for a plan of that size; the gap between the two
+columns is what this workflow's own code adds.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from gamer_mril.jobs import job_stats
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_PATTERNS = {
@@ -115,20 +124,54 @@ def timed(cmd: list[str], log: Path, timeout: float) -> tuple[float, float, str]
     return seconds, cpu, text
 
 
-def count_jobs(text: str) -> dict:
-    """{rule: count} from the "Job stats" table of a dry run (``total`` included)."""
-    stats = text.split("Job stats:")[-1]
-    jobs = {}
-    for line in stats.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if not m:
-            break
-        jobs[m.group(1)] = int(m.group(2))
-    return jobs
+FLOOR_SNAKEFILE = """
+S = config["sessions"]
+J = int(config["jobs_per_session"])
+K = int(config["files_per_job"])
+rule all:
+    input: expand("out/{s}/step{j}_0.txt", s=S, j=J)
+rule step1:
+    input: "in/{s}.txt"
+    output: [f"out/{{s}}/step1_{k}.txt" for k in range(K)]
+    shell: "touch {output}"
+for _j in range(2, J + 1):
+    rule:
+        name: f"step{_j}"
+        input: [f"out/{{s}}/step{_j - 1}_{k}.txt" for k in range(K)]
+        output: [f"out/{{s}}/step{_j}_{k}.txt" for k in range(K)]
+        shell: "touch {output}"
+"""
+
+
+def file_references(text: str) -> int:
+    """Input plus output files listed in a dry run's job list."""
+    n = 0
+    for m in re.finditer(r"^\s+(?:input|output): (.*)$", text, re.M):
+        n += len(m.group(1).split(", "))
+    return n
+
+
+def bench_floor(root: Path, n: int, jobs_per_session: int, refs_per_session: int,
+                timeout: float) -> float:
+    """Seconds of ``snakemake -n`` on the minimal chain (see the module's docstring)."""
+    floor = root / "floor"
+    (floor / "in").mkdir(parents=True, exist_ok=True)
+    sessions = [f"s{i:05d}" for i in range(n)]
+    for s in sessions:
+        (floor / "in" / f"{s}.txt").touch()
+    (floor / "Snakefile").write_text(FLOOR_SNAKEFILE)
+    files_per_job = max(1, round(refs_per_session / (2 * jobs_per_session)))
+    (floor / "config.yaml").write_text(yaml.safe_dump({
+        "sessions": sessions, "jobs_per_session": jobs_per_session,
+        "files_per_job": files_per_job}))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(floor / "Snakefile"), "--directory",
+           str(floor), "--configfile", str(floor / "config.yaml"), "--cores", "1", "-n"]
+    seconds, _, _ = timed(cmd, root / "floor.log", timeout)
+    return seconds
 
 
 def bench_one(n: int, base: Path, quiet: bool, load: bool, frozen: bool,
-              timeout: float) -> dict:
+              timeout: float, floor: bool = False) -> dict:
     root = base / f"n{n}"
     raw = make_cohort(root, n)
     models = make_frozen_models(root / "models") if frozen else None
@@ -141,11 +184,16 @@ def bench_one(n: int, base: Path, quiet: bool, load: bool, frozen: bool,
     args = ["-n", "all"] + (["--quiet", "rules"] if quiet else [])
     row["dryrun_s"], row["dryrun_cpu_s"], text = timed(snakemake_cmd(root / "work", cfg, *args),
                                   root / "dryrun.log", timeout)
-    jobs = count_jobs(text)
-    if "total" not in jobs:
+    jobs = job_stats(text)
+    if not jobs:
         raise RuntimeError(f"no job table in the dry run's output ({root / 'dryrun.log'})")
-    row["jobs"] = jobs["total"]
+    row["jobs"] = sum(jobs.values())
     row["output_mb"] = len(text) / 1e6
+    if floor:
+        per_job = round(row["jobs"] / n)
+        per_file = round(file_references(text) / n)
+        row["floor_s"] = bench_floor(root, n, per_job, per_file, timeout)
+        row["floor_shape"] = f"{per_job} jobs, {per_file} files"
     return row
 
 
@@ -157,15 +205,21 @@ def main(argv=None) -> int:
     ap.add_argument("--load", action="store_true",
                     help="also time snakemake --list-rules (parsing and the input check)")
     ap.add_argument("--frozen", action="store_true", help="frozen-model mode")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time a minimal Snakefile of the same size (Snakemake's floor)")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per snakemake run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary cohorts")
     args = ap.parse_args(argv)
+    if args.floor and args.quiet:
+        ap.error("--floor counts files in the job list, which --quiet leaves out")
 
     base = Path(tempfile.mkdtemp(prefix="bench-dag-"))
     header = f"{'sessions':>8}  {'jobs':>8}  {'snakemake -n (s)':>16}  {'CPU (s)':>8}"
     if args.load:
         header += f"  {'--list-rules (s)':>16}"
     header += f"  {'output (MB)':>11}"
+    if args.floor:
+        header += f"  {'floor (s)':>9}  per session"
     mode = "frozen-model mode" if args.frozen else "training mode"
     print(f"snakemake -n all{' --quiet rules' if args.quiet else ''}, {mode}, "
           f"zero-byte inputs ({base})")
@@ -175,13 +229,16 @@ def main(argv=None) -> int:
     rows = []
     try:
         for n in args.sessions:
-            row = bench_one(n, base, args.quiet, args.load, args.frozen, args.timeout)
+            row = bench_one(n, base, args.quiet, args.load, args.frozen, args.timeout,
+                            args.floor)
             rows.append(row)
             line = (f"{row['sessions']:>8}  {row['jobs']:>8}  {row['dryrun_s']:>16.1f}"
                     f"  {row['dryrun_cpu_s']:>8.1f}")
             if args.load:
                 line += f"  {row['load_s']:>16.1f}"
             line += f"  {row['output_mb']:>11.1f}"
+            if args.floor:
+                line += f"  {row['floor_s']:>9.1f}  {row['floor_shape']}"
             print(line, flush=True)
     finally:
         if args.keep:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -56,6 +57,22 @@ class Job:
         inputs = _named(self.smk.input) if inputs is None else inputs
         return write_sidecar(output, rule=self.smk.rule, inputs=inputs, params=self.params,
                              extra={"Facts": facts} if facts else None)
+
+
+def job_stats(text: str) -> dict:
+    """{rule: count} from the last "Job stats" table in Snakemake's output (a dry run's
+    plan or a finished run's summary); ``total`` left out. {} when there is no table
+    (nothing to do)."""
+    if "Job stats:" not in text:
+        return {}
+    jobs = {}
+    for line in text.split("Job stats:")[-1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    jobs.pop("total", None)
+    return jobs
 
 
 def sweep_litter(rule: str, outputs) -> list:

@@ -45,3 +45,27 @@ def test_atomic_path_leaves_nothing_on_failure_and_sweep_agrees(tmp_path):
         pass
     assert os.listdir(tmp_path) == []
     assert sweep_litter("r", [out]) == []
+
+
+def test_job_stats_reads_the_last_table_and_leaves_out_total():
+    from gamer_mril.jobs import job_stats
+
+    text = """Job stats:
+job          count
+---------  -------
+scale_map        9
+total            9
+
+Building DAG of jobs...
+Job stats:
+job                 count
+----------------  -------
+crop_to_brain           1
+resample_to_ndi         2
+total                   3
+
+Reasons:
+    (check individual jobs above for details)
+"""
+    assert job_stats(text) == {"crop_to_brain": 1, "resample_to_ndi": 2}
+    assert job_stats("Nothing to be done (all requested files are present and up to date).") == {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from gamer_mril.jobs import job_stats
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_PATTERNS = {
@@ -100,15 +101,4 @@ def trained(training_cohort, tmp_path_factory) -> Path:
 
 def jobs_run(proc) -> dict:
     """{rule: count} from Snakemake's own "Job stats" table of a finished run."""
-    text = proc.stdout + proc.stderr
-    if "Job stats:" not in text:
-        return {}
-    stats = text.split("Job stats:")[-1]
-    jobs = {}
-    for line in stats.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if not m:
-            break
-        jobs[m.group(1)] = int(m.group(2))
-    jobs.pop("total", None)
-    return jobs
+    return job_stats(proc.stdout + proc.stderr)
