@@ -33,29 +33,9 @@ import argparse
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
-
-def _sync(device):
-    import torch
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timeit(fn, device, repeats, warmup=True):
-    if warmup:
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from timing import timeit  # bench/timing.py
 
 
 def _resolve_device(name):
@@ -110,12 +90,12 @@ def run(shape, batch, repeats, device_name, ig_steps, scenarios, dtype_name, thr
         model(x, age).sum().backward()
         model.eval()
 
-    fwd = _timeit(forward, device, repeats)
+    fwd = timeit(forward, device, repeats)
     try:
-        fwd_bwd = _timeit(forward_backward, device, repeats)
+        fwd_bwd = timeit(forward_backward, device, repeats)
     except ValueError:       # train-mode BN needs > 1 value per channel (tiny input, batch 1)
         reference_mode = "eval"
-        fwd_bwd = _timeit(forward_backward, device, repeats)
+        fwd_bwd = timeit(forward_backward, device, repeats)
     model.zero_grad(set_to_none=True)
     model.eval()
 
@@ -124,7 +104,7 @@ def run(shape, batch, repeats, device_name, ig_steps, scenarios, dtype_name, thr
     def measure(label, name, numbers, reps, steps=None):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t = _timeit(lambda: lrp.scenario_maps(model, x, age, scenarios=numbers,
+        t = timeit(lambda: lrp.scenario_maps(model, x, age, scenarios=numbers,
                                               ig_steps=ig_steps), device, reps)
         row = dict(scenario=label, name=name, s_per_session=t / batch,
                    ratio=t / fwd_bwd, ratio_per_step=(t / fwd_bwd / steps) if steps else None)

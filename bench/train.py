@@ -37,23 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _sync(device):
-    import torch
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timeit(fn, device, repeats):
-    fn()                                    # warm-up (allocations, kernel selection)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from timing import sync, timeit  # bench/timing.py
 
 
 def _write_cache(path: Path, n: int, shape, seed=0):
@@ -106,9 +90,9 @@ def run_case(device_name: str, shape, batch: int, repeats: int, cache_samples: i
     out = dict(device=str(device), shape="x".join(map(str, shape)), batch=batch,
                parameters=count_parameters(model),
                threads=torch.get_num_threads() if device.type == "cpu" else None)
-    out["fwd_s_per_sample"] = _timeit(forward, device, repeats) / batch
-    out["fwd_bwd_s_per_sample"] = _timeit(forward_backward, device, repeats) / batch
-    out["aug_s_per_sample"] = _timeit(lambda: augment(x, gen), device, repeats) / batch
+    out["fwd_s_per_sample"] = timeit(forward, device, repeats) / batch
+    out["fwd_bwd_s_per_sample"] = timeit(forward_backward, device, repeats) / batch
+    out["aug_s_per_sample"] = timeit(lambda: augment(x, gen), device, repeats) / batch
     if device.type == "cuda":
         out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     del x
@@ -119,11 +103,11 @@ def run_case(device_name: str, shape, batch: int, repeats: int, cache_samples: i
         rng = np.random.default_rng(1)
         for pass_name in ("loader_first_pass", "loader_second_pass"):
             order = rng.permutation(cache_samples)
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             for i in range(0, cache_samples, loader_batch):
                 xb, *_ = cache.batch(order[i:i + loader_batch], device)
-            _sync(device)
+            sync(device)
             out[f"{pass_name}_samples_per_s"] = cache_samples / (time.perf_counter() - t0)
         order = rng.permutation(cache_samples)       # the host read alone (float16)
         t0 = time.perf_counter()
