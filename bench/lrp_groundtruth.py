@@ -8,6 +8,12 @@ box. Printed per scenario: the mean fraction of the planted region the mask cove
 share of the cerebrum), and their ratio (enrichment). Individual maps give one mask per
 contrast: the figure is the mean over contrasts, and the best contrast is also printed.
 
+A second table, per map (contrast, or combined): the relevance mass accuracy (the share of
+the positive relevance within the cerebrum that falls in the planted region, as in
+Arras et al., "CLEVR-XAI", 2022) divided by the region's share of the cerebrum; 1 is what
+a map with no spatial preference gets. Top-N masks count voxels, this weighs them by
+relevance, so a map whose relevance inside the region is strong but sparse shows here.
+
 Reads the synthetic ground truth, so it lives here and not in the workflow:
 
     python bench/lrp_groundtruth.py RESULTS COHORT [--level 40] [--json OUT]
@@ -58,9 +64,12 @@ def session_rows(results: Path, cohort: Path, subject: str, session: str, level:
         labels = list(CONTRASTS) if rel.ndim == 4 else ["combined"]
         for label, m in zip(labels, maps):
             mask = quantile_mask(m, cerebrum, level)
+            positive = np.clip(m, 0, None) * cerebrum
+            mass = positive[planted].sum() / positive.sum() if positive.any() else np.nan
             rows.append(dict(subject=subject, session=session, scenario=n, name=sc.name,
                              map=label, recall=(mask & planted).sum() / planted.sum(),
-                             chance=mask.sum() / cerebrum.sum()))
+                             chance=mask.sum() / cerebrum.sum(), mass=mass,
+                             share=planted.sum() / cerebrum.sum()))
     return rows
 
 
@@ -89,8 +98,17 @@ def main(argv=None):
     print(f"top-{a.level} masks of {severe.shape[0]} severe sessions vs the planted region "
           f"(recall: share of the region covered; chance: a random mask of the same size)")
     print(table.round(3).to_string())
+    df["mass_enrichment"] = df["mass"] / df["share"]
+    mass = (df.groupby(["scenario", "map"])["mass_enrichment"].mean().unstack("map")
+            .reindex(columns=[*CONTRASTS, "combined"]))
+    print(f"\nrelevance mass in the planted region / the region's share of the cerebrum "
+          f"(mean over the severe sessions; 1 = no spatial preference)")
+    print(mass.round(2).to_string(na_rep="-"))
     if a.json:
-        a.json.write_text(table.reset_index().to_json(orient="records", indent=1))
+        a.json.write_text(json.dumps({
+            "top_masks": json.loads(table.reset_index().to_json(orient="records")),
+            "relevance_mass": json.loads(mass.reset_index().to_json(orient="records"))},
+            indent=1))
     return 0
 
 
