@@ -24,7 +24,8 @@ $(DEMO_DIR)/cohort/rawdata/participants.tsv: | $(VENV)/.installed
 
 demo: $(VENV)/.installed $(DEMO_DIR)/cohort/rawdata/participants.tsv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
-	@echo "Outputs: results/ (per session under results/sub-*/ses-*/anat, QC in results/group/)"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html
+	@echo "Outputs: results/ (per session under results/sub-*/ses-*/{anat,xai}, findings in results/group/, the report: results/report.html)"
 
 test: $(VENV)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q

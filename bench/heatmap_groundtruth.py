@@ -2,7 +2,8 @@
 
 For each scenario's MNI152 group heatmaps (``results/group/heatmaps``: the fraction of a
 group's sessions whose top-N mask covers each voxel; for the individual scenarios, whose
-heatmaps have one volume per contrast, their mean) this prints, for the severe group:
+heatmaps have one volume per contrast, each volume and their mean) this prints, for the
+severe group:
 where the peak is and whether it lies in the generator's planted region (or within 4 mm of
 it), the mean heatmap value inside the planted region against the mean over the rest of
 the cerebral white matter, and the share of the heatmap's 1,000 hottest voxels that fall
@@ -27,7 +28,7 @@ from scipy.ndimage import binary_dilation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamer_mril import templates  # noqa: E402
+from gamer_mril import CONTRASTS, templates  # noqa: E402
 
 
 def resample_like(img, ref):
@@ -69,28 +70,40 @@ def main(argv=None):
     rows = []
     print(f"{a.group} heatmaps vs the planted region ({planted.sum()} voxels, "
           f"{100 * chance:.1f}% of the brain)")
-    print(f"{'scen':>4} {'peak MNI mm':>18} {'peak':>5} {'in/near':>8} {'mean in':>8} "
-          f"{'mean WM out':>11} {'top-k in':>8} {'x chance':>8}")
+    print(f"{'scen':>4} {'map':>8} {'peak MNI mm':>18} {'peak':>5} {'in/near':>8} "
+          f"{'plateau in':>10} {'mean in':>8} {'mean WM out':>11} {'top-k in':>8} "
+          f"{'x chance':>8}")
+    volumes = []
     for f in files:
         n = int(re.search(r"scenario-(\d+)", f.name).group(1))
         h = np.asarray(nib.load(f).dataobj, dtype=np.float64)
-        if h.ndim == 4:  # individual maps: one heatmap per contrast; use their mean
-            h = h.mean(axis=3)
+        if h.ndim == 4:  # individual maps: one heatmap per contrast, and their mean
+            volumes += [(n, c, h[..., i]) for i, c in enumerate(CONTRASTS)]
+            volumes.append((n, "mean", h.mean(axis=3)))
+        else:
+            volumes.append((n, "combined", h))
+    for n, label, h in volumes:
         peak = np.unravel_index(int(np.argmax(h)), h.shape)
+        plateau = h >= h.max() - 1e-9          # every voxel at the maximum, not just one
         xyz = ref.affine[:3, :3] @ np.array(peak) + ref.affine[:3, 3]
         top = np.argsort(h[brain])[::-1][: a.top]
         top_in = planted[brain][top].mean()
-        row = dict(scenario=n, chosen=n == chosen, peak_mni=[round(float(v), 1) for v in xyz],
+        row = dict(scenario=n, map=label, chosen=n == chosen,
+                   peak_mni=[round(float(v), 1) for v in xyz],
                    peak_value=float(h.max()), peak_in_region=bool(planted[peak]),
-                   peak_near_region=bool(near[peak]), mean_in_region=float(h[planted].mean()),
+                   peak_near_region=bool(near[peak]),
+                   plateau_in_region=float(planted[plateau].mean()),
+                   mean_in_region=float(h[planted].mean()),
                    mean_wm_outside=float(h[wm & ~planted].mean()), top_in_region=float(top_in),
                    enrichment=float(top_in / chance))
         rows.append(row)
         flag = "in" if row["peak_in_region"] else ("near" if row["peak_near_region"] else "out")
-        print(f"{n:>3}{'*' if row['chosen'] else ' '} {str(row['peak_mni']):>18} "
-              f"{row['peak_value']:5.2f} {flag:>8} {row['mean_in_region']:8.3f} "
+        print(f"{n:>3}{'*' if row['chosen'] else ' '} {label:>8} {str(row['peak_mni']):>18} "
+              f"{row['peak_value']:5.2f} {flag:>8} {row['plateau_in_region']:10.2f} "
+              f"{row['mean_in_region']:8.3f} "
               f"{row['mean_wm_outside']:11.3f} {top_in:8.2f} {row['enrichment']:8.1f}")
-    print("* the scenario the workflow chose")
+    print("* the scenario the workflow chose; plateau in: share of the voxels at the peak "
+          "value that lie in the region")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
 
