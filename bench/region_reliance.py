@@ -8,7 +8,8 @@ input (the cropped, preprocessed maps):
     to the median of the surrounding white matter (a 2-voxel ring around the region with
     MWF > 0.25), which removes the planted effect;
   - *control*: the same edit on the planted region shifted along the anterior-posterior
-    axis to where it overlaps neither itself nor the outside of the cerebrum much.
+    axis to where it overlaps neither itself nor the outside of the cerebrum much;
+  - *region normalized, <contrast> only*: the edit in one contrast, the others as is.
 Printed: the AUC over the assessment set and the mean probability of the severe sessions
 for each version. If the model uses the planted effect, normalizing the region lowers
 both, and the control does not. The relevance maps can then be judged against a model
@@ -34,6 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gamer_mril import CONTRASTS  # noqa: E402
 from gamer_mril.explain import load_session_images  # noqa: E402
 from gamer_mril.preprocessing import CropBox, apply_crop  # noqa: E402
 
@@ -55,12 +57,12 @@ def control_region(planted: np.ndarray, cerebrum: np.ndarray) -> np.ndarray:
 
 
 def normalized(x: np.ndarray, region: np.ndarray, planted: np.ndarray,
-               cerebrum: np.ndarray) -> np.ndarray:
+               cerebrum: np.ndarray, channels=None) -> np.ndarray:
     """``x`` (L, D, H, W) with ``region`` set to the white-matter medians around
-    ``planted``."""
+    ``planted``, in the given channels (default all)."""
     ring = binary_dilation(planted, iterations=2) & ~planted & cerebrum & (x[1] > 0.25)
     out = x.copy()
-    for i in range(x.shape[0]):
+    for i in range(x.shape[0]) if channels is None else channels:
         out[i][region] = np.median(x[i][ring])
     return out
 
@@ -102,16 +104,19 @@ def main(argv=None) -> int:
         if planted.any():
             versions += [normalized(x, planted, planted, cerebrum),
                          normalized(x, control_region(planted, cerebrum), planted, cerebrum)]
+            versions += [normalized(x, planted, planted, cerebrum, [i])
+                         for i in range(len(CONTRASTS))]
         else:
-            versions += [x, x]
+            versions += [x] * (2 + len(CONTRASTS))
         with torch.no_grad():
-            p = torch.sigmoid(models[fold](torch.from_numpy(np.stack(versions)),
-                                           torch.full((3,), float(r["age"])))).numpy()
+            p = torch.sigmoid(models[fold](torch.from_numpy(np.stack(versions)), torch.full(
+                (len(versions),), float(r["age"])))).numpy()
         rows.append(dict(subject=r["subject"], session=r["session"], label=int(r["label"]),
-                         as_is=p[0], region_normalized=p[1], control=p[2]))
+                         as_is=p[0], region_normalized=p[1], control=p[2],
+                         **{f"{c} only": p[3 + i] for i, c in enumerate(CONTRASTS)}))
     df = pd.DataFrame(rows)
     out = {}
-    for col in ("as_is", "region_normalized", "control"):
+    for col in ("as_is", "region_normalized", "control", *(f"{c} only" for c in CONTRASTS)):
         out[col] = dict(auc=float(roc_auc_score(df["label"], df[col])),
                         mean_p_severe=float(df.loc[df["label"] == 1, col].mean()))
     n_sev = int(df["label"].sum())
