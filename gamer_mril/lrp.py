@@ -91,7 +91,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .network import AGE_SCALE, GamerMRIL
+from .network import GamerMRIL
 
 #: Stabiliser of the epsilon rule: ``z + EPSILON * sign(z)``, ``sign(0) = +1``.
 EPSILON = 1e-8
@@ -708,27 +708,16 @@ class CanonicalGamerMRIL(nn.Module):
         return torch.stack([path(x[:, l:l + 1], stores.get(l))
                             for l, path in enumerate(self.paths)], dim=1)
 
-    def attend(self, m):
-        s = torch.tanh(self.att_U(m))
-        g = torch.sigmoid(self.att_V(m))
-        e = self.att_w(s * g).squeeze(-1)
-        a = torch.softmax(e, dim=1)
-        n = (a.unsqueeze(-1) * m).sum(dim=1)
-        return {"s": s, "g": g, "e": e, "a": a, "n": n}
-
-    def classify(self, n, age):
-        z = torch.cat([n, (age.to(n.dtype) / AGE_SCALE).unsqueeze(1)], dim=1)
-        return z, self.classifier(z).squeeze(-1)
+    # The attention and the classifier are not changed by canonization: the network's own
+    # code runs them (same attribute names).
+    attend = GamerMRIL.attend
+    classify = GamerMRIL.classify
+    head = GamerMRIL.head
+    _check_inputs = GamerMRIL._check_inputs
 
     def forward(self, x, age, return_details: bool = False, stores=None):
-        GamerMRIL._check_inputs(self, x, age)
-        m = self.encode(x, stores)
-        details = self.attend(m)
-        z, logit = self.classify(details["n"], age)
-        if not return_details:
-            return logit
-        details.update(m=m, z=z, logit=logit, p=torch.sigmoid(logit))
-        return details
+        self._check_inputs(x, age)
+        return self.head(self.encode(x, stores), age, return_details)
 
 
 def canonize(model: nn.Module) -> CanonicalGamerMRIL:

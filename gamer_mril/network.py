@@ -281,7 +281,11 @@ class GamerMRIL(nn.Module):
         ``z`` (B, hidden + 1).
         """
         self._check_inputs(x, age)
-        m = self.encode(x)
+        return self.head(self.encode(x), age, return_details)
+
+    def head(self, m: torch.Tensor, age: torch.Tensor, return_details: bool = False):
+        """Attention and classifier on the path outputs ``m`` (B, L, hidden): the logit,
+        or the dict of :meth:`forward`."""
         details = self.attend(m)
         z, logit = self.classify(details["n"], age)
         if not return_details:
