@@ -160,8 +160,17 @@ else:
             "../scripts/predict_sessions.py"
 
 
+#: Provenance sidecars of the cohort-level training outputs, which the audit walks from a
+#: relevance map back to the raw maps. Requested by train_all (nothing downstream reads
+#: them), so a run begun before a sidecar existed gets it.
+TRAINING_SIDECARS = [sidecar(f"{CACHE}/images.npy"), sidecar(f"{CACHE}/index.tsv")]
+if not FROZEN:
+    TRAINING_SIDECARS += [sidecar(SPLIT)] + [sidecar(p) for p in fold_models()]
+
+
 rule train_all:
     """Cohort-level target: every fold trained and evaluated (frozen-model mode: every
     session predicted by the given models)."""
     input:
         PREDICTIONS,
+        TRAINING_SIDECARS,
