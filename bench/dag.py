@@ -93,8 +93,9 @@ def make_config(raw: Path, frozen_models: Path | None = None) -> dict:
     return config
 
 
-def snakemake_cmd(workdir: Path, configfile: Path, *args) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+def snakemake_cmd(workdir: Path, configfile: Path, *args,
+                  snakefile: Path = REPO / "Snakefile") -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(snakefile),
             "--directory", str(workdir), "--configfile", str(configfile), "--cores", "1",
             *args]
 
@@ -164,8 +165,7 @@ def bench_floor(root: Path, n: int, jobs_per_session: int, refs_per_session: int
     (floor / "config.yaml").write_text(yaml.safe_dump({
         "sessions": sessions, "jobs_per_session": jobs_per_session,
         "files_per_job": files_per_job}))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(floor / "Snakefile"), "--directory",
-           str(floor), "--configfile", str(floor / "config.yaml"), "--cores", "1", "-n"]
+    cmd = snakemake_cmd(floor, floor / "config.yaml", "-n", snakefile=floor / "Snakefile")
     seconds, _, _ = timed(cmd, root / "floor.log", timeout)
     return seconds
 

@@ -56,14 +56,18 @@ def control_region(planted: np.ndarray, cerebrum: np.ndarray) -> np.ndarray:
     raise ValueError("no control position found")
 
 
-def normalized(x: np.ndarray, region: np.ndarray, planted: np.ndarray,
-               cerebrum: np.ndarray, channels=None) -> np.ndarray:
-    """``x`` (L, D, H, W) with ``region`` set to the white-matter medians around
-    ``planted``, in the given channels (default all)."""
+def white_matter_medians(x: np.ndarray, planted: np.ndarray, cerebrum: np.ndarray) -> list:
+    """Per contrast, the median of ``x`` (L, D, H, W) in a 2-voxel ring around ``planted``
+    where MWF > 0.25 (white matter)."""
     ring = binary_dilation(planted, iterations=2) & ~planted & cerebrum & (x[1] > 0.25)
+    return [float(np.median(x[i][ring])) for i in range(x.shape[0])]
+
+
+def normalized(x: np.ndarray, region: np.ndarray, medians, channels=None) -> np.ndarray:
+    """``x`` with ``region`` set to ``medians`` in the given channels (default all)."""
     out = x.copy()
     for i in range(x.shape[0]) if channels is None else channels:
-        out[i][region] = np.median(x[i][ring])
+        out[i][region] = medians[i]
     return out
 
 
@@ -102,10 +106,10 @@ def main(argv=None) -> int:
             models[fold] = load_model(a.results / "models" / f"fold-{fold}")
         versions = [x]
         if planted.any():
-            versions += [normalized(x, planted, planted, cerebrum),
-                         normalized(x, control_region(planted, cerebrum), planted, cerebrum)]
-            versions += [normalized(x, planted, planted, cerebrum, [i])
-                         for i in range(len(CONTRASTS))]
+            wm = white_matter_medians(x, planted, cerebrum)
+            versions += [normalized(x, planted, wm),
+                         normalized(x, control_region(planted, cerebrum), wm)]
+            versions += [normalized(x, planted, wm, [i]) for i in range(len(CONTRASTS))]
         else:
             versions += [x] * (2 + len(CONTRASTS))
         with torch.no_grad():
