@@ -20,10 +20,9 @@ include: "rules/audit.smk"
 rule all:
     """The demo's default target: every session preprocessed, the models trained and
     evaluated (or, in frozen-model mode, every session predicted), every session's
-    relevance maps."""
+    relevance maps and their assessment (assess_all needs every session's xai/)."""
     input:
         rules.preprocess_all.input,
         rules.train_all.input,
-        rules.explain_all.input,
         rules.assess_all.input,
         rules.dataset_description.output,

@@ -14,13 +14,23 @@
 from gamer_mril.audit import final_maps, run_audit
 
 
+def default_audit_targets():
+    """Every session's network inputs and relevance maps, then the group heatmaps."""
+    targets = []
+    for subject, session in zip(SESSIONS["subject"], SESSIONS["session"]):
+        s = layout.Session(OUT, subject, session)
+        targets += list(s.preproc_maps.values())
+        targets += [s.relmap(space, n) for space in ("NDIcrop", "NDI") for n in SCENARIOS]
+    return targets + final_maps(rules.group_heatmaps.output)
+
+
 rule audit:
     """Provenance audit: walk each target's sidecars back to the raw inputs, re-hash
     every file, report OK, STALE (changed since recorded) or MISSING. Targets: config
-    audit_target, else every image among the inputs of `all` (network inputs, relevance
-    maps in both grids, group heatmaps)."""
+    audit_target, else every session's network inputs and relevance maps (both grids)
+    and the group heatmaps."""
     params:
-        targets=lambda wc: config.get("audit_target") or final_maps(rules.all.input),
+        targets=lambda wc: config.get("audit_target") or default_audit_targets(),
     log:
         report=f"{OUT}/logs/audit.log",
         table=f"{OUT}/group/audit.tsv",

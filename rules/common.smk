@@ -6,6 +6,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from gamer_mril import CONTRASTS
+from gamer_mril import layout
 from gamer_mril.errors import InputError
 from gamer_mril.inputs import check_session_files, load_participants
 from gamer_mril.io import sidecar_path
@@ -14,16 +15,11 @@ from gamer_mril.modelfiles import find_fold_models
 #: Root of the BIDS-derivative output dataset (run elsewhere with --directory).
 OUT = "results"
 
-#: File suffix of each contrast in the outputs.
-SUFFIX = {"qT1": "T1map", "MWF": "MWFmap", "NDI": "NDImap"}
-CONTRAST_OF = {v: k for k, v in SUFFIX.items()}
 
 
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
     session="[A-Za-z0-9]+",
-    suffix="|".join(SUFFIX.values()),
-    moving="T1map|MWFmap",
 
 
 def _load_sessions():
@@ -43,22 +39,13 @@ SESSIONS = _load_sessions()
 
 def bids(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{session}", **entities):
     """A BIDS-derivative path: results/sub-X/ses-Y/<datatype>/sub-X_ses-Y_<k-v>_<suffix><ext>."""
-    name = "_".join(
-        [f"sub-{subject}", f"ses-{session}"]
-        + [f"{k}-{v}" for k, v in entities.items()]
-        + [suffix]
-    )
-    return f"{OUT}/sub-{subject}/ses-{session}/{datatype}/{name}{ext}"
+    return layout.bids(OUT, suffix, ext, datatype, subject, session, **entities)
 
 
-def ndi_grid(suffix):
-    """A masked map (or mask) in the NDI grid."""
-    return bids(suffix, space="NDI", desc="brain")
-
-
-def crop_grid(suffix, desc="brain"):
-    """A map (or mask) in the cropped NDI grid."""
-    return bids(suffix, space="NDIcrop", desc=desc)
+#: The two folders of a session, one job each (gamer_mril/layout.py): preprocessing
+#: (anat) and relevance maps with their per-session assessment (xai).
+ANAT_DIR = layout.session_dir(OUT, "anat")
+XAI_DIR = layout.session_dir(OUT, "xai")
 
 
 def sidecar(path):
@@ -74,25 +61,9 @@ def with_sidecars(**paths):
 
 
 def log_path(rule):
+    """The log of a per-session job. Per-session jobs have no benchmark: file: they record
+    each step's seconds and the peak memory in their folder's timing.tsv."""
     return f"{OUT}/logs/{rule}/sub-{{subject}}_ses-{{session}}.log"
-
-
-def bench_path(rule):
-    return f"{OUT}/benchmarks/{rule}/sub-{{subject}}_ses-{{session}}.tsv"
-
-
-def raw_map(contrast):
-    """Input function: the raw map of a contrast for the job's session."""
-    return lambda wc: config["inputs"]["maps"][contrast].format(
-        subject=wc.subject, session=wc.session
-    )
-
-
-def raw_map_of_suffix(wildcards):
-    contrast = CONTRAST_OF[wildcards.suffix]
-    return config["inputs"]["maps"][contrast].format(
-        subject=wildcards.subject, session=wildcards.session
-    )
 
 
 def given_mask(wildcards):
@@ -138,23 +109,13 @@ def fold_models(name="model.safetensors"):
     return [f"{model_dir(k)}/{name}" for k in FOLDS]
 
 
-# ------------------------------------------------------------ relevance maps
-def relmap(space, n, subject="{subject}", session="{session}"):
-    """One scenario's map of one session, in the cropped or the NDI grid."""
-    return bids("relmap", datatype="xai", subject=subject, session=session,
-                space=space, scenario=f"{int(n):02d}")
-
-
-def explain_inputs(wildcards):
-    """The network inputs, crop box and models of one session's explanation (the split
-    table picks the fold model; frozen-model mode has none)."""
+def explain_inputs():
+    """The session's preprocessing folder, the fold models' weights and (unless the
+    models are frozen) the split table that picks the fold model of each session."""
     inputs = dict(
-        t1map=crop_grid("T1map", "preproc"),
-        mwfmap=crop_grid("MWFmap", "preproc"),
-        ndimap=crop_grid("NDImap", "preproc"),
-        box=bids("xfm", ext=".json", **XFM_CROP),
+        anat=ANAT_DIR,
+        # Each model's model.json is written by the job that writes its weights.
         weights=fold_models("model.safetensors"),
-        meta=fold_models("model.json"),
     )
     if not FROZEN:
         inputs["split"] = SPLIT
@@ -170,19 +131,6 @@ def session_age(wildcards):
     return _AGES[(wildcards.subject, wildcards.session)]
 
 
-# ---------------------------------------------------------------- assessment
-def qmask(n, subject="{subject}", session="{session}"):
-    """One scenario's quantile masks of one session as a level image (crop grid)."""
-    return bids("mask", datatype="xai", subject=subject, session=session,
-                space="NDIcrop", scenario=f"{int(n):02d}", desc="quantiles")
-
-
-def top_mask(n, subject="{subject}", session="{session}"):
-    """One scenario's top-HEAT mask of one session, warped to MNI152."""
-    return bids("mask", datatype="xai", subject=subject, session=session,
-                space=TPL, scenario=f"{int(n):02d}", desc=f"top{HEAT}")
-
-
 def heatmap(n, group):
     """A group heatmap of one scenario (MNI152)."""
     return f"{GROUP}/heatmaps/tpl-{TPL}_scenario-{int(n):02d}_group-{group}_desc-top{HEAT}_heatmap.nii.gz"
@@ -191,11 +139,3 @@ def heatmap(n, group):
 def session_keys():
     """"subject<TAB>session" of every session, in table order."""
     return [f"{s}\t{t}" for s, t in zip(SESSIONS["subject"], SESSIONS["session"])]
-
-
-def invert_inputs(wildcards):
-    """The inputs of explain_session (minus the crop box) plus the session's quantile masks."""
-    inputs = explain_inputs(wildcards)
-    inputs.pop("box")
-    inputs.update({f"mask_{n:02d}": qmask(n) for n in SCENARIOS})
-    return inputs

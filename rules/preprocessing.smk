@@ -1,22 +1,13 @@
-# Per-session preprocessing (METHOD.md section 2). One rule per step; every step's
-# output is kept, with a JSON provenance sidecar. Grids: native (each contrast's own),
-# NDI (the NDI map's grid), NDIcrop (NDI grid cropped to a fixed matrix), MNI152.
+# Per-session preprocessing (METHOD.md section 2): one job per session runs the seven
+# steps and the quality-control warp (gamer_mril/session_jobs.py) and writes the session's
+# anat/ folder: every step's output, each with a JSON provenance sidecar that names the
+# step, its hashed inputs and its parameters, plus the steps' timing. Grids: native (each
+# contrast's own), NDI (the NDI map's grid), NDIcrop (NDI grid cropped to a fixed matrix),
+# MNI152. One job (not one per step) keeps Snakemake's plan small for large cohorts
+# (README, "Planning time").
 from gamer_mril.templates import TEMPLATE_SPACE as TPL
 
 PP = config["preprocessing"]
-XFM_TO_NDI = {"from": "{moving}", "to": "NDI", "mode": "image"}
-XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
-XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}
-XFM_TPL_INV = {"from": TPL, "to": "NDIcrop", "mode": "image"}
-
-
-TEMPLATE_XFM = dict(
-    affine=bids("xfm", ext=".mat", **XFM_TPL, desc="affine"),
-    warp=bids("xfm", **XFM_TPL, desc="warp"),
-    inverse_warp=bids("xfm", **XFM_TPL_INV, desc="warp"),
-)
-
-
 TEMPLATE_CEREBELLUM = f"{OUT}/templates/tpl-{TPL}_res-01_desc-cerebellum_mask.nii.gz"
 
 
@@ -41,227 +32,45 @@ rule make_template_cerebellum:
         "../scripts/make_template_cerebellum.py"
 
 
-rule scale_map:
-    """Step 1: unit and range checks, non-finite voxels zeroed (and counted), clip to
-    the feasible range and divide by its upper bound."""
+rule preprocess_session:
+    """Steps 1-7 of one session: range checks and [0, 1] scaling (scale_map), brain mask
+    (make_brain_mask), co-registration of qT1 and MWF to NDI (coregister_to_ndi),
+    resampling to the NDI grid (resample_to_ndi), crop (crop_to_brain), registration to
+    MNI152 (register_to_template), cerebellum removal (remove_cerebellum); and the QC
+    warp of the brain mask to MNI152 (warp_brain_mask_to_template)."""
     input:
-        image=raw_map_of_suffix,
+        # The config's patterns, filled with the job's {subject} and {session}.
+        **{layout.KEY[c]: config["inputs"]["maps"][c] for c in CONTRASTS},
+        # The user's brain mask, where the config names a pattern and the session has one.
+        **({"given": given_mask} if config["inputs"].get("brain_mask") else {}),
+        cerebellum=TEMPLATE_CEREBELLUM,
     output:
-        **with_sidecars(image=bids("{suffix}", desc="scaled")),
+        directory(ANAT_DIR),
     params:
-        unit=lambda wc: config["inputs"]["units"].get(CONTRAST_OF[wc.suffix], "fraction"),
-    log:
-        f"{OUT}/logs/scale_map/sub-{{subject}}_ses-{{session}}_{{suffix}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/scale_map/sub-{{subject}}_ses-{{session}}_{{suffix}}.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
-    script:
-        "../scripts/scale_map.py"
-
-
-rule make_brain_mask:
-    """Step 2: brain mask on the qT1 grid (given, or deepbet + template; see
-    docs/skullstrip.md)."""
-    input:
-        t1map=bids("T1map", desc="scaled"),
-        given=given_mask,
-    output:
-        **with_sidecars(mask=bids("mask", space="T1map", desc="brain")),
-    params:
-        method=PP["skullstrip"],
+        units={c: config["inputs"]["units"].get(c, "fraction") for c in CONTRASTS},
+        skullstrip=PP["skullstrip"],
+        coregistration=PP["coregistration"],
+        crop_shape=PP["crop_shape"],
         template_resolution=PP["template_resolution"],
+        template_transform=PP["template_transform"],
         seed=PP["seed"],
     log:
-        log_path("make_brain_mask"),
-    benchmark:
-        bench_path("make_brain_mask")
+        log_path("preprocess_session"),
     threads: 1
     resources:
         mem_mb=6000,
-        runtime=20,
+        runtime=90,
     conda:
         "../envs/preprocessing.yaml"
     script:
-        "../scripts/make_brain_mask.py"
-
-
-rule coregister_to_ndi:
-    """Step 3: qT1 or MWF to NDI, rigid (or affine), Mattes mutual information."""
-    input:
-        fixed=bids("NDImap", desc="scaled"),
-        moving=bids("{moving}", desc="scaled"),
-    output:
-        **with_sidecars(xfm=bids("xfm", ext=".mat", **XFM_TO_NDI)),
-    params:
-        transform=PP["coregistration"],
-        seed=PP["seed"],
-    log:
-        f"{OUT}/logs/coregister_to_ndi/sub-{{subject}}_ses-{{session}}_{{moving}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/coregister_to_ndi/sub-{{subject}}_ses-{{session}}_{{moving}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    conda:
-        "../envs/preprocessing.yaml"
-    script:
-        "../scripts/coregister_to_ndi.py"
-
-
-rule resample_to_ndi:
-    """Step 4: qT1 and MWF into the NDI grid (linear), the brain mask (nearest); the
-    mask is applied to all three contrasts."""
-    input:
-        ndi=bids("NDImap", desc="scaled"),
-        t1map=bids("T1map", desc="scaled"),
-        mwfmap=bids("MWFmap", desc="scaled"),
-        xfm_t1map=bids("xfm", ext=".mat", **{**XFM_TO_NDI, "from": "T1map"}),
-        xfm_mwfmap=bids("xfm", ext=".mat", **{**XFM_TO_NDI, "from": "MWFmap"}),
-        mask=bids("mask", space="T1map", desc="brain"),
-    output:
-        **with_sidecars(
-            t1map=ndi_grid("T1map"),
-            mwfmap=ndi_grid("MWFmap"),
-            ndimap=ndi_grid("NDImap"),
-            mask=bids("mask", space="NDI", desc="brain"),
-        ),
-    log:
-        log_path("resample_to_ndi"),
-    benchmark:
-        bench_path("resample_to_ndi")
-    resources:
-        mem_mb=3000,
-        runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
-    script:
-        "../scripts/resample_to_ndi.py"
-
-
-rule crop_to_brain:
-    """Step 5: crop (pad where needed) to the fixed matrix centred on the brain; the
-    box is recorded so maps can be put back in the NDI grid exactly."""
-    input:
-        t1map=ndi_grid("T1map"),
-        mwfmap=ndi_grid("MWFmap"),
-        ndimap=ndi_grid("NDImap"),
-        mask=bids("mask", space="NDI", desc="brain"),
-    output:
-        box=bids("xfm", ext=".json", **XFM_CROP),
-        **with_sidecars(
-            t1map=crop_grid("T1map"),
-            mwfmap=crop_grid("MWFmap"),
-            ndimap=crop_grid("NDImap"),
-            mask=bids("mask", space="NDIcrop", desc="brain"),
-        ),
-    params:
-        shape=PP["crop_shape"],
-    log:
-        log_path("crop_to_brain"),
-    benchmark:
-        bench_path("crop_to_brain")
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
-    script:
-        "../scripts/crop_to_brain.py"
-
-
-rule register_to_template:
-    """Step 6: the cropped session to MNI152 (affine then SyN); forward and inverse
-    transforms kept."""
-    input:
-        t1map=crop_grid("T1map"),
-        mask=bids("mask", space="NDIcrop", desc="brain"),
-    output:
-        **with_sidecars(**TEMPLATE_XFM),
-    params:
-        template_resolution=PP["template_resolution"],
-        transform=PP["template_transform"],
-        seed=PP["seed"],
-    log:
-        log_path("register_to_template"),
-    benchmark:
-        bench_path("register_to_template")
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/preprocessing.yaml"
-    script:
-        "../scripts/register_to_template.py"
-
-
-rule remove_cerebellum:
-    """Step 7: the AAL3 cerebellum carried from MNI152 into the session through the
-    inverse transforms; its voxels set to 0 in all three contrasts. The outputs are
-    the network's inputs."""
-    input:
-        t1map=crop_grid("T1map"),
-        mwfmap=crop_grid("MWFmap"),
-        ndimap=crop_grid("NDImap"),
-        mask=bids("mask", space="NDIcrop", desc="brain"),
-        cerebellum=TEMPLATE_CEREBELLUM,
-        **TEMPLATE_XFM,
-    output:
-        **with_sidecars(
-            t1map=crop_grid("T1map", "preproc"),
-            mwfmap=crop_grid("MWFmap", "preproc"),
-            ndimap=crop_grid("NDImap", "preproc"),
-            cerebellum=bids("mask", space="NDIcrop", desc="cerebellum"),
-            cerebrum=bids("mask", space="NDIcrop", desc="cerebrum"),
-        ),
-    log:
-        log_path("remove_cerebellum"),
-    benchmark:
-        bench_path("remove_cerebellum")
-    resources:
-        mem_mb=3000,
-        runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
-    script:
-        "../scripts/remove_cerebellum.py"
-
-
-rule warp_brain_mask_to_template:
-    """Quality control of step 6: the session's brain mask in MNI152 (nearest
-    neighbour); its Dice with the template's brain mask goes in the sidecar."""
-    input:
-        mask=bids("mask", space="NDIcrop", desc="brain"),
-        **TEMPLATE_XFM,
-    output:
-        **with_sidecars(mask=bids("mask", space=TPL, desc="brain")),
-    params:
-        template_resolution=PP["template_resolution"],
-    log:
-        log_path("warp_brain_mask_to_template"),
-    benchmark:
-        bench_path("warp_brain_mask_to_template")
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
-    script:
-        "../scripts/warp_brain_mask_to_template.py"
+        "../scripts/preprocess_session.py"
 
 
 rule preprocessing_qc:
     """One row per session: non-finite voxels, brain and cerebellum volumes, Dice of the
     warped brain mask with the template's (read from the step sidecars)."""
     input:
-        sidecars=for_sessions(sidecar(bids("mask", space=TPL, desc="brain"))),
-        scaled=[for_sessions(sidecar(bids(s, desc="scaled"))) for s in SUFFIX.values()],
-        cerebellum=for_sessions(sidecar(bids("mask", space="NDIcrop", desc="cerebellum"))),
+        for_sessions(ANAT_DIR),
     output:
         tsv=f"{OUT}/group/preprocessing_qc.tsv",
     log:
@@ -296,5 +105,4 @@ rule dataset_description:
 rule preprocess_all:
     """Participant-level target: every session preprocessed and checked."""
     input:
-        [for_sessions(crop_grid(s, "preproc")) for s in SUFFIX.values()],
         f"{OUT}/group/preprocessing_qc.tsv",

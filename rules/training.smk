@@ -12,9 +12,7 @@ rule build_cache:
     memory-mapped array, so no training step decompresses NIfTI."""
     input:
         table=config["inputs"]["participants"],
-        t1map=for_sessions(crop_grid("T1map", "preproc")),
-        mwfmap=for_sessions(crop_grid("MWFmap", "preproc")),
-        ndimap=for_sessions(crop_grid("NDImap", "preproc")),
+        anat=for_sessions(ANAT_DIR),
     output:
         **with_sidecars(images=f"{CACHE}/images.npy", index=f"{CACHE}/index.tsv"),
     log:

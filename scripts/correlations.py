@@ -9,6 +9,7 @@ from gamer_mril import assessment as A
 from gamer_mril.inputs import load_participants
 from gamer_mril.io import atomic_path, atomic_write_json
 from gamer_mril.jobs import job
+from gamer_mril.layout import Session
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params
 log = logging.getLogger("gamer_mril")
@@ -19,7 +20,8 @@ with job(snakemake) as j:
     at = inv[inv["N"] == A.TABLE_IV_LEVEL].set_index("scenario")
     log.info("chosen scenario %d (AUC drop %.4f at N = %d)", chosen,
              at.loc[chosen, "auc_drop"], A.TABLE_IV_LEVEL)
-    means = pd.concat([pd.read_csv(f, sep="\t", dtype=ids) for f in i.values],
+    value_files = [Session.of_dir(d).mask_values for d in i.sessions]
+    means = pd.concat([pd.read_csv(f, sep="\t", dtype=ids) for f in value_files],
                       ignore_index=True)
     means["session"] = means["subject"] + "\t" + means["session"]
     table = load_participants(i.participants)
@@ -47,7 +49,8 @@ with job(snakemake) as j:
         auc_drop_by_scenario={int(s): (None if not np.isfinite(d) else float(d))
                               for s, d in at["auc_drop"].items()},
         n_permutations=int(p.n_permutations), seed=int(p.seed),
-        provenance=j.provenance()))
+        provenance=j.provenance(inputs={"values": value_files, "inverting": i.inverting,
+                                        "participants": i.participants})))
     sub = means[(means["scenario"] == chosen) & (means["N"] == A.TABLE_IV_LEVEL)]
     wide = sub.pivot(index="session", columns="contrast", values="value")
     values = {c: wide[c].to_numpy(float) for c in A.CONTRASTS if c in wide}

@@ -11,6 +11,7 @@ from gamer_mril import assessment as A
 from gamer_mril import templates
 from gamer_mril.io import atomic_path, save_nifti
 from gamer_mril.jobs import job
+from gamer_mril.layout import Session
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params
 log = logging.getLogger("gamer_mril")
@@ -19,14 +20,17 @@ with job(snakemake) as j:
     chosen = int(json.loads(open(i.chosen).read())["scenario"])
     pred = pd.read_csv(i.predictions, sep="\t", dtype=ids)
     labels = dict(zip(pred["subject"] + "\t" + pred["session"], pred["label"].astype(int)))
-    sessions = list(p.sessions)                  # the order of every input list
+    sessions = list(p.sessions)                  # the order of the input folders
+    folders = [Session.of_dir(d) for d in i.sessions]
+    if [f"{f.subject}\t{f.session}" for f in folders] != sessions:
+        raise ValueError("the xai folders are not in the order of the session table")
     members = {"severe": [labels[s] == 1 for s in sessions],
                "mild": [labels[s] == 0 for s in sessions],
                "all": [True] * len(sessions)}
     shown = list(dict.fromkeys([chosen] + list(p.fig6_scenarios)))
     images, peaks = {}, []
     for n in p.scenarios:
-        paths = list(i[f"top_{n:02d}"])
+        paths = [f.top_mask(n, p.level) for f in folders]
         first = nib.load(paths[0])
         individual = len(first.shape) == 4
         names = list(A.CONTRASTS) if individual else ["combined"]

@@ -6,13 +6,14 @@ import pandas as pd
 from gamer_mril import assessment as A
 from gamer_mril.io import atomic_path
 from gamer_mril.jobs import job
+from gamer_mril.layout import Session
 
 i, o = snakemake.input, snakemake.output
 log = logging.getLogger("gamer_mril")
 ids = {"subject": str, "session": str}
 with job(snakemake) as j:
-    probs = pd.concat([pd.read_csv(f, sep="\t", dtype=ids) for f in i.sessions],
-                      ignore_index=True)
+    probs = pd.concat([pd.read_csv(Session.of_dir(d).inverting, sep="\t", dtype=ids)
+                       for d in i.sessions], ignore_index=True)
     probs["key"] = probs["subject"] + "\t" + probs["session"]
     pred = pd.read_csv(i.predictions, sep="\t", dtype=ids)
     pred["key"] = pred["subject"] + "\t" + pred["session"]

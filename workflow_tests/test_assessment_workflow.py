@@ -204,11 +204,27 @@ def test_warped_masks_and_group_heatmaps(trained):
     assert (group / "fig6_heatmaps.png").stat().st_size > 50_000
 
 
-def test_logs_and_benchmarks(trained):
+def test_logs_and_step_timing(trained):
     results = trained / "results"
-    for rule in ("quantile_masks", "invert_session", "warp_top_masks"):
-        assert len(list((results / "logs" / rule).glob("*.log"))) == 8
-        assert len(list((results / "benchmarks" / rule).glob("*.tsv"))) == 8
+    # One job per session and stage, one log each; its steps' seconds in its folder.
+    for rule, datatype, steps in (
+            ("preprocess_session", "anat",
+             ["scale_map (qT1)", "scale_map (MWF)", "scale_map (NDI)", "make_brain_mask",
+              "coregister_to_ndi (qT1)", "coregister_to_ndi (MWF)", "resample_to_ndi",
+              "crop_to_brain", "register_to_template", "remove_cerebellum",
+              "warp_brain_mask_to_template"]),
+            ("explain_session", "xai",
+             ["explain_session", "quantile_masks", "invert_session", "warp_top_masks"])):
+        logs = sorted((results / "logs" / rule).glob("*.log"))
+        assert len(logs) == 8
+        for log in logs:
+            key = log.stem
+            sub, ses = key.split("_")
+            timing = pd.read_csv(results / sub / ses / datatype / f"{key}_timing.tsv", sep="\t")
+            assert list(timing["step"]) == steps
+            assert (timing["seconds"] > 0).all() and (timing["peak_rss_mb"] > 0).all()
+            text = log.read_text()
+            assert all(f"step {s} done in" in text for s in steps), text[-2000:]
     for rule in ("voxel_inverting", "correlations", "group_heatmaps"):
         assert (results / "logs" / f"{rule}.log").exists()
         assert (results / "benchmarks" / f"{rule}.tsv").exists()

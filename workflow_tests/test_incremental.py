@@ -13,10 +13,10 @@ see test_audit_workflow.copy_run) a ninth subject is added with the synthetic ge
   and give the same job list.
 * Training mode: adding a subject reruns no other subject's preprocessing; it re-splits
   and retrains, and then (new models) re-explains every session, for that reason only.
-* One changed raw map reruns only its own chain; touching a file without changing it
-  reruns nothing when Snakemake has its checksum (files up to --max-checksum-file-size,
-  1 MB by default) and reruns its chain by date otherwise; a changed parameter reruns
-  its jobs unless --rerun-triggers leaves out params.
+* One changed raw map reruns only its own session's preprocessing and what depends on
+  it; touching a file without changing it reruns nothing when Snakemake has its checksum
+  (files up to --max-checksum-file-size, 1 MB by default) and reruns by date otherwise;
+  a changed parameter reruns its jobs unless --rerun-triggers leaves out params.
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ from .test_audit_workflow import copy_run
 pytestmark = pytest.mark.slow
 
 NEW = "009"
-PREPROCESSING = {"scale_map": 3, "make_brain_mask": 1, "coregister_to_ndi": 2,
-                 "resample_to_ndi": 1, "crop_to_brain": 1, "register_to_template": 1,
-                 "remove_cerebellum": 1, "warp_brain_mask_to_template": 1}
-EXPLANATION = {"explain_session": 1, "quantile_masks": 1, "invert_session": 1,
-               "warp_top_masks": 1}
+#: A session's jobs: its preprocessing (anat/) and its relevance maps with their
+#: per-session assessment (xai/).
+PREPROCESSING = {"preprocess_session": 1}
+EXPLANATION = {"explain_session": 1}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
 _BLOCK = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", re.MULTILINE)
 
@@ -157,22 +156,20 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     t1_times = t1.stat()
     os.utime(t1)
     jobs = dry_run(run, frozen, *targets)
-    assert per_session(jobs, "003") == {**PREPROCESSING, "scale_map": 1,
-                                        "coregister_to_ndi": 1}
+    assert per_session(jobs, "003") == PREPROCESSING
+    [why] = [why for r, s, why in jobs if s == "003"]
+    assert why == f"Updated input files: {t1}"
     assert {s for _, s, _ in jobs} == {"003", None}
     os.utime(t1, ns=(t1_times.st_atime_ns, t1_times.st_mtime_ns))
-    # the content of the MWF map changed: the chain of that map only
+    # the content of the MWF map changed: that session's preprocessing
     img = nib.load(mwf)
     data = np.asarray(img.dataobj, dtype=np.float32)
     data[data > 0] *= 1.01
     nib.save(nib.Nifti1Image(data, img.affine, img.header), mwf)
     jobs = dry_run(run, frozen, *targets)
     assert {s for _, s, _ in jobs} == {"003", None}
-    assert per_session(jobs, "003") == {"scale_map": 1, "coregister_to_ndi": 1,
-                                        "resample_to_ndi": 1, "crop_to_brain": 1,
-                                        "register_to_template": 1, "remove_cerebellum": 1,
-                                        "warp_brain_mask_to_template": 1}
-    [why] = [why for r, s, why in jobs if r == "scale_map"]
+    assert per_session(jobs, "003") == PREPROCESSING
+    [why] = [why for r, s, why in jobs if r == "preprocess_session"]
     assert why == f"Updated input files: {mwf}"
     assert cohort_level(jobs) == {"preprocessing_qc", "build_cache", "predict_sessions",
                                   "preprocess_all", "train_all"}

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gamer_mril.jobs import job_stats
+
 from .conftest import MAP_PATTERNS, make_config, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -65,42 +67,58 @@ def test_duplicate_rows(tmp_path, cohort_copy):
     assert "sub-002 ses-1" in out and "duplicate" in out.lower()
 
 
-def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy):
+def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort):
     truncated = _path(cohort_copy, "qT1", "001", "1")
     blob = truncated.read_bytes()
     truncated.write_bytes(gzip.compress(gzip.decompress(blob)[: len(gzip.decompress(blob)) // 2]))
     seconds = _path(cohort_copy, "qT1", "002", "1")
     _rewrite(seconds, lambda d: d / 1000.0)
-    percent = _path(cohort_copy, "MWF", "002", "2")
+    percent = _path(cohort_copy, "MWF", "002", "1")       # a second problem, same session
     _rewrite(percent, lambda d: d * 100.0)
     four_d = _path(cohort_copy, "NDI", "003", "1")
     _rewrite(four_d, lambda d: np.stack([d, d, d], axis=-1))
-    with_nan = _path(cohort_copy, "MWF", "001", "1")
+    with_nan = _path(cohort_copy, "MWF", "002", "2")      # the only flaw of its session
     _rewrite(with_nan, lambda d: np.where(np.arange(d.size).reshape(d.shape) % 997 == 0, np.nan, d))
     n_nan = int(np.isnan(nib.load(with_nan).get_fdata()).sum())
     assert n_nan > 0
 
     work = tmp_path / "work"
-    proc = run_snakemake(work, make_config(cohort_copy), "all", "--until", "scale_map", "--keep-going")
+    config = make_config(cohort_copy)
+    config["inputs"]["brain_mask"] = str(
+        tiny_cohort / "ground_truth" / "sub-{subject}" / "ses-{session}"
+        / "sub-{subject}_ses-{session}_space-qT1_desc-brain_mask.nii.gz")
+    proc = run_snakemake(work, config, "preprocess_all", "--keep-going")
     assert proc.returncode != 0
-    logs = work / "results" / "logs" / "scale_map"
+    logs = work / "results" / "logs" / "preprocess_session"
 
-    def log(sub, ses, suffix):
-        return (logs / f"sub-{sub}_ses-{ses}_{suffix}.log").read_text()
+    def log(sub, ses):
+        return (logs / f"sub-{sub}_ses-{ses}.log").read_text()
 
-    cases = [("001", "1", "T1map", truncated, "truncated"), ("002", "1", "T1map", seconds, "seconds"),
-             ("002", "2", "MWFmap", percent, "percent"), ("003", "1", "NDImap", four_d, "volumes")]
-    for sub, ses, suffix, path, word in cases:
-        text = log(sub, ses, suffix)
+    # Each broken session's log names the session, every bad file and what is wrong
+    # with it: the job checks all three maps before it stops.
+    cases = [("001", "1", truncated, "truncated"), ("002", "1", seconds, "seconds"),
+             ("002", "1", percent, "percent"), ("003", "1", four_d, "volumes")]
+    for sub, ses, path, word in cases:
+        text = log(sub, ses)
         assert f"sub-{sub} ses-{ses}" in text and str(path) in text and word in text.lower(), text
-    # NaN voxels: counted, zeroed, warned about; not an error.
-    scaled = work / "results" / "sub-001" / "ses-1" / "anat" / "sub-001_ses-1_desc-scaled_MWFmap"
+    assert "2 bad input map(s)" in log("002", "1")
+    # A failed session leaves no output folder that Snakemake would take for done.
+    for sub, ses, _, _ in cases:
+        assert not (work / "results" / f"sub-{sub}" / f"ses-{ses}" / "anat").exists()
+    # NaN voxels: counted, zeroed, warned about; not an error: the session (and what was
+    # computed for it) is done.
+    anat = work / "results" / "sub-002" / "ses-2" / "anat"
+    scaled = anat / "sub-002_ses-2_desc-scaled_MWFmap"
     facts = json.loads(scaled.with_suffix(".json").read_text())["Facts"]
     assert facts["NonFiniteVoxels"] == n_nan
     assert np.isfinite(nib.load(str(scaled) + ".nii.gz").get_fdata()).all()
-    assert "non-finite" in log("001", "1", "MWFmap")
-    # Nothing computed is lost: the good maps of the broken sessions are there,
-    # and no failed map left a file behind.
-    done = sorted(p.name for p in (work / "results").rglob("*desc-scaled_*.nii.gz"))
-    assert len(done) == 4 * 3 - 4
-    assert not (work / "results" / "sub-001" / "ses-1" / "anat" / "sub-001_ses-1_desc-scaled_T1map.nii.gz").exists()
+    assert "non-finite" in log("002", "2")
+    assert len(list(anat.glob("*desc-preproc_*map.nii.gz"))) == 3
+    # Once the maps are fixed, a rerun runs the failed sessions only.
+    for path in (truncated, seconds, percent, four_d):
+        src = tiny_cohort / "rawdata" / path.relative_to(cohort_copy)
+        path.write_bytes(src.read_bytes())
+    proc = run_snakemake(work, config, "preprocess_all", "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_stats(proc.stdout + proc.stderr) == {"preprocess_session": 3,
+                                                    "preprocessing_qc": 1, "preprocess_all": 1}

@@ -1,0 +1,158 @@
+"""Names of the workflow's outputs: a BIDS-derivative dataset under one root folder.
+
+Every session has two folders, each written by one job:
+
+* ``<root>/sub-X/ses-Y/anat/`` -- preprocessing (METHOD.md 2): every step's maps, masks
+  and transforms, each with its JSON provenance sidecar;
+* ``<root>/sub-X/ses-Y/xai/`` -- relevance maps (METHOD.md 6) and their per-session
+  assessment (METHOD.md 7): quantile masks, voxel inverting, top-N masks in MNI152.
+
+File names follow ``sub-X_ses-Y[_key-value...]_<suffix><ext>``; the workflow's rules,
+its scripts, the audit and the tests all take the names from here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .templates import TEMPLATE_SPACE as TPL
+
+#: File suffix of each contrast.
+SUFFIX = {"qT1": "T1map", "MWF": "MWFmap", "NDI": "NDImap"}
+CONTRAST_OF = {v: k for k, v in SUFFIX.items()}
+#: Key of each contrast's map in a step's named inputs and outputs.
+KEY = {"qT1": "t1map", "MWF": "mwfmap", "NDI": "ndimap"}
+
+XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
+XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}
+XFM_TPL_INV = {"from": TPL, "to": "NDIcrop", "mode": "image"}
+
+#: The two per-session folders (BIDS datatypes), one job each.
+DATATYPES = ("anat", "xai")
+
+
+def bids(root, suffix, ext=".nii.gz", datatype="anat", subject="{subject}",
+         session="{session}", **entities) -> str:
+    """``<root>/sub-X/ses-Y/<datatype>/sub-X_ses-Y_<key-value...>_<suffix><ext>``."""
+    name = "_".join([f"sub-{subject}", f"ses-{session}"]
+                    + [f"{k}-{v}" for k, v in entities.items()] + [suffix])
+    return f"{root}/sub-{subject}/ses-{session}/{datatype}/{name}{ext}"
+
+
+def session_dir(root, datatype, subject="{subject}", session="{session}") -> str:
+    return f"{root}/sub-{subject}/ses-{session}/{datatype}"
+
+
+_DIR = re.compile(r"^sub-(?P<subject>[A-Za-z0-9]+)$")
+
+
+class Session:
+    """The output names of one session under ``root``."""
+
+    def __init__(self, root, subject, session):
+        self.root, self.subject, self.session = str(root), str(subject), str(session)
+
+    @classmethod
+    def of_dir(cls, folder) -> "Session":
+        """The session whose ``anat`` or ``xai`` folder is ``folder``."""
+        folder = Path(folder)
+        sub, ses = folder.parent.parent.name, folder.parent.name
+        if not (_DIR.match(sub) and ses.startswith("ses-") and folder.name in DATATYPES):
+            raise ValueError(f"{folder}: not a session folder (<root>/sub-X/ses-Y/anat|xai)")
+        return cls(folder.parent.parent.parent, sub[4:], ses[4:])
+
+    @property
+    def key(self) -> str:
+        return f"sub-{self.subject}_ses-{self.session}"
+
+    def dir(self, datatype: str) -> str:
+        return session_dir(self.root, datatype, self.subject, self.session)
+
+    def file(self, suffix, ext=".nii.gz", datatype="anat", **entities) -> str:
+        return bids(self.root, suffix, ext, datatype, self.subject, self.session, **entities)
+
+    # --------------------------------------------------------------- preprocessing
+    def scaled(self, suffix) -> str:
+        """Step 1: a map checked and scaled to [0, 1], in its own grid."""
+        return self.file(suffix, desc="scaled")
+
+    @property
+    def native_brain_mask(self) -> str:
+        """Step 2: the brain mask on the qT1 grid."""
+        return self.file("mask", space="T1map", desc="brain")
+
+    def xfm_to_ndi(self, moving) -> str:
+        """Step 3: the co-registration of ``moving`` (T1map or MWFmap) to NDI."""
+        return self.file("xfm", ext=".mat", **{"from": moving, "to": "NDI", "mode": "image"})
+
+    def ndi_grid(self, suffix) -> str:
+        """Step 4: a masked map (or the mask) in the NDI grid."""
+        return self.file(suffix, space="NDI", desc="brain")
+
+    def crop_grid(self, suffix, desc="brain") -> str:
+        """Steps 5 and 7: a map (or mask) in the cropped NDI grid."""
+        return self.file(suffix, space="NDIcrop", desc=desc)
+
+    @property
+    def crop_box(self) -> str:
+        """Step 5: the crop box (NDI grid -> cropped grid)."""
+        return self.file("xfm", ext=".json", **XFM_CROP)
+
+    @property
+    def template_xfm(self) -> dict:
+        """Step 6: the transforms between the cropped grid and MNI152."""
+        return dict(affine=self.file("xfm", ext=".mat", **XFM_TPL, desc="affine"),
+                    warp=self.file("xfm", **XFM_TPL, desc="warp"),
+                    inverse_warp=self.file("xfm", **XFM_TPL_INV, desc="warp"))
+
+    def preproc(self, contrast) -> str:
+        """Step 7: a network input (cropped grid, cerebellum removed)."""
+        return self.crop_grid(SUFFIX[contrast], "preproc")
+
+    @property
+    def preproc_maps(self) -> dict:
+        """{contrast: network input} in CONTRASTS order."""
+        return {c: self.preproc(c) for c in SUFFIX}
+
+    @property
+    def cerebellum(self) -> str:
+        return self.crop_grid("mask", "cerebellum")
+
+    @property
+    def cerebrum(self) -> str:
+        return self.crop_grid("mask", "cerebrum")
+
+    @property
+    def template_brain_mask(self) -> str:
+        """Quality control of step 6: the brain mask warped to MNI152."""
+        return self.file("mask", space=TPL, desc="brain")
+
+    # ------------------------------------------------------ relevance and assessment
+    def relmap(self, space, n) -> str:
+        """One scenario's relevance map, in the cropped (NDIcrop) or the NDI grid."""
+        return self.file("relmap", datatype="xai", space=space, scenario=f"{int(n):02d}")
+
+    def qmask(self, n) -> str:
+        """One scenario's top-N quantile masks as one level image (cropped grid)."""
+        return self.file("mask", datatype="xai", space="NDIcrop", scenario=f"{int(n):02d}",
+                         desc="quantiles")
+
+    def top_mask(self, n, level) -> str:
+        """One scenario's top-``level`` mask, warped to MNI152."""
+        return self.file("mask", datatype="xai", space=TPL, scenario=f"{int(n):02d}",
+                         desc=f"top{int(level)}")
+
+    @property
+    def mask_values(self) -> str:
+        """Mean normalized value of each contrast in each scenario's top-N masks."""
+        return self.file("maskvalues", ext=".tsv", datatype="xai", space="NDIcrop")
+
+    @property
+    def inverting(self) -> str:
+        """The model's probability after voxel inverting, every scenario and N."""
+        return self.file("inverting", ext=".tsv", datatype="xai", space="NDIcrop")
+
+    def timing(self, datatype) -> str:
+        """Seconds and peak memory of each step of the folder's job."""
+        return self.file("timing", ext=".tsv", datatype=datatype)
