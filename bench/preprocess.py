@@ -3,10 +3,12 @@
     python bench/preprocess.py --results results            # read a finished run
     python bench/preprocess.py --run COHORT [--cores 2]     # run preprocessing, then read
 
-Reads the ``benchmark:`` files Snakemake wrote for every job (wall seconds and max RSS
-of the job, including its Python start-up). Steps with several jobs per session (scale:
-3 maps, co-registration: 2) are summed per session. With ``--run`` the wall-clock time of
-the whole run divided by the number of sessions is printed too (what N cores achieve).
+A session's preprocessing is one job (preprocess_session); it records each step's wall
+seconds and the job's peak memory so far in ``anat/sub-X_ses-Y_timing.tsv``; the job's
+whole time (Python start-up and imports included) is its log's last line. Steps with
+several parts per session (scale: 3 maps, co-registration: 2) are summed per session.
+With ``--run`` the wall-clock time of the whole run divided by the number of sessions is
+printed too (what N cores achieve).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ STEPS = ["scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
 
 
 def read_benchmarks(results: Path) -> pd.DataFrame:
+    """One row per step part and session from the sessions' timing tables."""
     rows = []
-    for step in STEPS:
-        for f in sorted((results / "benchmarks" / step).glob("sub-*_ses-*.tsv")):
-            parts = f.stem.split("_")
-            b = pd.read_csv(f, sep="\t").iloc[-1]
-            rows.append(dict(step=step, session=f"{parts[0]}_{parts[1]}", seconds=float(b["s"]),
-                             max_rss_mb=float(b["max_rss"]) if b["max_rss"] != "-" else float("nan")))
+    for f in sorted(results.glob("sub-*/ses-*/anat/sub-*_ses-*_timing.tsv")):
+        session = "_".join(f.name.split("_")[:2])
+        for r in pd.read_csv(f, sep="\t").itertuples():
+            rows.append(dict(step=r.step.split(" (")[0], session=session,
+                             seconds=float(r.seconds), max_rss_mb=float(r.peak_rss_mb)))
     return pd.DataFrame(rows)
 
 
@@ -47,7 +49,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                                             peak_rss_mb=("max_rss_mb", "max"))
     table = table.reindex([s for s in STEPS if s in table.index])
     total = per_session.groupby("session")["seconds"].sum()
-    table.loc["TOTAL (job time)"] = [total.size, total.mean(), total.max(), table["peak_rss_mb"].max()]
+    table.loc["TOTAL (steps)"] = [total.size, total.mean(), total.max(), table["peak_rss_mb"].max()]
     return table
 
 
