@@ -19,7 +19,6 @@ The steps' logic is in the stage modules; this module only wires files between t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import resource
 import shutil
@@ -34,7 +33,7 @@ from . import CONTRASTS
 from .errors import InputError
 from .io import atomic_path
 from .jobs import Job
-from .layout import KEY, SUFFIX, Session
+from .layout import CONTRAST_OF, KEY, SUFFIX, Session
 
 log = logging.getLogger("gamer_mril")
 
@@ -50,11 +49,20 @@ class Named(dict):
 
 
 class StepRunner:
-    """Runs the steps of one session's job in order and records their timing."""
+    """Runs the steps of one session's job in order and records their timing; as a
+    context manager it writes the timing table when every step has succeeded."""
 
-    def __init__(self, parent: Job, folder, timing_path):
-        self.parent, self.folder, self.timing_path = parent, Path(folder), timing_path
+    def __init__(self, parent: Job, timing_path):
+        self.parent, self.timing_path = parent, timing_path
         self.rows = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.write_timing()
+        return False
 
     def run(self, rule: str, inputs: Mapping, outputs: Mapping, params: Mapping,
             body: Callable[[Job], object], label: str | None = None):
@@ -88,13 +96,6 @@ class StepRunner:
             tmp.write_text("\n".join(lines) + "\n")
 
 
-@contextlib.contextmanager
-def _folder_job(parent: Job, folder, timing_path):
-    runner = StepRunner(parent, folder, timing_path)
-    yield runner
-    runner.write_timing()
-
-
 # ------------------------------------------------------------------ preprocessing
 def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Mapping,
                        given_mask=None) -> None:
@@ -107,7 +108,7 @@ def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Ma
 
     s = Session.of_dir(folder)
     p = params
-    with _folder_job(parent, folder, s.timing("anat")) as steps:
+    with StepRunner(parent, s.timing("anat")) as steps:
         # Every map is checked before the job stops on a bad one, so one run names every
         # problem of the session.
         bad = []
@@ -153,7 +154,7 @@ def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Ma
                       {"fixed": s.scaled("NDImap"), "moving": s.scaled(moving)},
                       {"xfm": s.xfm_to_ndi(moving)},
                       {"transform": p["coregistration"], "seed": p["seed"]}, coregister,
-                      label=CONTRAST_OF_SUFFIX[moving])
+                      label=CONTRAST_OF[moving])
 
         def resample(j):
             i, o = j.smk.input, j.smk.output
@@ -230,9 +231,6 @@ def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Ma
                   {"template_resolution": p["template_resolution"]}, warp_mask)
 
 
-CONTRAST_OF_SUFFIX = {v: k for k, v in SUFFIX.items()}
-
-
 # ----------------------------------------------------- relevance and assessment
 def explain_session(parent: Job, folder, anat_folder, model_dirs: Mapping, split_path,
                     age: float, params: Mapping) -> None:
@@ -260,7 +258,7 @@ def explain_session(parent: Job, folder, anat_folder, model_dirs: Mapping, split
                    str(Path(model_dir) / "model.json")]
     maps = {KEY[c]: a.preproc(c) for c in CONTRASTS}
     relmaps = {n: s.relmap("NDIcrop", n) for n in scenarios}
-    with _folder_job(parent, folder, s.timing("xai")) as steps:
+    with StepRunner(parent, s.timing("xai")) as steps:
         steps.run("explain_session",
                   {**maps, "box": a.crop_box, **({} if frozen else {"split": split_path}),
                    "model": model_files},

@@ -11,17 +11,7 @@
 # Report: results/logs/audit.log (each named file's chain; for the default targets the
 # problems only) and results/group/audit.tsv (one row per audited file); the problems
 # and the summary are also printed. The job fails when a file is STALE or MISSING.
-from gamer_mril.audit import final_maps, run_audit
-
-
-def default_audit_targets():
-    """Every session's network inputs and relevance maps, then the group heatmaps."""
-    targets = []
-    for subject, session in zip(SESSIONS["subject"], SESSIONS["session"]):
-        s = layout.Session(OUT, subject, session)
-        targets += list(s.preproc_maps.values())
-        targets += [s.relmap(space, n) for space in ("NDIcrop", "NDI") for n in SCENARIOS]
-    return targets + final_maps(rules.group_heatmaps.output)
+from gamer_mril.audit import run_audit
 
 
 rule audit:

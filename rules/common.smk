@@ -7,6 +7,7 @@ sys.path.insert(0, workflow.basedir)
 
 from gamer_mril import CONTRASTS
 from gamer_mril import layout
+from gamer_mril.audit import final_maps
 from gamer_mril.errors import InputError
 from gamer_mril.inputs import check_session_files, load_participants
 from gamer_mril.io import sidecar_path
@@ -139,3 +140,15 @@ def heatmap(n, group):
 def session_keys():
     """"subject<TAB>session" of every session, in table order."""
     return [f"{s}\t{t}" for s, t in zip(SESSIONS["subject"], SESSIONS["session"])]
+
+
+# -------------------------------------------------------------------- audit
+def default_audit_targets():
+    """The audit's default targets: every session's network inputs and relevance maps,
+    then the group heatmaps (called when the audit runs, after every rule is defined)."""
+    targets = []
+    for subject, session in zip(SESSIONS["subject"], SESSIONS["session"]):
+        s = layout.Session(OUT, subject, session)
+        targets += list(s.preproc_maps.values())
+        targets += [s.relmap(space, n) for space in ("NDIcrop", "NDI") for n in SCENARIOS]
+    return targets + final_maps(rules.group_heatmaps.output)

@@ -70,7 +70,7 @@ def test_each_step_writes_sidecars_that_name_the_step_its_inputs_and_params(tmp_
     other.write_text("not an input of the step")
     out = tmp_path / "results" / "sub-001" / "ses-1" / "anat" / "a.nii.gz"
     timing = tmp_path / "timing.tsv"
-    steps = StepRunner(_parent(tmp_path), out.parent, timing)
+    steps = StepRunner(_parent(tmp_path), timing)
     scratch = []
 
     def body(j):
@@ -94,7 +94,7 @@ def test_each_step_writes_sidecars_that_name_the_step_its_inputs_and_params(tmp_
 
 
 def test_a_failing_step_is_named_and_cleaned_up(tmp_path):
-    steps = StepRunner(_parent(tmp_path, "009", "2"), tmp_path, tmp_path / "timing.tsv")
+    steps = StepRunner(_parent(tmp_path, "009", "2"), tmp_path / "timing.tsv")
     scratch = []
 
     def body(j):
