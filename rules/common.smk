@@ -38,11 +38,6 @@ def _load_sessions():
 SESSIONS = _load_sessions()
 
 
-def bids(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{session}", **entities):
-    """A BIDS-derivative path: results/sub-X/ses-Y/<datatype>/sub-X_ses-Y_<k-v>_<suffix><ext>."""
-    return layout.bids(OUT, suffix, ext, datatype, subject, session, **entities)
-
-
 #: The two folders of a session, one job each (gamer_mril/layout.py): preprocessing
 #: (anat) and relevance maps with their per-session assessment (xai).
 ANAT_DIR = layout.session_dir(OUT, "anat")
