@@ -96,6 +96,20 @@ class StepRunner:
             tmp.write_text("\n".join(lines) + "\n")
 
 
+#: Keys of the three transforms between the cropped grid and MNI152 (Session.template_xfm).
+XFM_KEYS = ("affine", "warp", "inverse_warp")
+
+
+def _xfm(named) -> dict:
+    """The template transforms among a step's named inputs."""
+    return {k: named[k] for k in XFM_KEYS}
+
+
+def _grid(name_of, mask) -> dict:
+    """{t1map, mwfmap, ndimap: name_of(suffix)} plus the grid's brain mask."""
+    return {**{KEY[c]: name_of(SUFFIX[c]) for c in CONTRASTS}, "mask": mask}
+
+
 # ------------------------------------------------------------------ preprocessing
 def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Mapping,
                        given_mask=None) -> None:
@@ -165,12 +179,13 @@ def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Ma
             for name in ("t1map", "mwfmap", "ndimap", "mask"):
                 j.sidecar(o[name], facts)
 
+        ndi = _grid(s.ndi_grid, s.ndi_grid("mask"))            # masked, NDI grid
+        crop_grid = _grid(s.crop_grid, s.crop_grid("mask"))    # cropped
         steps.run("resample_to_ndi",
                   {"ndi": s.scaled("NDImap"), "t1map": s.scaled("T1map"),
                    "mwfmap": s.scaled("MWFmap"), "xfm_t1map": s.xfm_to_ndi("T1map"),
                    "xfm_mwfmap": s.xfm_to_ndi("MWFmap"), "mask": s.native_brain_mask},
-                  {**{KEY[c]: s.ndi_grid(SUFFIX[c]) for c in CONTRASTS},
-                   "mask": s.ndi_grid("mask")}, {}, resample)
+                  ndi, {}, resample)
 
         names = tuple(KEY[c] for c in CONTRASTS)
 
@@ -181,16 +196,12 @@ def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Ma
             for name in names + ("mask",):
                 j.sidecar(o[name], facts)
 
-        steps.run("crop_to_brain",
-                  {**{KEY[c]: s.ndi_grid(SUFFIX[c]) for c in CONTRASTS},
-                   "mask": s.ndi_grid("mask")},
-                  {"box": s.crop_box, **{KEY[c]: s.crop_grid(SUFFIX[c]) for c in CONTRASTS},
-                   "mask": s.crop_grid("mask")},
+        steps.run("crop_to_brain", ndi, {"box": s.crop_box, **crop_grid},
                   {"shape": list(p["crop_shape"])}, crop)
 
         def register(j):
             i, o = j.smk.input, j.smk.output
-            out = {k: o[k] for k in ("affine", "warp", "inverse_warp")}
+            out = _xfm(o)
             facts = P.step_register_template(i.t1map, i.mask, j.params["template_resolution"],
                                              j.params["transform"], j.workdir, out)
             for path in out.values():
@@ -204,25 +215,21 @@ def preprocess_session(parent: Job, folder, raw: Mapping, cerebellum, params: Ma
 
         def remove(j):
             i, o = j.smk.input, j.smk.output
-            xfm = {k: i[k] for k in ("affine", "warp", "inverse_warp")}
-            facts = P.step_remove_cerebellum({n: i[n] for n in names}, i.mask, xfm,
+            facts = P.step_remove_cerebellum({n: i[n] for n in names}, i.mask, _xfm(i),
                                              i.cerebellum, {n: o[n] for n in names},
                                              o.cerebellum, o.cerebrum)
             for name in names + ("cerebellum", "cerebrum"):
                 j.sidecar(o[name], facts)
 
         steps.run("remove_cerebellum",
-                  {**{KEY[c]: s.crop_grid(SUFFIX[c]) for c in CONTRASTS},
-                   "mask": s.crop_grid("mask"), "cerebellum": str(cerebellum),
-                   **s.template_xfm},
+                  {**crop_grid, "cerebellum": str(cerebellum), **s.template_xfm},
                   {**{KEY[c]: s.preproc(c) for c in CONTRASTS},
                    "cerebellum": s.cerebellum, "cerebrum": s.cerebrum}, {}, remove)
 
         def warp_mask(j):
             i, o = j.smk.input, j.smk.output
-            xfm = {k: i[k] for k in ("affine", "warp", "inverse_warp")}
-            facts = P.step_warp_mask_to_template(i.mask, xfm, j.params["template_resolution"],
-                                                 o.mask)
+            facts = P.step_warp_mask_to_template(i.mask, _xfm(i),
+                                                 j.params["template_resolution"], o.mask)
             j.sidecar(o.mask, facts)
 
         steps.run("warp_brain_mask_to_template",
@@ -269,11 +276,11 @@ def explain_session(parent: Job, folder, anat_folder, model_dirs: Mapping, split
                   lambda j: _explain(j, model_dir, fold, scenarios))
         qmasks = {f"mask_{n:02d}": s.qmask(n) for n in scenarios}
         steps.run("quantile_masks",
-                          {**maps, "cerebrum": a.cerebrum,
-                           **{f"relmap_{n:02d}": relmaps[n] for n in scenarios}},
-                          {**qmasks, "values": s.mask_values},
-                          {"scenarios": scenarios, "levels": levels},
-                          lambda j: _quantile_masks(j, scenarios, levels))
+                  {**maps, "cerebrum": a.cerebrum,
+                   **{f"relmap_{n:02d}": relmaps[n] for n in scenarios}},
+                  {**qmasks, "values": s.mask_values},
+                  {"scenarios": scenarios, "levels": levels},
+                  lambda j: _quantile_masks(j, scenarios, levels))
         steps.run("invert_session", {**maps, "model": model_files, **qmasks},
                   {"tsv": s.inverting},
                   {"age": age, "scenarios": scenarios, "levels": levels, "fold": fold},
@@ -404,7 +411,7 @@ def _warp_top_masks(j: Job, scenarios, levels, level: int) -> None:
     from .io import save_nifti
 
     i, o = j.smk.input, j.smk.output
-    xfm = {k: i[k] for k in ("affine", "warp", "inverse_warp")}
+    xfm = _xfm(i)
     k = list(levels).index(int(level))
     for n in scenarios:
         lvl, img = _read_level_image(i[f"mask_{n:02d}"])
