@@ -81,7 +81,6 @@ rule group_heatmaps:
         scenarios=SCENARIOS,
         fig6_scenarios=FIG6_SCENARIOS,
         groups=list(HEATMAP_GROUPS),
-        sessions=session_keys(),
         level=HEAT,
         template_resolution=PP["template_resolution"],
     log:

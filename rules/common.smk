@@ -132,11 +132,6 @@ def heatmap(n, group):
     return f"{GROUP}/heatmaps/tpl-{TPL}_scenario-{int(n):02d}_group-{group}_desc-top{HEAT}_heatmap.nii.gz"
 
 
-def session_keys():
-    """"subject<TAB>session" of every session, in table order."""
-    return [f"{s}\t{t}" for s, t in zip(SESSIONS["subject"], SESSIONS["session"])]
-
-
 # -------------------------------------------------------------------- audit
 def default_audit_targets():
     """The audit's default targets: every session's network inputs and relevance maps,
