@@ -20,7 +20,7 @@ include: "rules/audit.smk"
 rule all:
     """The demo's default target: every session preprocessed, the models trained and
     evaluated (or, in frozen-model mode, every session predicted), every session's
-    relevance maps and their assessment (assess_all needs every session's xai/)."""
+    relevance maps and their assessment (assess_all needs every session's files)."""
     input:
         rules.preprocess_all.input,
         rules.train_all.input,

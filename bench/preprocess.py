@@ -3,12 +3,11 @@
     python bench/preprocess.py --results results            # read a finished run
     python bench/preprocess.py --run COHORT [--cores 2]     # run preprocessing, then read
 
-A session's preprocessing is one job (preprocess_session); it records each step's wall
-seconds and the job's peak memory so far in ``anat/sub-X_ses-Y_timing.tsv``; the job's
-whole time (Python start-up and imports included) is its log's last line. Steps with
-several parts per session (scale: 3 maps, co-registration: 2) are summed per session.
-With ``--run`` the wall-clock time of the whole run divided by the number of sessions is
-printed too (what N cores achieve).
+Every step is a rule with a ``benchmark:`` file per session
+(``benchmarks/<rule>/sub-X_ses-Y.tsv``, Snakemake's own: wall seconds of the whole job,
+Python start-up and imports included, its CPU seconds and peak memory). With ``--run`` the
+wall-clock time of the whole run divided by the number of sessions is printed too (what N
+cores achieve).
 """
 
 from __future__ import annotations
@@ -30,26 +29,26 @@ STEPS = ["scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
 
 
 def read_benchmarks(results: Path) -> pd.DataFrame:
-    """One row per step part and session from the sessions' timing tables."""
+    """One row per step and session from the per-session benchmark files."""
     rows = []
-    for f in sorted(results.glob("sub-*/ses-*/anat/sub-*_ses-*_timing.tsv")):
-        session = "_".join(f.name.split("_")[:2])
-        for r in pd.read_csv(f, sep="\t").itertuples():
-            rows.append(dict(step=r.step.split(" (")[0], session=session,
-                             seconds=float(r.seconds), max_rss_mb=float(r.peak_rss_mb)))
+    for step in STEPS:
+        for f in sorted((results / "benchmarks" / step).glob("sub-*_ses-*.tsv")):
+            b = pd.read_csv(f, sep="\t").iloc[0]
+            rows.append(dict(step=step, session=f.stem, seconds=float(b["s"]),
+                             cpu_seconds=float(b["cpu_time"]), max_rss_mb=float(b["max_rss"])))
     return pd.DataFrame(rows)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    per_session = df.groupby(["step", "session"]).agg(seconds=("seconds", "sum"),
-                                                       max_rss_mb=("max_rss_mb", "max")).reset_index()
-    table = per_session.groupby("step").agg(sessions=("session", "nunique"),
-                                            seconds_mean=("seconds", "mean"),
-                                            seconds_max=("seconds", "max"),
-                                            peak_rss_mb=("max_rss_mb", "max"))
+    table = df.groupby("step").agg(sessions=("session", "nunique"),
+                                   seconds_mean=("seconds", "mean"),
+                                   seconds_max=("seconds", "max"),
+                                   cpu_seconds_mean=("cpu_seconds", "mean"),
+                                   peak_rss_mb=("max_rss_mb", "max"))
     table = table.reindex([s for s in STEPS if s in table.index])
-    total = per_session.groupby("session")["seconds"].sum()
-    table.loc["TOTAL (steps)"] = [total.size, total.mean(), total.max(), table["peak_rss_mb"].max()]
+    total = df.groupby("session")[["seconds", "cpu_seconds"]].sum()
+    table.loc["TOTAL (steps)"] = [len(total), total["seconds"].mean(), total["seconds"].max(),
+                                  total["cpu_seconds"].mean(), table["peak_rss_mb"].max()]
     return table
 
 

@@ -55,6 +55,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -912,3 +913,187 @@ def plot_heatmap_grid(panels: Sequence, template_img, path, vmax: float | None =
     if title:
         fig.suptitle(title)
     _save(fig, path)
+
+
+# ------------------------------------------------------------------ the rules' jobs
+# One function per cohort-level rule of rules/assessment.smk (gamer_mril.jobs.step around
+# each); the per-session rules' jobs are in gamer_mril.session_assessment.
+_IDS = {"subject": str, "session": str}
+
+
+def _keyed(df: pd.DataFrame) -> pd.Series:
+    return df["subject"] + "\t" + df["session"]
+
+
+def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, figure_out,
+                        *, log_file=None, threads: int = 1) -> None:
+    """Rule voxel_inverting: AUC over the assessment set after inverting, per scenario
+    and N (Fig. 4), from every session's inverting table."""
+    from .jobs import step
+
+    with step("voxel_inverting", inputs={"sessions": list(inverting_paths),
+                                         "predictions": predictions_path},
+              outputs=[table_out, figure_out], log_file=log_file, threads=threads):
+        probs = pd.concat([pd.read_csv(p, sep="\t", dtype=_IDS) for p in inverting_paths],
+                          ignore_index=True)
+        probs["key"] = _keyed(probs)
+        pred = pd.read_csv(predictions_path, sep="\t", dtype=_IDS)
+        pred["key"] = _keyed(pred)
+        labels = dict(zip(pred["key"], pred["label"].astype(int)))
+        base = probs[probs["scenario"] == 0].set_index("key")["prob"]
+        diff = (base - pred.set_index("key")["prob"].reindex(base.index)).abs().max()
+        log.info("baseline probability vs predictions.tsv: largest difference %.3g", diff)
+        table = auc_table(probs.rename(columns={"session": "ses", "key": "session"}), labels)
+        for _, r in table[table["N"] == TABLE_IV_LEVEL].iterrows():
+            log.info("scenario %2d N=%d: AUC %.3f (drop %.3f)", r["scenario"], r["N"],
+                     r["auc"], r["auc_drop"])
+        with atomic_path(table_out) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        plot_inverting(table, figure_out,
+                       title=f"Voxel inverting, {table['n_sessions'].iloc[0]} sessions")
+
+
+def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chosen_out,
+                     long_out, table_iii_out, table_iv_out, figure_out, n_permutations: int,
+                     seed: int, log_file=None, threads: int = 1) -> None:
+    """Rule correlations: the scenario with the largest AUC drop at N = 40; Spearman
+    correlation of the mean normalized value in its top-N masks with EDSS (Tables III,
+    IV). ``value_paths``: every session's mask-values table."""
+    from .inputs import load_participants
+    from .io import atomic_write_json
+    from .jobs import step
+
+    inputs = {"values": list(value_paths), "inverting": inverting_auc,
+              "participants": participants}
+    with step("correlations", inputs=inputs,
+              params={"n_permutations": n_permutations, "seed": seed},
+              outputs=[chosen_out, long_out, table_iii_out, table_iv_out, figure_out],
+              log_file=log_file, threads=threads) as s:
+        inv = pd.read_csv(inverting_auc, sep="\t")
+        chosen = choose_scenario(inv, n=TABLE_IV_LEVEL)
+        at = inv[inv["N"] == TABLE_IV_LEVEL].set_index("scenario")
+        log.info("chosen scenario %d (AUC drop %.4f at N = %d)", chosen,
+                 at.loc[chosen, "auc_drop"], TABLE_IV_LEVEL)
+        means = pd.concat([pd.read_csv(f, sep="\t", dtype=_IDS) for f in value_paths],
+                          ignore_index=True)
+        means["session"] = _keyed(means)
+        table = load_participants(participants)
+        edss = pd.Series(table["edss"].to_numpy(float),
+                         index=table["subject"] + "\t" + table["session"])
+        corr = correlation_table(means, edss, chosen, n=TABLE_IV_LEVEL,
+                                 n_resamples=n_permutations, seed=seed)
+        with atomic_path(long_out) as tmp:
+            corr.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        t3 = table_iii(corr).reset_index()
+        t3.insert(0, "chosen", t3["scenario"] == chosen)
+        with atomic_path(table_iii_out) as tmp:
+            t3.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        t4 = table_iv(corr)
+        t4.index.name = "statistic"
+        with atomic_path(table_iv_out) as tmp:
+            t4.reset_index().to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        iv = corr[corr["table_iv"]].set_index("contrast")
+        atomic_write_json(chosen_out, dict(
+            scenario=int(chosen), level=TABLE_IV_LEVEL,
+            rule="largest AUC drop (baseline AUC - AUC after inverting) at N = 40; ties to "
+                 "the lowest scenario",
+            baseline_auc=float(at.loc[chosen, "baseline_auc"]),
+            auc=float(at.loc[chosen, "auc"]), auc_drop=float(at.loc[chosen, "auc_drop"]),
+            auc_drop_by_scenario={int(k): (None if not np.isfinite(d) else float(d))
+                                  for k, d in at["auc_drop"].items()},
+            n_permutations=int(n_permutations), seed=int(seed),
+            provenance=s.provenance()))
+        sub = means[(means["scenario"] == chosen) & (means["N"] == TABLE_IV_LEVEL)]
+        wide = sub.pivot(index="session", columns="contrast", values="value")
+        values = {c: wide[c].to_numpy(float) for c in CONTRASTS if c in wide}
+        plot_correlations(values, edss.loc[wide.index].to_numpy(float), figure_out,
+                          stats={c: (iv.loc[c, "rho"], iv.loc[c, "p"]) for c in values},
+                          title=f"Scenario {chosen}, top-{TABLE_IV_LEVEL} mask: mean "
+                                f"normalized value vs EDSS")
+
+
+def run_group_heatmaps(chosen_path, predictions_path, top_masks: Mapping, heatmaps: Mapping,
+                       *, figure_out, peaks_out, fig6_scenarios: Sequence, groups: Sequence,
+                       level: int, template_resolution: int, log_file=None,
+                       threads: int = 1) -> None:
+    """Rule group_heatmaps: the fraction of sessions whose warped top-N mask covers each
+    MNI152 voxel, per group (Fig. 6), and the peaks of the chosen scenario's and Fig. 6's.
+
+    ``top_masks``: {scenario: every session's warped top-N mask}; ``heatmaps``:
+    {(scenario, group): output path}."""
+    import json
+
+    import nibabel as nib
+
+    from . import templates
+    from .io import save_nifti
+    from .jobs import step
+    from .layout import session_of
+
+    scenarios = sorted(int(n) for n in top_masks)
+    with step("group_heatmaps", inputs={"chosen": chosen_path, "predictions": predictions_path},
+              params={"scenarios": scenarios, "fig6_scenarios": [int(n) for n in fig6_scenarios],
+                      "groups": list(groups), "level": int(level),
+                      "template_resolution": template_resolution},
+              outputs=[*heatmaps.values(), figure_out, peaks_out], log_file=log_file,
+              threads=threads) as s:
+        chosen = int(json.loads(Path(chosen_path).read_text())["scenario"])
+        pred = pd.read_csv(predictions_path, sep="\t", dtype=_IDS)
+        labels = dict(zip(_keyed(pred), pred["label"].astype(int)))
+        sessions = ["\t".join(session_of(p)) for p in top_masks[scenarios[0]]]
+        members = {"severe": [labels[k] == 1 for k in sessions],
+                   "mild": [labels[k] == 0 for k in sessions],
+                   "all": [True] * len(sessions)}
+        shown = list(dict.fromkeys([chosen] + [int(n) for n in fig6_scenarios]))
+        images, peaks = {}, []
+        for n in scenarios:
+            paths = list(top_masks[n])
+            if ["\t".join(session_of(p)) for p in paths] != sessions:
+                raise ValueError(f"scenario {n}: the top-N masks are of other sessions")
+            first = nib.load(paths[0])
+            individual = len(first.shape) == 4
+            names = list(CONTRASTS) if individual else ["combined"]
+            masks = []
+            for path in paths:
+                data = np.asarray(nib.load(path).dataobj) > 0
+                masks.append(np.moveaxis(data, -1, 0) if individual else data[None])
+            for g in groups:
+                group = [m for m, keep in zip(masks, members[g]) if keep]
+                if group:
+                    heat = np.stack([group_heatmap(m[v] for m in group)
+                                     for v in range(len(names))])
+                else:
+                    log.warning("scenario %d: no %s session; its heatmap is all zero", n, g)
+                    heat = np.zeros((len(names),) + first.shape[:3], dtype=np.float32)
+                out = heatmaps[(n, g)]
+                save_nifti(np.moveaxis(heat, 0, -1) if individual else heat[0],
+                           first.affine, out)
+                s.sidecar(out,
+                          dict(scenario=n, group=g, level=int(level), volumes=names,
+                               n_sessions=len(group), chosen=n == chosen,
+                               sessions=[k.replace("\t", " ") for k, keep
+                                         in zip(sessions, members[g]) if keep],
+                               value="fraction of the group's sessions whose top-N mask "
+                                     "covers the voxel"),
+                          inputs={"chosen": chosen_path, "predictions": predictions_path,
+                                  "masks": paths})
+                if n in shown:
+                    for v, name in enumerate(names):
+                        images[(n, g, name)] = (nib.Nifti1Image(heat[v], first.affine),
+                                                len(group))
+                        df = heatmap_peaks(heat[v], first.affine)
+                        df.insert(0, "volume", name)
+                        df.insert(0, "group", g)
+                        df.insert(0, "scenario", n)
+                        df.insert(0, "role", "chosen" if n == chosen else "Fig. 6")
+                        peaks.append(df)
+        with atomic_path(peaks_out) as tmp:
+            pd.concat(peaks, ignore_index=True).to_csv(tmp, sep="\t", index=False)
+        rows = []
+        for n in shown:
+            for name in dict.fromkeys(k[2] for k in images if k[0] == n):
+                rows.append([(f"scenario {n}{' (chosen)' if n == chosen else ''}, {name}, "
+                              f"{g} (n={images[(n, g, name)][1]})", images[(n, g, name)][0])
+                             for g in groups])
+        plot_heatmap_grid(rows, templates.template_t1w(template_resolution), figure_out,
+                          title=f"Top-{level} masks in MNI152: fraction of sessions")

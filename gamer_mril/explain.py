@@ -30,7 +30,7 @@ import numpy as np
 
 from . import CONTRASTS
 from .io import save_nifti, sha256
-from .modelfiles import MODEL_WEIGHTS, best_fold, explaining_fold, read_model_meta
+from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, explaining_fold, read_model_meta
 from .preprocessing import CropBox, uncrop
 
 #: Every scenario of Table I.
@@ -145,3 +145,47 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
             total_relevance=float(arr.sum(dtype=np.float64)))
         log(f"scenario {n:2d} ({sc.name}): total {facts['scenarios'][n]['total_relevance']:.4g}")
     return facts
+
+
+def model_files(model_dir) -> list:
+    """The files of a fold model (weights, metadata), as recorded in sidecars."""
+    return [str(Path(model_dir) / MODEL_WEIGHTS), str(Path(model_dir) / MODEL_JSON)]
+
+
+def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_path,
+                        crop_outputs: Mapping, ndi_outputs: Mapping, *, age: float,
+                        ig_steps: int, subject, session, log_file=None,
+                        threads: int = 1) -> None:
+    """Rule explain_session: every requested scenario of one session, one forward pass.
+
+    ``maps``: the network inputs (CONTRASTS order); ``model_dirs``: {fold: model folder};
+    ``split_path``: the split table, None in frozen-model mode (the best fold's model
+    explains every session); ``crop_outputs`` / ``ndi_outputs``: {scenario: path}."""
+    import logging
+
+    from .jobs import step
+    from .layout import KEY
+    from .split import read_split
+
+    log = logging.getLogger("gamer_mril")
+    frozen = split_path is None
+    scenarios = sorted(int(n) for n in crop_outputs)
+    inputs = {**{KEY[c]: p for c, p in zip(CONTRASTS, maps)}, "box": crop_box,
+              **({} if frozen else {"split": split_path})}
+    with step("explain_session", inputs=inputs,
+              params={"age": float(age), "scenarios": scenarios, "ig_steps": int(ig_steps),
+                      "frozen_models": frozen},
+              outputs=[*crop_outputs.values(), *ndi_outputs.values()], log_file=log_file,
+              threads=threads, subject=subject, session=session) as s:
+        split = None if frozen else read_split(split_path)
+        fold, model_dir = choose_model(model_dirs, subject, session, split)
+        s.inputs["model"] = model_files(model_dir)
+        s.params["fold"] = fold
+        log.info("explained by the model of fold %d (%s)", fold, model_dir)
+        facts = explain_session(list(maps), age, model_dir, crop_box, crop_outputs,
+                                ndi_outputs, ig_steps=ig_steps, device="auto", log=log.info)
+        common = {k: v for k, v in facts.items() if k != "scenarios"}
+        for n in scenarios:
+            scenario_facts = dict(common, scenario=facts["scenarios"][n], fold=fold)
+            for path in (crop_outputs[n], ndi_outputs[n]):
+                s.sidecar(path, scenario_facts)

@@ -1,8 +1,10 @@
-"""Glue between a workflow job and the package: logging, scratch space, sidecars.
+"""What every workflow job shares: logging, a scratch folder, provenance of its outputs.
 
-The workflow's scripts pass their ``snakemake`` object here; this module only reads its
-attributes (``input``, ``output``, ``params``, ``wildcards``, ``log``, ``threads``,
-``rule``) and never imports snakemake, so it is tested with a plain stand-in object.
+Each rule's script passes its paths and parameters, as ordinary arguments, to one
+package function (``run_<rule>`` in the stage's module); that function opens a
+:func:`step` with the rule's name, its named inputs, parameters and outputs, does the
+work and writes each output's provenance sidecar through the step. Nothing here knows
+Snakemake: the package runs (and is tested) without it.
 """
 
 from __future__ import annotations
@@ -14,49 +16,50 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .io import provenance, write_sidecar
+from .io import provenance, sidecar_path, write_sidecar
 
 log = logging.getLogger("gamer_mril")
 
 
-def _named(items) -> dict:
-    """Named entries of a snakemake Namedlist (or a plain dict)."""
-    if isinstance(items, dict):
-        return dict(items)
-    return {k: v for k, v in items.items()}
+def session_label(subject=None, session=None) -> str:
+    """``sub-X ses-Y`` for a per-session job, ``cohort`` for a cohort-level one."""
+    return "cohort" if subject is None else f"sub-{subject} ses-{session}"
 
 
-class Job:
-    """What a script needs from its job, plus provenance helpers."""
+class Step:
+    """A running job: its rule, named inputs and parameters, scratch folder and session.
 
-    def __init__(self, smk, workdir: Path):
-        self.smk = smk
-        self.workdir = workdir
-        wc = _named(getattr(smk, "wildcards", {}))
-        self.subject = wc.get("subject")
-        self.session_id = wc.get("session")
-        if self.subject is not None:
-            self.session = f"sub-{self.subject} ses-{self.session_id}"
-        else:
-            self.session = "cohort"
+    ``inputs``: {role: path or list of paths}, every file the job reads (hashed into the
+    sidecars); ``params``: the job's parameters as recorded in the sidecars.
+    """
 
-    @property
-    def params(self) -> dict:
-        return _named(self.smk.params)
+    def __init__(self, rule: str, inputs: Mapping, params: Mapping | None, workdir: Path,
+                 subject=None, session=None):
+        self.rule = rule
+        self.inputs = {k: v for k, v in inputs.items() if v is not None}
+        self.params = dict(params or {})
+        self.workdir = Path(workdir)
+        self.subject, self.session_id = subject, session
+        self.session = session_label(subject, session)
+        self.written: list[Path] = []
 
     def provenance(self, facts=None, inputs=None) -> dict:
         """The provenance block of a JSON output that carries its own (no sidecar)."""
-        inputs = _named(self.smk.input) if inputs is None else inputs
-        return provenance(rule=self.smk.rule, inputs=inputs, params=self.params,
-                          extra={"Facts": facts} if facts else None)
+        return provenance(rule=self.rule, inputs=self.inputs if inputs is None else inputs,
+                          params=self.params, extra={"Facts": facts} if facts else None)
 
-    def sidecar(self, output, facts=None, inputs=None):
-        """Write ``output``'s provenance sidecar (inputs default to all named inputs)."""
-        inputs = _named(self.smk.input) if inputs is None else inputs
-        return write_sidecar(output, rule=self.smk.rule, inputs=inputs, params=self.params,
+    def sidecar(self, output, facts=None, inputs=None, params=None) -> Path:
+        """Write ``output``'s provenance sidecar: the rule, the inputs it was made from
+        (default: all the job's inputs) and the parameters (default: the job's)."""
+        path = write_sidecar(output, rule=self.rule,
+                             inputs=self.inputs if inputs is None else inputs,
+                             params=self.params if params is None else params,
                              extra={"Facts": facts} if facts else None)
+        self.written.append(path)
+        return path
 
 
 def job_stats(text: str) -> dict:
@@ -109,37 +112,53 @@ def sweep_litter(rule: str, outputs) -> list:
 
 
 @contextlib.contextmanager
-def job(smk, seed: int | None = None):
-    """Run a job: log to its log file, give it a private scratch folder, clean up.
+def step(rule: str, *, inputs: Mapping, outputs: Sequence, params: Mapping | None = None,
+         log_file=None, threads: int = 1, seed: int | None = None, subject=None,
+         session=None):
+    """Run one job of rule ``rule``: log to ``log_file`` (and stderr), a private scratch
+    folder, threads and registration seed set, leftovers of a killed attempt swept.
 
     The scratch folder sits beside the first output (same file system, so finished files
-    can be renamed into place) and is removed however the job ends.
+    can be renamed into place) and is removed however the job ends. When the job fails,
+    the outputs and sidecars it wrote are removed. Yields a :class:`Step`.
     """
-    log_path = Path(smk.log[0]) if len(smk.log) else None
     handlers = [logging.StreamHandler(sys.stderr)]
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
-    threads = int(getattr(smk, "threads", 1) or 1)
+    threads = int(threads or 1)
     from . import registration
 
-    registration.configure(threads, 42 if seed is None else seed)
+    registration.configure(threads, 42 if seed is None else int(seed))
     os.environ["OMP_NUM_THREADS"] = str(threads)  # torch reads it when first imported
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    first = Path(smk.output[0])
-    sweep_litter(smk.rule, [Path(o) for o in smk.output])
-    workdir = first.parent / f".work-{smk.rule}-{first.name.split('.')[0]}-{os.getpid()}"
+    outputs = [Path(o) for o in outputs]
+    first = outputs[0]
+    sweep_litter(rule, outputs)
+    # Sidecars of outputs that do not exist (Snakemake removes a job's outputs before it
+    # runs it) are left from a killed attempt: they would describe files that are gone.
+    for out in outputs:
+        side = sidecar_path(out)
+        if side != out and side.exists() and not out.exists():
+            side.unlink()
+    workdir = first.parent / f".work-{rule}-{first.name.split('.')[0]}-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
-    j = Job(smk, workdir)
+    s = Step(rule, inputs, params, workdir, subject, session)
     start = time.time()
-    log.info("rule %s, %s, %d thread(s)", smk.rule, j.session, threads)
+    log.info("rule %s, %s, %d thread(s)", rule, s.session, threads)
     try:
-        yield j
-    except Exception:
-        log.exception("rule %s failed for %s", smk.rule, j.session)
+        yield s
+    except Exception as err:
+        err.add_note(f"(rule {rule}, {s.session})")
+        log.exception("rule %s failed for %s", rule, s.session)
+        # A failed job leaves nothing under a final name: neither the outputs it managed
+        # to write nor their sidecars (which Snakemake does not know of).
+        for path in outputs + s.written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,20 +1,20 @@
 """Names of the workflow's outputs: a BIDS-derivative dataset under one root folder.
 
-Every session has two folders, each written by one job:
+Every session has two folders:
 
 * ``<root>/sub-X/ses-Y/anat/`` -- preprocessing (METHOD.md 2): every step's maps, masks
   and transforms, each with its JSON provenance sidecar;
 * ``<root>/sub-X/ses-Y/xai/`` -- relevance maps (METHOD.md 6) and their per-session
   assessment (METHOD.md 7): quantile masks, voxel inverting, top-N masks in MNI152.
 
-File names follow ``sub-X_ses-Y[_key-value...]_<suffix><ext>``; the workflow's rules,
-its scripts, the audit and the tests all take the names from here.
+File names follow ``sub-X_ses-Y[_key-value...]_<suffix><ext>``. The workflow's rules
+(``Session(root, "{subject}", "{session}")`` gives the wildcard patterns), its scripts,
+the audit and the tests all take the names from here: each name is defined once.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from .templates import TEMPLATE_SPACE as TPL
 
@@ -28,8 +28,6 @@ XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
 XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}
 XFM_TPL_INV = {"from": TPL, "to": "NDIcrop", "mode": "image"}
 
-#: The two per-session folders (BIDS datatypes), one job each.
-DATATYPES = ("anat", "xai")
 
 
 def bids(root, suffix, ext=".nii.gz", datatype="anat", subject="{subject}",
@@ -40,11 +38,15 @@ def bids(root, suffix, ext=".nii.gz", datatype="anat", subject="{subject}",
     return f"{root}/sub-{subject}/ses-{session}/{datatype}/{name}{ext}"
 
 
-def session_dir(root, datatype, subject="{subject}", session="{session}") -> str:
-    return f"{root}/sub-{subject}/ses-{session}/{datatype}"
+_NAME = re.compile(r"(?:^|/)sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)_[^/]*$")
 
 
-_DIR = re.compile(r"^sub-(?P<subject>[A-Za-z0-9]+)$")
+def session_of(path) -> tuple[str, str]:
+    """``(subject, session)`` of a per-session output, read from its file name."""
+    m = _NAME.search(str(path))
+    if not m:
+        raise ValueError(f"{path}: not a per-session file (sub-X_ses-Y_...)")
+    return m["subject"], m["session"]
 
 
 class Session:
@@ -53,21 +55,9 @@ class Session:
     def __init__(self, root, subject, session):
         self.root, self.subject, self.session = str(root), str(subject), str(session)
 
-    @classmethod
-    def of_dir(cls, folder) -> "Session":
-        """The session whose ``anat`` or ``xai`` folder is ``folder``."""
-        folder = Path(folder)
-        sub, ses = folder.parent.parent.name, folder.parent.name
-        if not (_DIR.match(sub) and ses.startswith("ses-") and folder.name in DATATYPES):
-            raise ValueError(f"{folder}: not a session folder (<root>/sub-X/ses-Y/anat|xai)")
-        return cls(folder.parent.parent.parent, sub[4:], ses[4:])
-
     @property
     def key(self) -> str:
         return f"sub-{self.subject}_ses-{self.session}"
-
-    def dir(self, datatype: str) -> str:
-        return session_dir(self.root, datatype, self.subject, self.session)
 
     def file(self, suffix, ext=".nii.gz", datatype="anat", **entities) -> str:
         return bids(self.root, suffix, ext, datatype, self.subject, self.session, **entities)
@@ -152,7 +142,3 @@ class Session:
     def inverting(self) -> str:
         """The model's probability after voxel inverting, every scenario and N."""
         return self.file("inverting", ext=".tsv", datatype="xai", space="NDIcrop")
-
-    def timing(self, datatype) -> str:
-        """Seconds and peak memory of each step of the folder's job."""
-        return self.file("timing", ext=".tsv", datatype=datatype)

@@ -72,3 +72,16 @@ def explaining_fold(split_row, best: int) -> int:
 def read_model_meta(model_dir) -> dict:
     """``model.json`` of a trained fold model."""
     return json.loads((Path(model_dir) / MODEL_JSON).read_text())
+
+
+def fold_of(model_dir) -> int:
+    """The fold number of a ``fold-<k>`` model folder."""
+    name = Path(model_dir).name
+    if not (name.startswith("fold-") and name[5:].isdigit()):
+        raise ValueError(f"{model_dir}: a fold folder must be named fold-<number>")
+    return int(name[5:])
+
+
+def model_dirs(weights) -> dict:
+    """``{fold: folder}`` of the fold models whose weight files are given."""
+    return {fold_of(Path(w).parent): Path(w).parent for w in weights}

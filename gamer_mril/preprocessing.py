@@ -3,14 +3,22 @@
 Array-level steps are pure functions on numpy arrays (range and scale, masking, crop and
 its exact inverse); the image-level steps (skull strip, co-registration, resampling,
 template registration, cerebellum removal) work on NIfTI images through ANTsPy and live
-in :mod:`gamer_mril.registration`. Nothing here reads or writes workflow files.
+in :mod:`gamer_mril.registration`. The ``step_*`` functions read and write one step's
+files and return the facts for its sidecars; the ``run_*`` functions at the end are the
+jobs of the workflow's preprocessing rules (one each).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import CONTRASTS
+
+log = logging.getLogger("gamer_mril")
 
 #: Feasible range of each contrast in canonical units (qT1 in ms, MWF and NDI fractions).
 RANGES = {"qT1": (0.0, 2500.0), "MWF": (0.0, 0.30), "NDI": (0.0, 1.0)}
@@ -430,3 +438,159 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path) -> 
     data = reg.from_ants(warped)[0] > 0.5
     save_nifti(data.astype(np.uint8), tmask.affine, out_path)
     return {"DiceWithTemplateBrainMask": dice(data, np.asarray(tmask.dataobj) > 0)}
+
+
+# ------------------------------------------------------------------ the rules' jobs
+# One function per rule of rules/preprocessing.smk: each opens the job
+# (gamer_mril.jobs.step), runs its step and writes every output's provenance sidecar.
+# ``maps`` and ``out`` dictionaries are keyed by contrast (qT1, MWF, NDI); the sidecars
+# name each map by its role (gamer_mril.layout.KEY: t1map, mwfmap, ndimap).
+
+
+def _roles(maps: Mapping, prefix: str = "") -> dict:
+    """{role: path} of maps keyed by contrast (qT1 -> t1map, ...)."""
+    from .layout import KEY
+
+    return {prefix + KEY[c]: p for c, p in maps.items()}
+
+def run_make_template_cerebellum(margin_mm: float, out, *, log_file=None,
+                                 threads: int = 1) -> None:
+    """Rule make_template_cerebellum: the MNI152 cerebellum mask, made once."""
+    from .jobs import step
+
+    with step("make_template_cerebellum", inputs={}, params={"margin_mm": margin_mm},
+              outputs=[out], log_file=log_file, threads=threads) as s:
+        s.sidecar(out, step_template_cerebellum(margin_mm, out))
+
+
+def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, session,
+                  log_file=None, threads: int = 1) -> None:
+    """Rule scale_map (step 1) for the three maps of a session. Every map is checked
+    before a bad one stops the job, so one log names every problem of the session."""
+    from .errors import InputError
+    from .jobs import step
+
+    with step("scale_map", inputs=_roles(raw), params={"units": dict(units)},
+              outputs=list(out.values()), log_file=log_file, threads=threads,
+              subject=subject, session=session) as s:
+        bad = []
+        for c in CONTRASTS:
+            unit = units.get(c, "fraction")
+            try:
+                facts = step_scale(raw[c], out[c], c, unit, s.session)
+            except InputError as err:
+                log.error("%s", err)
+                bad.append(str(err))
+                continue
+            s.sidecar(out[c], facts, inputs={"image": raw[c]}, params={"unit": unit})
+        if bad:
+            raise InputError(f"{s.session}: {len(bad)} bad input map(s):\n" + "\n".join(bad))
+
+
+def run_make_brain_mask(t1map, out, *, method: str, template_resolution: int, seed: int,
+                        given_mask=None, subject=None, session=None, log_file=None,
+                        threads: int = 1) -> None:
+    """Rule make_brain_mask (step 2): the brain mask on the qT1 grid, given or made."""
+    from .jobs import step
+
+    with step("make_brain_mask",
+              inputs={"t1map": t1map, "given": [given_mask] if given_mask else []},
+              params={"method": method, "template_resolution": template_resolution,
+                      "seed": seed},
+              outputs=[out], log_file=log_file, threads=threads, seed=seed, subject=subject,
+              session=session) as s:
+        s.sidecar(out, step_brain_mask(t1map, out, method, s.workdir, template_resolution,
+                                       given_mask=given_mask))
+
+
+def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, transform: str, seed: int,
+                          subject=None, session=None, log_file=None,
+                          threads: int = 1) -> None:
+    """Rule coregister_to_ndi (step 3): qT1 and MWF each registered to NDI.
+
+    ``moving`` / ``out``: {contrast: scaled map} / {contrast: transform file}."""
+    from .jobs import step
+
+    with step("coregister_to_ndi", inputs={"fixed": ndi, **_roles(moving)},
+              params={"transform": transform, "seed": seed}, outputs=list(out.values()),
+              log_file=log_file, threads=threads, seed=seed, subject=subject,
+              session=session) as s:
+        for c, path in moving.items():
+            facts = step_coregister(ndi, path, out[c], transform, s.workdir / c)
+            s.sidecar(out[c], facts, inputs={"fixed": ndi, "moving": path})
+
+
+def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping, out_mask, *,
+                        subject=None, session=None, log_file=None, threads: int = 1) -> None:
+    """Rule resample_to_ndi (step 4): qT1 and MWF into the NDI grid, the mask applied.
+
+    ``moving`` / ``xfms``: {qT1, MWF: scaled map / transform}; ``out``: all three."""
+    from .jobs import step
+
+    inputs = {"ndi": ndi, **_roles(moving), **_roles(xfms, "xfm_"), "mask": mask}
+    with step("resample_to_ndi", inputs=inputs, outputs=[*out.values(), out_mask],
+              log_file=log_file, threads=threads, subject=subject, session=session) as s:
+        facts = step_resample_to_ndi(ndi, dict(moving), dict(xfms), mask, dict(out), out_mask)
+        for path in [*out.values(), out_mask]:
+            s.sidecar(path, facts)
+
+
+def run_crop_to_brain(maps: Mapping, mask, shape, out: Mapping, out_mask, out_box, *,
+                      subject=None, session=None, log_file=None, threads: int = 1) -> None:
+    """Rule crop_to_brain (step 5): a fixed matrix centred on the brain, box recorded."""
+    from .jobs import step
+
+    with step("crop_to_brain", inputs={**_roles(maps), "mask": mask},
+              params={"shape": [int(n) for n in shape]},
+              outputs=[*out.values(), out_mask, out_box], log_file=log_file, threads=threads,
+              subject=subject, session=session) as s:
+        facts = step_crop(dict(maps), mask, tuple(int(n) for n in shape), dict(out), out_mask,
+                          out_box, s.provenance())
+        for path in [*out.values(), out_mask]:
+            s.sidecar(path, facts)
+
+
+def run_register_to_template(t1map, mask, out: Mapping, *, template_resolution: int,
+                             transform: str, seed: int, subject=None, session=None,
+                             log_file=None, threads: int = 1) -> None:
+    """Rule register_to_template (step 6): ``out`` keys affine, warp, inverse_warp."""
+    from .jobs import step
+
+    with step("register_to_template", inputs={"t1map": t1map, "mask": mask},
+              params={"template_resolution": template_resolution, "transform": transform,
+                      "seed": seed},
+              outputs=list(out.values()), log_file=log_file, threads=threads, seed=seed,
+              subject=subject, session=session) as s:
+        facts = step_register_template(t1map, mask, template_resolution, transform,
+                                       s.workdir, dict(out))
+        for path in out.values():
+            s.sidecar(path, facts)
+
+
+def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Mapping,
+                          out_cerebellum, out_cerebrum, *, subject=None, session=None,
+                          log_file=None, threads: int = 1) -> None:
+    """Rule remove_cerebellum (step 7): the network's inputs."""
+    from .jobs import step
+
+    outputs = [*out.values(), out_cerebellum, out_cerebrum]
+    with step("remove_cerebellum",
+              inputs={**_roles(maps), "mask": mask, "cerebellum": cerebellum, **dict(xfm)},
+              outputs=outputs, log_file=log_file, threads=threads, subject=subject,
+              session=session) as s:
+        facts = step_remove_cerebellum(dict(maps), mask, dict(xfm), cerebellum, dict(out),
+                                       out_cerebellum, out_cerebrum)
+        for path in outputs:
+            s.sidecar(path, facts)
+
+
+def run_warp_brain_mask_to_template(mask, xfm: Mapping, out, *, template_resolution: int,
+                                    subject=None, session=None, log_file=None,
+                                    threads: int = 1) -> None:
+    """Rule warp_brain_mask_to_template: quality control of step 6."""
+    from .jobs import step
+
+    with step("warp_brain_mask_to_template", inputs={"mask": mask, **dict(xfm)},
+              params={"template_resolution": template_resolution}, outputs=[out],
+              log_file=log_file, threads=threads, subject=subject, session=session) as s:
+        s.sidecar(out, step_warp_mask_to_template(mask, dict(xfm), template_resolution, out))

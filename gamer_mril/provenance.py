@@ -63,3 +63,24 @@ def qc_table(sidecars, out_tsv) -> pd.DataFrame:
     table = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["subject"], r["session"])))
     atomic_write_text(out_tsv, table.to_csv(sep="\t", index=False))
     return table
+
+
+# ------------------------------------------------------------------ the rules' jobs
+def run_dataset_description(out, config: dict, *, log_file=None, threads: int = 1) -> None:
+    """Rule dataset_description."""
+    from .jobs import step
+
+    with step("dataset_description", inputs={}, outputs=[out], log_file=log_file,
+              threads=threads):
+        write_dataset_description(out, config)
+
+
+def run_preprocessing_qc(images, out_tsv, *, log_file=None, threads: int = 1) -> None:
+    """Rule preprocessing_qc: the QC table from the sidecars of the given per-session
+    outputs (scaled maps, cerebellum masks, brain masks in MNI152)."""
+    from .io import sidecar_path
+    from .jobs import step
+
+    with step("preprocessing_qc", inputs={}, outputs=[out_tsv], log_file=log_file,
+              threads=threads):
+        qc_table([sidecar_path(p) for p in images], out_tsv)

@@ -212,3 +212,19 @@ def _validated_sessions(table: pd.DataFrame) -> pd.DataFrame:
 def _sort_key(text: str) -> tuple:
     """Natural order, ties (``ses-1`` and ``ses-01``) broken by the text itself."""
     return natural_key(text), str(text)
+
+
+def run_split_sessions(table_path, out, *, test_fraction: float, n_folds: int, seed: int,
+                       log_file=None, threads: int = 1) -> None:
+    """Rule split_sessions: held-out test subjects, then stratified subject-grouped folds."""
+    from .inputs import load_participants
+    from .jobs import step
+
+    params = {"test_fraction": test_fraction, "n_folds": n_folds, "seed": seed}
+    with step("split_sessions", inputs={"table": table_path}, params=params, outputs=[out],
+              log_file=log_file, threads=threads) as s:
+        split = make_split(load_participants(table_path), test_fraction=test_fraction,
+                           n_folds=n_folds, seed=seed)
+        write_split(split, out)
+        s.sidecar(out, {"sessions_per_set": {k: int(v) for k, v
+                                             in split["set"].value_counts().items()}})

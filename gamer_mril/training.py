@@ -97,7 +97,7 @@ from numpy.lib.format import open_memmap
 from . import CONTRASTS
 from .io import atomic_path, atomic_write_json, atomic_write_text
 from .network import build_model, count_parameters
-from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, find_fold_models, read_model_meta  # noqa: F401
+from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, find_fold_models, fold_of, read_model_meta  # noqa: F401
 from .split import severity_label
 
 IMAGES_FILE = "images.npy"
@@ -961,3 +961,136 @@ def frozen_predictions(predictions: Mapping, best: int) -> tuple:
     mean = mean_of_folds(predictions)
     rows.append(dict(model="mean of folds", **binary_metrics(mean["label"], mean["prob"])))
     return table, pd.DataFrame(rows, columns=["model", *METRIC_COLUMNS])
+
+
+# ------------------------------------------------------------------ the rules' jobs
+# One function per rule of rules/training.smk (gamer_mril.jobs.step around each).
+
+def _read_predictions(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"subject": str, "session": str})
+
+
+def run_build_cache(table_path, maps: Mapping, images_out, index_out, *,
+                    log_file=None, threads: int = 1) -> None:
+    """Rule build_cache: every session's network inputs decoded once into one
+    memory-mapped array. ``maps``: {contrast: [every session's preprocessed map]}."""
+    from .inputs import load_participants
+    from .jobs import step
+    from .layout import KEY, session_of
+
+    inputs = {"table": table_path, **{KEY[c]: list(maps[c]) for c in CONTRASTS}}
+    with step("build_cache", inputs=inputs, outputs=[images_out, index_out],
+              log_file=log_file, threads=threads) as s:
+        table = load_participants(table_path)
+        paths = {c: {session_of(p): p for p in maps[c]} for c in CONTRASTS}
+        rows = [dict(subject=r.subject, session=r.session, age=r.age, edss=r.edss,
+                     paths={c: paths[c][(str(r.subject), str(r.session))]
+                            for c in CONTRASTS})
+                for r in table.itertuples()]
+        build_cache(rows, Path(images_out).parent)
+        for out in (images_out, index_out):
+            s.sidecar(out, {"sessions": len(rows)})
+
+
+def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: Sequence, *,
+                   training: Mapping, threads: int = 1, log_file=None) -> None:
+    """Rule train_fold: the model of one cross-validation fold, written into the folder of
+    ``weights_out``; ``outputs``: every file the rule declares there (weights, model.json,
+    epochs.tsv, val_predictions.tsv); ``training``: the config's training block (epochs,
+    batch_size, lr, weight_decay, seed, augment, growth)."""
+    import logging
+
+    from .jobs import step
+    from .split import read_split
+
+    t = dict(training)
+    out_dir = Path(weights_out).parent
+    with step("train_fold", inputs={"images": images, "index": index, "split": split_path},
+              params={"training": t}, outputs=outputs, log_file=log_file,
+              threads=threads) as s:
+        log = logging.getLogger("gamer_mril").info
+        cache = open_cache(Path(images).parent)
+        split = read_split(split_path)
+        cv = split[split["set"] == "cv"]
+        train, val = cv[cv.fold != fold], cv[cv.fold == fold]
+        summary = train_fold(
+            cache, cache.rows_for(zip(train.subject, train.session)),
+            cache.rows_for(zip(val.subject, val.session)), out_dir,
+            epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
+            weight_decay=t["weight_decay"], seed=t["seed"] + fold,
+            augment_cfg=t.get("augment"), growth=t.get("growth", 4), device="auto", log=log,
+            num_threads=threads)
+        s.sidecar(weights_out, {k: summary[k] for k in
+                                ("best_epoch", "val_auc", "n_train", "n_val", "device")})
+        log("fold %d: best epoch %s, validation AUC %s, %s", fold, summary["best_epoch"],
+            summary["val_auc"], summary["device"])
+
+
+def run_predict_test(images, split_path, weights, out, *, threads: int = 1,
+                     log_file=None) -> None:
+    """Rule predict_test: the held-out test sessions scored by one fold's model
+    (``weights``: its model.safetensors)."""
+    from .jobs import step
+    from .split import read_split
+
+    model_dir = Path(weights).parent
+    with step("predict_test", inputs={"images": images, "split": split_path,
+                                      "model": str(weights)},
+              outputs=[out], log_file=log_file, threads=threads):
+        device = resolve_device("auto")
+        cache = open_cache(Path(images).parent)
+        split = read_split(split_path)
+        test = split[split["set"] == "test"]
+        model = load_model(model_dir, device=device)
+        pred = predict(model, cache, cache.rows_for(zip(test.subject, test.session)),
+                       device=device)
+        atomic_write_text(out, pred.to_csv(sep="\t", index=False))
+
+
+def run_evaluate_models(val_paths: Sequence, test_paths: Sequence, table_out, attention_out,
+                        roc_out, predictions_out, *, log_file=None, threads: int = 1) -> None:
+    """Rule evaluate_models: Table II, attention weights, ROC curves, and each assessed
+    session's prediction by the model that explains it. ``val_paths`` / ``test_paths``:
+    each fold's predictions (``<models>/fold-<k>/...``)."""
+    from .jobs import step
+
+    with step("evaluate_models", inputs={"val": list(val_paths), "test": list(test_paths)},
+              outputs=[table_out, attention_out, roc_out, predictions_out],
+              log_file=log_file, threads=threads):
+        folds = [fold_of(Path(p).parent) for p in val_paths]
+        val = {k: _read_predictions(p) for k, p in zip(folds, val_paths)}
+        test = {fold_of(Path(p).parent): _read_predictions(p) for p in test_paths}
+        table = table_ii(val, test)
+        atomic_write_text(table_out, table.to_csv(sep="\t", index=False))
+        att = mean_attention(list(val.values()) + list(test.values()))
+        atomic_write_text(attention_out, att.to_csv(sep="\t", index=False))
+        curves = {f"validation fold {k}": (v.label, v.prob) for k, v in val.items()}
+        mean = mean_of_folds(test)
+        curves["test, mean of folds"] = (mean.label, mean.prob)
+        plot_roc(curves, roc_out)
+        best = best_fold({k: read_model_meta(Path(p).parent) for k, p in zip(folds, val_paths)})
+        pred = assessment_predictions(val, test, best)
+        atomic_write_text(predictions_out, pred.to_csv(sep="\t", index=False))
+
+
+def run_predict_sessions(images, model_dirs: Sequence, predictions_out, performance_out, *,
+                         threads: int = 1, log_file=None) -> None:
+    """Rule predict_sessions (frozen-model mode): every session scored by every given
+    fold model; the best fold's model is the one that explains."""
+    from .jobs import step
+
+    with step("predict_sessions", inputs={"images": images},
+              params={"models": [str(d) for d in model_dirs]},
+              outputs=[predictions_out, performance_out], log_file=log_file,
+              threads=threads):
+        device = resolve_device("auto")
+        cache = open_cache(Path(images).parent)
+        rows = list(range(len(cache)))
+        dirs = {fold_of(d): Path(d) for d in model_dirs}
+        preds = {k: predict(load_model(d, device=device), cache, rows, device=device)
+                 for k, d in dirs.items()}
+        best = best_fold({k: read_model_meta(d) for k, d in dirs.items()})
+        table, performance = frozen_predictions(preds, best)
+        atomic_write_text(predictions_out, table.to_csv(sep="\t", index=False))
+        atomic_write_text(performance_out,
+                          performance.to_csv(sep="\t", index=False, na_rep="NaN"))

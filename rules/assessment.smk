@@ -1,23 +1,15 @@
-# Assessment of the relevance maps (METHOD.md section 7) over the cohort: the voxel
+# Assessment of the relevance maps over the cohort (METHOD.md section 7): the voxel
 # inverting experiment (Fig. 4), correlation with EDSS (Tables III, IV) and the group
-# heatmaps in MNI152 (Fig. 6), from the per-session quantile masks, inverting runs and
-# warped top-N masks that explain_session leaves in each xai/ folder (relevance.smk).
-# The logic lives in gamer_mril/assessment.py.
+# heatmaps in MNI152 (Fig. 6), from the per-session files of rules/relevance.smk.
 # The assessment set is every session of the table: validation sessions are explained and
 # re-run by their own fold's model, test (and frozen-mode) sessions by the best fold's.
-#: Scenarios of the paper's Fig. 6 (besides the chosen one), those computed.
-FIG6_SCENARIOS = [n for n in (3, 4) if n in SCENARIOS]
-HEATMAP_GROUPS = ("severe", "mild", "all")
-GROUP = f"{OUT}/group"
-INVERTING_AUC = f"{GROUP}/inverting_auc.tsv"
-CHOSEN = f"{GROUP}/chosen_scenario.json"
-PARTICIPANTS = config["inputs"]["participants"]
+# The logic: gamer_mril/assessment.py.
 
 
 rule voxel_inverting:
     """AUC over the assessment set after inverting, per scenario and N (Fig. 4)."""
     input:
-        sessions=for_sessions(XAI_DIR),
+        sessions=for_sessions(S.inverting),
         predictions=PREDICTIONS,
     output:
         tsv=report(INVERTING_AUC, caption="../report/inverting_auc.rst", category="Assessment"),
@@ -26,6 +18,7 @@ rule voxel_inverting:
         f"{OUT}/logs/voxel_inverting.log",
     benchmark:
         f"{OUT}/benchmarks/voxel_inverting.tsv"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
@@ -39,7 +32,7 @@ rule correlations:
     """The scenario with the largest AUC drop at N = 40; Spearman correlation of the mean
     normalized value in the top-N mask with EDSS (Tables III and IV)."""
     input:
-        sessions=for_sessions(XAI_DIR),
+        values=for_sessions(S.mask_values),
         inverting=INVERTING_AUC,
         participants=PARTICIPANTS,
     output:
@@ -55,6 +48,7 @@ rule correlations:
         f"{OUT}/logs/correlations.log",
     benchmark:
         f"{OUT}/benchmarks/correlations.tsv"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -71,14 +65,12 @@ rule group_heatmaps:
     input:
         chosen=CHOSEN,
         predictions=PREDICTIONS,
-        sessions=for_sessions(XAI_DIR),
+        **{k: for_sessions(v) for k, v in TOP_MASKS.items()},
     output:
-        **with_sidecars(**{f"heat_{n:02d}_{g}": heatmap(n, g) for n in SCENARIOS
-                           for g in HEATMAP_GROUPS}),
+        **{f"heat_{n:02d}_{g}": heatmap(n, g) for n in SCENARIOS for g in HEATMAP_GROUPS},
         figure=report(f"{GROUP}/fig6_heatmaps.png", caption="../report/fig6.rst", category="Assessment"),
         peaks=report(f"{GROUP}/heatmap_peaks.tsv", caption="../report/heatmap_peaks.rst", category="Assessment"),
     params:
-        scenarios=SCENARIOS,
         fig6_scenarios=FIG6_SCENARIOS,
         groups=list(HEATMAP_GROUPS),
         level=HEAT,
@@ -87,6 +79,7 @@ rule group_heatmaps:
         f"{OUT}/logs/group_heatmaps.log",
     benchmark:
         f"{OUT}/benchmarks/group_heatmaps.tsv"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=15,

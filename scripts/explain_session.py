@@ -1,12 +1,12 @@
-"""METHOD.md 6 and the per-session part of 7 for one session: the relevance maps of every
-scenario, their quantile masks, voxel inverting and the top-N masks in MNI152 (xai/)."""
-from pathlib import Path
+"""Rule explain_session: every requested scenario's relevance map of one session."""
+from gamer_mril.explain import run_explain_session
+from gamer_mril.modelfiles import model_dirs
 
-from gamer_mril.jobs import job
-from gamer_mril.session_jobs import explain_session
-
-i, p = snakemake.input, snakemake.params
-with job(snakemake) as j:
-    dirs = {int(Path(w).parent.name.split("-", 1)[1]): Path(w).parent for w in i.weights}
-    explain_session(j, snakemake.output[0], i.anat, dirs,
-                    None if p.frozen_models else i.split, p.age, dict(p.items()))
+i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
+run_explain_session([i.t1map, i.mwfmap, i.ndimap], i.box,
+                    model_dirs(i.weights),
+                    i.get("split"),
+                    {int(k[5:]): v for k, v in o.items() if k.startswith("crop_")},
+                    {int(k[4:]): v for k, v in o.items() if k.startswith("ndi_")},
+                    age=p.age, ig_steps=p.ig_steps, subject=w.subject, session=w.session,
+                    log_file=snakemake.log[0], threads=snakemake.threads)

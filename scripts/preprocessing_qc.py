@@ -1,9 +1,5 @@
-"""One row of quality-control figures per session, read from the step sidecars."""
-from pathlib import Path
+"""Rule preprocessing_qc: one row of quality-control figures per session."""
+from gamer_mril.provenance import run_preprocessing_qc
 
-from gamer_mril.jobs import job
-from gamer_mril.provenance import qc_table
-
-with job(snakemake) as j:
-    qc_table([f for d in snakemake.input for f in sorted(Path(d).glob("*.json"))],
-             snakemake.output.tsv)
+run_preprocessing_qc(list(snakemake.input), snakemake.output.tsv,
+                     log_file=snakemake.log[0], threads=snakemake.threads)

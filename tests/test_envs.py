@@ -508,7 +508,8 @@ def script_needs(path: Path) -> dict[str, str]:
 # ================================================================== the tests
 def test_rules_are_found():
     names = {r.name for r in all_rules()}
-    assert {"all", "preprocess_session", "train_fold", "explain_session"} <= names
+    assert {"all", "scale_map", "register_to_template", "train_fold", "explain_session",
+            "invert_session"} <= names
     assert code_rules(), "no rule with a script found"
 
 
@@ -712,7 +713,7 @@ def test_text_parser_sees_every_rule_snakemake_defines(tmp_path, mode):
             (d / "model.json").write_text("{}")
         config["training"] = {"frozen_models": str(tmp_path / "models")}
     listed = _listed_rules(tmp_path, config)
-    assert "all" in listed and "preprocess_session" in listed, listed
+    assert "all" in listed and "scale_map" in listed, listed
     parsed = {r.name for r in all_rules()}
     missed = sorted(listed - parsed)
     assert not missed, f"rules Snakemake defines that the text parser did not find: {missed}"

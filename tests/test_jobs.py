@@ -69,3 +69,74 @@ Reasons:
 """
     assert job_stats(text) == {"crop_to_brain": 1, "resample_to_ndi": 2}
     assert job_stats("Nothing to be done (all requested files are present and up to date).") == {}
+
+
+def test_a_failing_step_leaves_no_output_or_sidecar_and_names_rule_and_session(tmp_path):
+    import json
+
+    import pytest
+
+    from gamer_mril.jobs import step
+
+    src = tmp_path / "in.txt"
+    src.write_text("raw")
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    log = tmp_path / "logs" / "x.log"
+    with pytest.raises(RuntimeError) as err:
+        with step("scale_map", inputs={"image": str(src)}, params={"unit": "ms"},
+                  outputs=[a, b], log_file=log, subject="01", session="2") as s:
+            a.write_bytes(b"done")
+            s.sidecar(a, {"Fact": 1})
+            assert json.loads((tmp_path / "a.json").read_text())["GeneratedBy"]["Rule"] == "scale_map"
+            raise RuntimeError("b is broken")
+    assert "(rule scale_map, sub-01 ses-2)" in "\n".join(err.value.__notes__)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "logs"]
+    assert "b is broken" in log.read_text()
+
+
+def test_a_step_removes_stale_sidecars_of_its_missing_outputs(tmp_path):
+    from gamer_mril.jobs import step
+
+    out = tmp_path / "sub-01_ses-1_mask.nii.gz"
+    stale = tmp_path / "sub-01_ses-1_mask.json"    # left by a killed attempt
+    stale.write_text("{}")
+    other = tmp_path / "sub-01_ses-1_other.json"   # not this job's
+    other.write_text("{}")
+    with step("make_brain_mask", inputs={}, outputs=[out]) as s:
+        assert not stale.exists() and other.exists()
+        assert s.workdir.is_dir() and s.workdir.parent == tmp_path
+        workdir = s.workdir
+    assert not workdir.exists()
+
+
+def test_the_package_never_imports_or_reads_snakemake():
+    """The package is plain: no import of snakemake, no snakemake object's attributes."""
+    import re
+    from pathlib import Path
+
+    import gamer_mril
+
+    pattern = re.compile(r"^\s*(import|from)\s+snakemake\b|\bsmk\.|snakemake\.(input|output|"
+                         r"params|wildcards|log)\b", re.MULTILINE)
+    hits = [str(p) for p in Path(gamer_mril.__file__).parent.glob("*.py")
+            if pattern.search(p.read_text())]
+    assert hits == []
+
+
+def test_every_script_is_an_adapter_to_one_package_function():
+    """scripts/<rule>.py calls one gamer_mril function, run_<rule>, and holds no logic."""
+    import ast
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    for path in sorted(scripts.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        calls = [n.value.func.id for n in tree.body
+                 if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+                 and isinstance(n.value.func, ast.Name)]
+        assert calls == [f"run_{path.stem}"], (path.name, calls)
+        kinds = {type(n).__name__ for n in tree.body}
+        assert kinds <= {"Expr", "ImportFrom", "Assign"}, (path.name, kinds)
+        for n in tree.body:
+            if isinstance(n, ast.ImportFrom):
+                assert n.module.startswith("gamer_mril"), (path.name, n.module)

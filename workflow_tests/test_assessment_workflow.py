@@ -204,27 +204,26 @@ def test_warped_masks_and_group_heatmaps(trained):
     assert (group / "fig6_heatmaps.png").stat().st_size > 50_000
 
 
-def test_logs_and_step_timing(trained):
+#: The per-session rules, one job per session each.
+PER_SESSION_RULES = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
+                     "crop_to_brain", "register_to_template", "remove_cerebellum",
+                     "warp_brain_mask_to_template", "explain_session", "quantile_masks",
+                     "invert_session", "warp_top_masks")
+
+
+def test_every_job_has_its_log_and_benchmark(trained):
     results = trained / "results"
-    # One job per session and stage, one log each; its steps' seconds in its folder.
-    for rule, datatype, steps in (
-            ("preprocess_session", "anat",
-             ["scale_map (qT1)", "scale_map (MWF)", "scale_map (NDI)", "make_brain_mask",
-              "coregister_to_ndi (qT1)", "coregister_to_ndi (MWF)", "resample_to_ndi",
-              "crop_to_brain", "register_to_template", "remove_cerebellum",
-              "warp_brain_mask_to_template"]),
-            ("explain_session", "xai",
-             ["explain_session", "quantile_masks", "invert_session", "warp_top_masks"])):
-        logs = sorted((results / "logs" / rule).glob("*.log"))
-        assert len(logs) == 8
-        for log in logs:
-            key = log.stem
-            sub, ses = key.split("_")
-            timing = pd.read_csv(results / sub / ses / datatype / f"{key}_timing.tsv", sep="\t")
-            assert list(timing["step"]) == steps
-            assert (timing["seconds"] > 0).all() and (timing["peak_rss_mb"] > 0).all()
-            text = log.read_text()
-            assert all(f"step {s} done in" in text for s in steps), text[-2000:]
+    split = _sessions(results)
+    keys = sorted(f"sub-{s}_ses-{t}" for s, t in zip(split.subject, split.session))
+    assert len(keys) == 8
+    for rule in PER_SESSION_RULES:
+        logs = sorted(p.stem for p in (results / "logs" / rule).glob("*.log"))
+        assert logs == keys, rule
+        for key in keys:
+            text = (results / "logs" / rule / f"{key}.log").read_text()
+            assert f"rule {rule}, {key.replace('_', ' ')}" in text and "done in" in text, text
+            bench = pd.read_csv(results / "benchmarks" / rule / f"{key}.tsv", sep="\t")
+            assert bench["s"].iloc[0] > 0 and "max_rss" in bench
     for rule in ("voxel_inverting", "correlations", "group_heatmaps"):
         assert (results / "logs" / f"{rule}.log").exists()
         assert (results / "benchmarks" / f"{rule}.tsv").exists()

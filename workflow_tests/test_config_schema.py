@@ -43,3 +43,21 @@ def test_bad_config_is_refused(bad):
         config.setdefault(key, {}).update(value)
     with pytest.raises(WorkflowError):
         validate(config, SCHEMA)
+
+
+def test_schema_requires_the_levels_the_tables_use():
+    """The schema's copy of the levels Tables III and IV need is the package's."""
+    from gamer_mril.assessment import TABLE_III_LEVELS, TABLE_IV_LEVEL
+
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    levels = schema["properties"]["assessment"]["properties"]["levels"]
+    required = {c["contains"]["const"] for c in levels["allOf"]}
+    assert required == set(TABLE_III_LEVELS) | {TABLE_IV_LEVEL}
+    for missing in sorted(required):
+        config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+        config["assessment"] = {"levels": [n for n in range(10, 100, 10) if n != missing]}
+        with pytest.raises(WorkflowError):
+            validate(config, SCHEMA)
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    config["assessment"] = {"levels": [90, 50, 40, 30]}          # any order
+    validate(config, SCHEMA)

@@ -17,6 +17,11 @@ see test_audit_workflow.copy_run) a ninth subject is added with the synthetic ge
   it; touching a file without changing it reruns nothing when Snakemake has its checksum
   (files up to --max-checksum-file-size, 1 MB by default) and reruns by date otherwise;
   a changed parameter reruns its jobs unless --rerun-triggers leaves out params.
+* Every step is a rule, so a changed setting reruns from its step on: the template
+  resolution reruns the template registration and what depends on it, not the steps
+  before it; the integrated-gradients path reruns the relevance maps and what depends on
+  them, no preprocessing and no training. ``--until register_to_template`` plans the
+  steps up to the template registration and nothing else.
 """
 
 from __future__ import annotations
@@ -32,28 +37,34 @@ import pytest
 
 from gamer_mril.synthetic import generate_cohort
 
-from .conftest import jobs_run, run_snakemake, training_config
+from .conftest import jobs_run, make_config, run_snakemake, training_config
 from .test_audit_workflow import copy_run
 
 pytestmark = pytest.mark.slow
 
 NEW = "009"
-#: A session's jobs: its preprocessing (anat/) and its relevance maps with their
-#: per-session assessment (xai/).
-PREPROCESSING = {"preprocess_session": 1}
-EXPLANATION = {"explain_session": 1}
+#: A session's jobs: its preprocessing steps (anat/) and its relevance maps with their
+#: per-session assessment (xai/), one job per rule.
+BEFORE_TEMPLATE = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
+                   "crop_to_brain")
+PREPROCESSING = {r: 1 for r in BEFORE_TEMPLATE + (
+    "register_to_template", "remove_cerebellum", "warp_brain_mask_to_template")}
+EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
+                              "warp_top_masks")}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
-_BLOCK = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", re.MULTILINE)
+#: A job in a dry run's listing (indented when it is part of a group job, as the
+#: preprocessing steps of a session are).
+_BLOCK = re.compile(r"^( *)(?:local)?rule (\w+):\n((?:\1    .*\n)*)", re.MULTILINE)
 
 
 def planned(proc) -> list[tuple[str, str | None, str]]:
     """(rule, subject or None, reason) of every job in a dry run's listing."""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = []
-    for rule, body in _BLOCK.findall(proc.stdout + proc.stderr):
-        wc = re.search(r"^    wildcards: (.*)$", body, re.MULTILINE)
+    for _, rule, body in _BLOCK.findall(proc.stdout + proc.stderr):
+        wc = re.search(r"^ +wildcards: (.*)$", body, re.MULTILINE)
         wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
-        reason = re.search(r"^    reason: (.*)$", body, re.MULTILINE)
+        reason = re.search(r"^ +reason: (.*)$", body, re.MULTILINE)
         jobs.append((rule, wildcards.get("subject"), reason.group(1) if reason else ""))
     return jobs
 
@@ -88,6 +99,36 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert all("Params have changed" in why for r, _, why in jobs if r == "train_fold")
     assert nothing_to_do(run_snakemake(run, longer, "all", "-n", "--rerun-triggers",
                                        "mtime", "input", "code", "software-env"))
+    sessions = set(pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t",
+                               dtype=str).subject)
+
+    # ---- the template resolution: the template registration and what depends on it
+    # (every session), not the steps before it
+    finer = training_config(cohort)
+    finer["preprocessing"]["template_resolution"] = 1
+    jobs = dry_run(run, finer, "all")
+    for sub in sessions:
+        planned_here = per_session(jobs, sub)
+        assert not set(planned_here) & set(BEFORE_TEMPLATE), (sub, planned_here)
+        assert {**PREPROCESSING, **EXPLANATION} == {
+            **{r: 1 for r in BEFORE_TEMPLATE}, **planned_here}, (sub, planned_here)
+    # (Snakemake names one reason per job: the later steps' inputs are updated anyway)
+    params_changed = {r for r, s, why in jobs if s and "Params have changed" in why}
+    assert "register_to_template" in params_changed <= {
+        "register_to_template", "warp_brain_mask_to_template", "warp_top_masks"}, params_changed
+    # new network inputs: retrained on the same split
+    assert TRAINING - {"split_sessions"} <= cohort_level(jobs)
+    assert "split_sessions" not in cohort_level(jobs)
+
+    # ---- the integrated-gradients path: relevance maps and what depends on them only
+    ig = training_config(cohort)
+    ig["relevance"]["ig_steps"] = 9
+    jobs = dry_run(run, ig, "all")
+    for sub in sessions:
+        assert per_session(jobs, sub) == EXPLANATION, sub
+    assert all("Params have changed" in why for r, _, why in jobs if r == "explain_session")
+    assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
+                                  "dataset_description", "all"}  # (it records the config)
 
     # ---- frozen-model mode on the run's own models: predictions for real (the training
     # run's tables removed first: Snakemake would take its predictions.tsv as current),
@@ -157,7 +198,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     os.utime(t1)
     jobs = dry_run(run, frozen, *targets)
     assert per_session(jobs, "003") == PREPROCESSING
-    [why] = [why for r, s, why in jobs if s == "003"]
+    [why] = [why for r, s, why in jobs if s == "003" and r == "scale_map"]
     assert why == f"Updated input files: {t1}"
     assert {s for _, s, _ in jobs} == {"003", None}
     os.utime(t1, ns=(t1_times.st_atime_ns, t1_times.st_mtime_ns))
@@ -169,7 +210,15 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     jobs = dry_run(run, frozen, *targets)
     assert {s for _, s, _ in jobs} == {"003", None}
     assert per_session(jobs, "003") == PREPROCESSING
-    [why] = [why for r, s, why in jobs if r == "preprocess_session"]
+    [why] = [why for r, s, why in jobs if r == "scale_map"]
     assert why == f"Updated input files: {mwf}"
     assert cohort_level(jobs) == {"preprocessing_qc", "build_cache", "predict_sessions",
                                   "preprocess_all", "train_all"}
+
+
+def test_until_a_step_plans_that_step_and_what_it_needs(tiny_cohort, tmp_path):
+    config = make_config(tiny_cohort / "rawdata")
+    n = len(pd.read_csv(tiny_cohort / "rawdata" / "participants.tsv", sep="\t"))
+    jobs = dry_run(tmp_path / "work", config, "all", "--until", "register_to_template")
+    counts = Counter(rule for rule, _, _ in jobs)
+    assert counts == {r: n for r in BEFORE_TEMPLATE + ("register_to_template",)}, counts

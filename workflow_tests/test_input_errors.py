@@ -89,7 +89,7 @@ def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort)
         / "sub-{subject}_ses-{session}_space-qT1_desc-brain_mask.nii.gz")
     proc = run_snakemake(work, config, "preprocess_all", "--keep-going")
     assert proc.returncode != 0
-    logs = work / "results" / "logs" / "preprocess_session"
+    logs = work / "results" / "logs" / "scale_map"
 
     def log(sub, ses):
         return (logs / f"sub-{sub}_ses-{ses}.log").read_text()
@@ -102,9 +102,10 @@ def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort)
         text = log(sub, ses)
         assert f"sub-{sub} ses-{ses}" in text and str(path) in text and word in text.lower(), text
     assert "2 bad input map(s)" in log("002", "1")
-    # A failed session leaves no output folder that Snakemake would take for done.
+    # A failed session leaves no output (nor sidecar) that could be taken for done.
     for sub, ses, _, _ in cases:
-        assert not (work / "results" / f"sub-{sub}" / f"ses-{ses}" / "anat").exists()
+        anat = work / "results" / f"sub-{sub}" / f"ses-{ses}" / "anat"
+        assert not anat.exists() or not any(anat.iterdir()), sorted(anat.iterdir())
     # NaN voxels: counted, zeroed, warned about; not an error: the session (and what was
     # computed for it) is done.
     anat = work / "results" / "sub-002" / "ses-2" / "anat"
@@ -120,5 +121,8 @@ def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort)
         path.write_bytes(src.read_bytes())
     proc = run_snakemake(work, config, "preprocess_all", "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert job_stats(proc.stdout + proc.stderr) == {"preprocess_session": 3,
+    steps = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
+             "crop_to_brain", "register_to_template", "remove_cerebellum",
+             "warp_brain_mask_to_template")
+    assert job_stats(proc.stdout + proc.stderr) == {**{r: 3 for r in steps},
                                                     "preprocessing_qc": 1, "preprocess_all": 1}

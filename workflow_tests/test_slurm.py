@@ -49,11 +49,12 @@ JOB_BIN = Path(sys.executable).parent
 START_LIMIT = 300
 RUN_LIMIT = 900
 
-#: The steps of one session's preprocessing job (gamer_mril/session_jobs.py).
-SESSION_STEPS = ["scale_map (qT1)", "scale_map (MWF)", "scale_map (NDI)", "make_brain_mask",
-                 "coregister_to_ndi (qT1)", "coregister_to_ndi (MWF)", "resample_to_ndi",
+#: The per-session preprocessing rules (group "preprocess" in rules/preprocessing.smk),
+#: one job each per session, that a cluster runs as one SLURM job per session.
+SESSION_RULES = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
                  "crop_to_brain", "register_to_template", "remove_cerebellum",
-                 "warp_brain_mask_to_template"]
+                 "warp_brain_mask_to_template")
+GROUP = "preprocess"
 #: Flags of a run on this machine's test cluster (see the module docstring).
 TEST_CLUSTER_ARGS = [
     "--slurm-status-command", "squeue",
@@ -93,7 +94,7 @@ def test_gpu_rules_ask_for_a_gpu(tiny_cohort, tmp_path):
     """With `training: gpu: true` exactly the network's jobs (training, relevance maps,
     voxel inverting) ask for gpu=1, which the SLURM plugin turns into sbatch --gpus=1;
     with `gpu: false` no job does. A dry run: no cluster needed."""
-    gpu_rules = {"train_fold", "explain_session"}
+    gpu_rules = {"train_fold", "explain_session", "invert_session"}
     on = _dry_run_resources(tmp_path, tiny_cohort, True)
     asking = {r for r, lines in on.items() if any(re.search(r"\bgpu=1\b", x) for x in lines)}
     assert asking == gpu_rules, on
@@ -290,12 +291,14 @@ def completed_jobs(cluster: dict) -> dict:
 
 def slurm_logs(workdir: Path) -> dict:
     """{(kind, name): {job id: log text}} of the plugin's per-job logs
-    (rule_<rule>[/<wildcards>]/<job id>.log for single jobs, group_<group>_<rules>/... for
-    group jobs)."""
+    (rule_<rule>[/<wildcards>]/<job id>.log for single jobs, group_<group>[...]/... for
+    group jobs, whose name is then the group's)."""
     out: dict = {}
     root = workdir / ".snakemake" / "slurm_logs"
     for log in sorted(root.rglob("*.log")):
         kind, _, name = log.relative_to(root).parts[0].partition("_")
+        if kind == "group" and name.startswith(GROUP):
+            name = GROUP
         out.setdefault((kind, name), {})[log.stem] = log.read_text(errors="replace")
     return out
 
@@ -335,16 +338,16 @@ def test_preprocessing_on_slurm_one_job_per_session(slurm_cluster, tiny_cohort, 
     # Snakemake's own count of the jobs it ran.
     ran = jobs_run(SimpleNamespace(stdout=text, stderr=""))
     n = len(expected)
-    assert ran == {"preprocess_session": n, "make_template_cerebellum": 1,
+    assert ran == {**{r: n for r in SESSION_RULES}, "make_template_cerebellum": 1,
                    "preprocessing_qc": 1, "preprocess_all": 1}, ran
 
     # What SLURM ran: one job per session plus the two cohort-level jobs, all completed on
     # this cluster's node, all from this run (job name = Snakemake's run id).
     jobs = completed_jobs(slurm_cluster)
     logs = slurm_logs(work)
-    assert set(logs) == {("rule", "preprocess_session"), ("rule", "make_template_cerebellum"),
+    assert set(logs) == {("group", GROUP), ("rule", "make_template_cerebellum"),
                          ("rule", "preprocessing_qc")}, sorted(logs)
-    session_logs = logs[("rule", "preprocess_session")]
+    session_logs = logs[("group", GROUP)]
     assert len(session_logs) == n, sorted(session_logs)
     submitted = {j for per_job in logs.values() for j in per_job}
     assert set(jobs) == submitted, (sorted(jobs), sorted(submitted))
@@ -353,17 +356,15 @@ def test_preprocessing_on_slurm_one_job_per_session(slurm_cluster, tiny_cohort, 
     node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
     assert {r["NodeList"] for r in jobs.values()} == {node}
 
-    # Each session job ran exactly one session's whole chain, every step inside it, on
-    # one CPU.
+    # Each group job ran exactly one session's whole chain, each rule as a step inside it,
+    # on one CPU.
     seen = set()
     for job_id, log in session_logs.items():
         assert jobs[job_id]["ProcCnt"] == "1", jobs[job_id]
+        rules = re.findall(r"^(?:local)?rule (\w+):", log, flags=re.MULTILINE)
+        assert sorted(rules) == sorted(SESSION_RULES), (job_id, rules)
         pairs = set(re.findall(r"wildcards: subject=(\w+), session=(\w+)", log))
         assert len(pairs) == 1, (job_id, pairs)
-        [(subject, session)] = pairs
-        timing = pd.read_csv(Path(str(anat).format(subject, session))
-                             / f"sub-{subject}_ses-{session}_timing.tsv", sep="\t")
-        assert list(timing["step"]) == SESSION_STEPS, (job_id, timing)
         seen |= pairs
     assert seen == expected
     print(f"SLURM up in {slurm_cluster['start_s']:.1f} s; preprocess_all on SLURM "
@@ -372,7 +373,7 @@ def test_preprocessing_on_slurm_one_job_per_session(slurm_cluster, tiny_cohort, 
 
 @pytest.mark.slurm
 def test_gpu_job_gets_the_gpu(slurm_cluster, tmp_path):
-    """A job asking for gpu=1 (as train_fold and explain_session do with
+    """A job asking for gpu=1 (as train_fold, explain_session and invert_session do with
     `training: gpu: true`) goes through the profile to sbatch --gpus=1 and SLURM gives it
     the node's GPU (CUDA_VISIBLE_DEVICES set in the job; gres/gpu in the job record)."""
     work = tmp_path / "gpu"

@@ -1,0 +1,184 @@
+"""The per-session part of the assessment (METHOD.md 7): one job per rule.
+
+* :func:`run_quantile_masks` -- every scenario's top-N quantile masks, as one level image
+  per scenario, and the mean normalized value of each contrast inside them;
+* :func:`run_invert_session` -- voxel inverting: the explaining model's probability after
+  ``x -> 1 - x`` inside every top-N mask;
+* :func:`run_warp_top_masks` -- every scenario's top-N mask carried to MNI152.
+
+The cohort-level part (AUC per scenario and N, correlations, group heatmaps) is in
+:mod:`gamer_mril.assessment`, which also holds the array logic used here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from . import CONTRASTS
+from .io import atomic_path
+from .jobs import step
+from .layout import KEY
+
+
+def _maps(maps: Sequence) -> dict:
+    """{role: path} of the session's network inputs (t1map, mwfmap, ndimap)."""
+    return {KEY[c]: p for c, p in zip(CONTRASTS, maps)}
+
+log = logging.getLogger("gamer_mril")
+
+
+def read_level_image(path):
+    """(level image with one volume per contrast first, nibabel image)."""
+    import nibabel as nib
+
+    img = nib.load(path)
+    lvl = np.asarray(img.dataobj)
+    return (np.moveaxis(lvl, -1, 0) if lvl.ndim == 4 else lvl), img
+
+
+def run_quantile_masks(maps: Sequence, cerebrum, relmaps: Mapping, out: Mapping, out_values,
+                       *, levels: Sequence, subject, session, log_file=None,
+                       threads: int = 1) -> None:
+    """Rule quantile_masks. ``maps``: the session's network inputs (CONTRASTS order);
+    ``relmaps`` / ``out``: {scenario: relevance map (cropped grid) / level image}."""
+    import nibabel as nib
+
+    from . import assessment as A
+    from .explain import load_session_images
+    from .io import save_nifti
+
+    scenarios = sorted(int(n) for n in relmaps)
+    levels = [int(n) for n in levels]
+    inputs = {**_maps(maps), "cerebrum": cerebrum,
+              **{f"relmap_{n:02d}": relmaps[n] for n in scenarios}}
+    with step("quantile_masks", inputs=inputs,
+              params={"scenarios": scenarios, "levels": levels},
+              outputs=[*out.values(), out_values], log_file=log_file, threads=threads,
+              subject=subject, session=session) as s:
+        images, affine = load_session_images(list(maps))
+        brain = np.asarray(nib.load(cerebrum).dataobj) > 0
+        masks = {}
+        for n in scenarios:
+            path = relmaps[n]
+            img = nib.load(path)
+            if not np.allclose(img.affine, affine, atol=1e-4):
+                raise ValueError(f"{path}: grid differs from the session's maps")
+            rel = np.asarray(img.dataobj, dtype=np.float32)
+            kind = "individual" if rel.ndim == 4 else "combined"
+            m = A.quantile_masks(np.moveaxis(rel, -1, 0) if kind == "individual" else rel,
+                                 brain, levels, kind=kind)
+            masks[n] = m
+            lvl = A.level_image(m, levels, kind)
+            if kind == "individual":
+                lvl = np.moveaxis(lvl, 0, -1)                 # (L, D, H, W) -> (D, H, W, L)
+            save_nifti(lvl, affine, out[n])
+            counts = m.reshape(m.shape[:2] + (-1,)).sum(axis=-1)
+            vols = list(A.CONTRASTS) if kind == "individual" else ["combined"]
+            voxels = {v: {int(lv): int(counts[k, c]) for k, lv in enumerate(levels)}
+                      for c, v in enumerate(vols)}
+            empty = [v for v in vols if voxels[v][int(levels[-1])] == 0]
+            log.info("scenario %2d (%s): top-%d mask %s voxels", n, kind, levels[-1],
+                     {v: voxels[v][int(levels[-1])] for v in vols})
+            s.sidecar(out[n],
+                      dict(scenario=int(n), kind=kind, volumes=vols, levels=list(levels),
+                           encoding="value = smallest N whose top-N mask holds the voxel, "
+                                    "0 = in no mask; top-N mask = (value > 0) & (value <= N)",
+                           brain_voxels=int(brain.sum()), mask_voxels=voxels,
+                           empty_volumes=empty),
+                      inputs={"relmap": path, "cerebrum": cerebrum})
+        df = A.session_mask_values(images, masks, levels)
+        df.insert(0, "session", session)
+        df.insert(0, "subject", subject)
+        with atomic_path(out_values) as tmp:
+            df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+
+
+def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: Mapping,
+                       out, *, age: float, levels: Sequence, subject, session,
+                       log_file=None, threads: int = 1) -> None:
+    """Rule invert_session: the probability of the model that explains the session
+    (:func:`gamer_mril.explain.choose_model`) after inverting inside every scenario's
+    top-N mask, and without inverting (scenario 0, N 0). ``qmasks``: {scenario: level
+    image}; ``split_path``: None in frozen-model mode."""
+    import torch
+
+    from . import assessment as A
+    from .explain import choose_model, load_session_images, model_files
+    from .split import read_split
+    from .training import load_model, resolve_device
+
+    scenarios = sorted(int(n) for n in qmasks)
+    levels = [int(n) for n in levels]
+    inputs = {**_maps(maps), **({} if split_path is None else {"split": split_path}),
+              **{f"mask_{n:02d}": qmasks[n] for n in scenarios}}
+    with step("invert_session", inputs=inputs,
+              params={"age": float(age), "scenarios": scenarios, "levels": levels},
+              outputs=[out], log_file=log_file, threads=threads, subject=subject,
+              session=session) as s:
+        split = None if split_path is None else read_split(split_path)
+        fold, model_dir = choose_model(model_dirs, subject, session, split)
+        s.inputs["model"] = model_files(model_dir)
+        s.params["fold"] = fold
+        log.info("inverted by the model of fold %d (%s)", fold, model_dir)
+        device = resolve_device("auto")
+        model = load_model(model_dir, device=device)
+        images, _ = load_session_images(list(maps), model.contrasts)
+        # The network input of training and explanation: clipped to [0, 1], float16 values.
+        images = np.clip(images, 0.0, 1.0).astype(np.float16).astype(np.float32)
+
+        def predict(batch, ages):
+            with torch.no_grad():
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+                a = torch.from_numpy(np.asarray(ages, dtype=np.float32)).to(device)
+                return model(x, a, return_details=True)["p"].double().cpu().numpy()
+
+        one = {n: [A.masks_from_levels(read_level_image(qmasks[n])[0], levels)]
+               for n in scenarios}                                           # one session
+        _, probs = A.inverting_auc(predict, images[None], [float(age)], [0], one, levels,
+                                   batch_size=1, return_probabilities=True)
+        probs = probs.drop(columns="session")
+        probs.insert(0, "fold", fold)
+        probs.insert(0, "session", session)
+        probs.insert(0, "subject", subject)
+        log.info("baseline probability %.6f",
+                 float(probs.loc[probs["scenario"] == 0, "prob"].iloc[0]))
+        with atomic_path(out) as tmp:
+            probs.to_csv(tmp, sep="\t", index=False)
+
+
+def run_warp_top_masks(qmasks: Mapping, xfm: Mapping, out: Mapping, *, levels: Sequence,
+                       level: int, template_resolution: int, subject, session,
+                       log_file=None, threads: int = 1) -> None:
+    """Rule warp_top_masks: every scenario's top-``level`` mask to MNI152 (nearest
+    neighbour, the session's saved transforms); one volume per contrast for individual
+    maps. ``qmasks`` / ``out``: {scenario: level image / warped mask}."""
+    from . import assessment as A
+    from .io import save_nifti
+
+    scenarios = sorted(int(n) for n in qmasks)
+    levels = [int(n) for n in levels]
+    with step("warp_top_masks", inputs={**{f"mask_{n:02d}": qmasks[n] for n in scenarios},
+                                        **dict(xfm)},
+              params={"scenarios": scenarios, "levels": levels, "level": int(level),
+                      "template_resolution": template_resolution},
+              outputs=list(out.values()), log_file=log_file, threads=threads,
+              subject=subject, session=session) as s:
+        k = levels.index(int(level))
+        for n in scenarios:
+            lvl, img = read_level_image(qmasks[n])
+            individual = img.ndim == 4
+            m = A.masks_from_levels(lvl if individual else lvl[None], levels)[k]  # (V, D, H, W)
+            warped, tpl_affine = A.warp_masks_to_template(m, img.affine, dict(xfm),
+                                                          template_resolution)
+            data = np.moveaxis(warped, 0, -1) if individual else warped[0]
+            save_nifti(data.astype(np.uint8), tpl_affine, out[n])
+            names = list(A.CONTRASTS) if individual else ["combined"]
+            facts = dict(scenario=int(n), level=int(level), volumes=names,
+                         interpolation="nearestNeighbor",
+                         session_voxels={v: int(m[c].sum()) for c, v in enumerate(names)},
+                         template_voxels={v: int(warped[c].sum()) for c, v in enumerate(names)})
+            log.info("scenario %2d: %s", n, facts["template_voxels"])
+            s.sidecar(out[n], facts, inputs={"mask": qmasks[n], **dict(xfm)})

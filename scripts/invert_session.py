@@ -1,0 +1,11 @@
+"""Rule invert_session: voxel inverting of one session through its explaining model."""
+from gamer_mril.modelfiles import model_dirs
+from gamer_mril.session_assessment import run_invert_session
+
+i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
+run_invert_session([i.t1map, i.mwfmap, i.ndimap],
+                   model_dirs(i.weights),
+                   i.get("split"),
+                   {int(k[5:]): v for k, v in i.items() if k.startswith("mask_")},
+                   snakemake.output.tsv, age=p.age, levels=p.levels, subject=w.subject,
+                   session=w.session, log_file=snakemake.log[0], threads=snakemake.threads)
