@@ -24,6 +24,10 @@ CONTRAST_OF = {v: k for k, v in SUFFIX.items()}
 #: Key of each contrast's map in a step's named inputs and outputs.
 KEY = {"qT1": "t1map", "MWF": "mwfmap", "NDI": "ndimap"}
 
+#: The transforms between the cropped grid and MNI152 (Session.template_xfm); an affine-only
+#: registration (template_transform: Affine) has the first alone.
+TEMPLATE_XFM_KEYS = ("affine", "warp", "inverse_warp")
+
 XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
 XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}
 XFM_TPL_INV = {"from": TPL, "to": "NDIcrop", "mode": "image"}

@@ -344,9 +344,13 @@ def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, 
 def step_register_template(t1_path, mask_path, template_res, transform, workdir, out: dict) -> dict:
     """Step 6: the session (cropped NDI grid) to MNI152: affine then SyN.
 
-    ``out``: keys ``affine``, ``warp``, ``inverse_warp`` -> final file names. The moving
-    image is the masked pseudo-T1w, matching the template's T1 weighting.
+    ``out``: keys ``affine``, ``warp``, ``inverse_warp`` -> final file names (``affine``
+    alone for an affine-only registration). The moving image is the masked pseudo-T1w,
+    matching the template's T1 weighting.
     """
+    writes = ["affine", "inverse_warp", "warp"] if transform == "SyN" else ["affine"]
+    if sorted(out) != writes:
+        raise ValueError(f"a {transform} registration writes {writes}, not {sorted(out)}")
     from . import registration as reg
     from . import templates
 
@@ -367,13 +371,19 @@ def step_register_template(t1_path, mask_path, template_res, transform, workdir,
 
 
 def to_template_transforms(xfm: dict):
-    """Transform list (and inversion flags) taking session points to the template grid."""
-    return [xfm["warp"], xfm["affine"]], [False, False]
+    """Transform list (and inversion flags) taking session images to the template grid
+    (``xfm``: affine, and warp unless the registration was affine only)."""
+    if "warp" in xfm:
+        return [xfm["warp"], xfm["affine"]], [False, False]
+    return [xfm["affine"]], [False]
 
 
 def from_template_transforms(xfm: dict):
-    """Transform list (and inversion flags) taking template images into the session grid."""
-    return [xfm["affine"], xfm["inverse_warp"]], [True, False]
+    """Transform list (and inversion flags) taking template images into the session grid
+    (``xfm``: affine, and inverse_warp unless the registration was affine only)."""
+    if "inverse_warp" in xfm:
+        return [xfm["affine"], xfm["inverse_warp"]], [True, False]
+    return [xfm["affine"]], [True]
 
 
 def template_cerebellum(margin_mm: float):
@@ -553,7 +563,8 @@ def run_crop_to_brain(maps: Mapping, mask, shape, out: Mapping, out_mask, out_bo
 def run_register_to_template(t1map, mask, out: Mapping, *, template_resolution: int,
                              transform: str, seed: int, subject=None, session=None,
                              log_file=None, threads: int = 1) -> None:
-    """Rule register_to_template (step 6): ``out`` keys affine, warp, inverse_warp."""
+    """Rule register_to_template (step 6): ``out`` keys affine, warp, inverse_warp (SyN)
+    or affine (Affine)."""
     from .jobs import step
 
     with step("register_to_template", inputs={"t1map": t1map, "mask": mask},

@@ -85,7 +85,12 @@ XFM_TO_NDI = {layout.KEY[c]: S.xfm_to_ndi(layout.SUFFIX[c]) for c in ("qT1", "MW
 NDI_GRID = {layout.KEY[c]: S.ndi_grid(layout.SUFFIX[c]) for c in CONTRASTS}
 CROP_GRID = {layout.KEY[c]: S.crop_grid(layout.SUFFIX[c]) for c in CONTRASTS}
 PREPROC = {layout.KEY[c]: S.preproc(c) for c in CONTRASTS}
-TEMPLATE_XFM = S.template_xfm
+#: Step 6's transforms: affine, warp and inverse warp (SyN), or the affine alone (Affine).
+TEMPLATE_XFM = {
+    k: v
+    for k, v in S.template_xfm.items()
+    if PP["template_transform"] == "SyN" or k == "affine"
+}
 RELMAP_CROP = {f"crop_{n:02d}": S.relmap("NDIcrop", n) for n in SCENARIOS}
 RELMAP_NDI = {f"ndi_{n:02d}": S.relmap("NDI", n) for n in SCENARIOS}
 QMASKS = {f"mask_{n:02d}": S.qmask(n) for n in SCENARIOS}

@@ -1,8 +1,9 @@
 """Rule warp_brain_mask_to_template: quality control of step 6."""
+from gamer_mril.layout import TEMPLATE_XFM_KEYS
 from gamer_mril.preprocessing import run_warp_brain_mask_to_template
 
 i, w = snakemake.input, snakemake.wildcards
-run_warp_brain_mask_to_template(i.mask, {k: i[k] for k in ("affine", "warp", "inverse_warp")},
+run_warp_brain_mask_to_template(i.mask, {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},
                                 snakemake.output.mask,
                                 template_resolution=snakemake.params.template_resolution,
                                 subject=w.subject, session=w.session,

@@ -1,9 +1,10 @@
 """Rule warp_top_masks: every scenario's top-N mask of one session in MNI152."""
+from gamer_mril.layout import TEMPLATE_XFM_KEYS
 from gamer_mril.session_assessment import run_warp_top_masks
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
 run_warp_top_masks({int(k[5:]): v for k, v in i.items() if k.startswith("mask_")},
-                   {k: i[k] for k in ("affine", "warp", "inverse_warp")},
+                   {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},
                    {int(k[4:]): v for k, v in o.items() if k.startswith("top_")},
                    levels=p.levels, level=p.level, template_resolution=p.template_resolution,
                    subject=w.subject, session=w.session,

@@ -92,3 +92,29 @@ def test_rerun_does_nothing(preprocessed, tiny_cohort):
                          "dataset_description", "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_an_affine_template_registration_runs_through(tiny_cohort, tmp_path):
+    """template_transform: Affine writes the affine alone; the steps after it (cerebellum
+    removal, the QC warp) use it alone. One session, the generator's brain mask given."""
+    config = make_config(tiny_cohort / "rawdata", template_transform="Affine")
+    config["inputs"]["brain_mask"] = str(
+        tiny_cohort / "ground_truth" / "sub-{subject}" / "ses-{session}"
+        / "sub-{subject}_ses-{session}_space-qT1_desc-brain_mask.nii.gz")
+    table = pd.read_csv(tiny_cohort / "rawdata" / "participants.tsv", sep="\t", dtype=str)
+    sub, ses = table.subject[0], table.session[0]
+    anat = Path("results") / f"sub-{sub}" / f"ses-{ses}" / "anat"
+    pre = f"sub-{sub}_ses-{ses}"
+    targets = [str(anat / f"{pre}_space-NDIcrop_desc-preproc_T1map.nii.gz"),
+               str(anat / f"{pre}_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz")]
+    proc = run_snakemake(tmp_path, config, *targets)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    xfms = sorted(p.name for p in (tmp_path / anat).glob("*MNI152*_xfm.*")
+                  if p.suffix != ".json")
+    assert xfms == [f"{pre}_from-NDIcrop_to-MNI152NLin2009cAsym_mode-image_desc-affine_xfm.mat"]
+    side = json.loads((tmp_path / anat / f"{pre}_space-MNI152NLin2009cAsym_desc-brain_mask.json")
+                      .read_text())
+    assert side["Facts"]["DiceWithTemplateBrainMask"] > 0.8
+    cereb = json.loads((tmp_path / anat / f"{pre}_space-NDIcrop_desc-cerebellum_mask.json")
+                       .read_text())
+    assert cereb["Facts"]["CerebellumVolume_ml"] > 0
