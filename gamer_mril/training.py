@@ -500,11 +500,16 @@ def _finite_or_none(v):
 
 
 def _auc(label, prob) -> float:
-    from sklearn.metrics import roc_auc_score
-    label, prob = np.asarray(label), np.asarray(prob, dtype=float)
-    if len(np.unique(label)) < 2 or not np.isfinite(prob).all():
+    """ROC AUC as the Mann-Whitney statistic (ties count one half), NaN with one class."""
+    from scipy.stats import rankdata
+
+    label, prob = np.asarray(label).astype(int), np.asarray(prob, dtype=float)
+    pos = label == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0 or not np.isfinite(prob).all():
         return float("nan")
-    return float(roc_auc_score(label, prob))
+    ranks = rankdata(prob)
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def _better(candidate: tuple, best: tuple | None) -> bool:
@@ -805,13 +810,32 @@ def mean_of_folds(test_predictions: Mapping) -> pd.DataFrame:
     return out
 
 
+#: Metrics of Table II that get a confidence interval.
+INTERVAL_METRICS = ("auc", "accuracy", "specificity", "sensitivity")
+
+
+def _metrics(frame: pd.DataFrame, threshold: float) -> dict:
+    m = binary_metrics(frame["label"], frame["prob"], threshold)
+    return {k: m[k] for k in INTERVAL_METRICS}
+
+
+def _fold_mean_metrics(frame: pd.DataFrame, threshold: float) -> dict:
+    """The unweighted mean over folds (column ``fold``) of each fold's metrics."""
+    per_fold = [_metrics(df, threshold) for _, df in frame.groupby("fold")]
+    return {k: float(np.mean([m[k] for m in per_fold])) for k in INTERVAL_METRICS}
+
+
 def table_ii(val_predictions: Mapping, test_predictions: Mapping,
-             threshold: float = 0.5) -> pd.DataFrame:
-    """Table II: per-fold validation metrics, their mean, and the test set's metrics.
+             threshold: float = 0.5, n_resamples: int | None = None,
+             seed: int = 0) -> pd.DataFrame:
+    """Table II: per-fold validation metrics, their mean, and the test set's metrics,
+    each with a 95% subject-grouped bootstrap interval (:mod:`gamer_mril.bootstrap`:
+    ``<metric>_low``, ``<metric>_high``; ``n_resamples`` resamples, 2,000 by default,
+    seeded; 0 leaves the intervals out).
 
     ``val_predictions`` / ``test_predictions``: {fold: predictions frame (label, prob,
     subject, session)}; the same folds in both. Rows (columns ``set``, ``model``, then
-    auc, accuracy, specificity, sensitivity, n):
+    auc, accuracy, specificity, sensitivity, n, then the interval bounds):
 
     * ``validation`` / ``fold k`` for each fold, on its own validation sessions;
     * ``validation`` / ``mean``: the unweighted mean over folds of each metric (a NaN in
@@ -820,7 +844,13 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
       validation AUC (ties: the lowest fold);
     * ``test`` / ``mean of folds``: the test set scored by the mean over fold models of
       each session's probability (:func:`mean_of_folds`).
+
+    The mean row's interval resamples the subjects of all folds together (each subject is
+    in one fold) and averages the folds' metrics in each resample.
     """
+    from .bootstrap import N_RESAMPLES, grouped_bootstrap
+
+    n_resamples = N_RESAMPLES if n_resamples is None else int(n_resamples)
     folds = sorted(val_predictions)
     if not folds:
         raise ValueError("no folds given")
@@ -846,7 +876,20 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
     combined = mean_of_folds(test_predictions)
     rows.append(dict(set="test", model="mean of folds",
                      **binary_metrics(combined["label"], combined["prob"], threshold)))
-    return pd.DataFrame(rows, columns=["set", "model", *METRIC_COLUMNS])
+    columns = ["set", "model", *METRIC_COLUMNS]
+    if n_resamples:
+        pooled = pd.concat([val_predictions[k].assign(fold=k) for k in folds],
+                           ignore_index=True)
+        samples = [(val_predictions[k], _metrics) for k in folds]
+        samples += [(pooled, _fold_mean_metrics), (test_predictions[best], _metrics),
+                    (combined, _metrics)]
+        for row, (frame, stat) in zip(rows, samples):
+            ci = grouped_bootstrap(frame, lambda f, stat=stat: stat(f, threshold),
+                                   n_resamples=n_resamples, seed=seed)
+            for k in INTERVAL_METRICS:
+                row[f"{k}_low"], row[f"{k}_high"] = ci[k][:2]
+        columns += [f"{k}_{b}" for k in INTERVAL_METRICS for b in ("low", "high")]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def mean_attention(predictions, contrasts: Sequence[str] = CONTRASTS,

@@ -38,6 +38,10 @@ def test_training_runs_end_to_end(trained, training_cohort):
     assert list(t2["model"])[:3] == ["fold 0", "fold 1", "mean"]
     assert set(t2["set"]) == {"validation", "test"}
     assert (t2["n"] > 0).all()
+    for m in ("auc", "accuracy", "specificity", "sensitivity"):    # 95% bootstrap intervals
+        defined = t2[m].notna()
+        assert (t2.loc[defined, f"{m}_low"] <= t2.loc[defined, m] + 1e-9).all(), m
+        assert (t2.loc[defined, m] <= t2.loc[defined, f"{m}_high"] + 1e-9).all(), m
     att = pd.read_csv(group / "attention_weights.tsv", sep="\t")
     assert list(att["contrast"]) == ["qT1", "MWF", "NDI"]
     assert (group / "roc.png").stat().st_size > 1000
