@@ -15,7 +15,8 @@ and renamed, gamer_mril/io.py); B's partial outputs are refused by Snakemake (in
 unless ``--rerun-incomplete`` is given; with it the rerun runs exactly the two killed jobs
 and completes, every output finished before the kills is kept as it was, and every
 provenance sidecar (written beside its image, not an output Snakemake knows) describes
-the image beside it: a sidecar a killed job left is removed or rewritten by the rerun.
+the image beside it (a job removes stale sidecars of its outputs when it starts:
+tests/test_jobs.py).
 """
 
 from __future__ import annotations
