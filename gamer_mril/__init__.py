@@ -1,8 +1,8 @@
 """GAMER-MRIL: disability classification and relevance maps from quantitative MRI.
 
-The package holds the logic of every stage of the method (``../shared/METHOD.md``), one
-module per stage; the Snakemake workflow only wires files to these functions. Nothing
-in the package imports snakemake.
+The package holds the logic of every stage of the method (described stage by stage in the
+README and in ``docs/``), one module per stage; the Snakemake workflow only wires files to
+these functions. Nothing in the package imports snakemake.
 """
 
 __version__ = "0.1.0"

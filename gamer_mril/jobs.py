@@ -84,9 +84,11 @@ def sweep_litter(rule: str, outputs) -> list:
     A job killed by SIGKILL (or a lost node) cannot clean up: its scratch folder
     (``.work-<rule>-<first output's stem>-<pid>``) and the hidden temporary files of
     :func:`gamer_mril.io.atomic_path` (``.<output name>.<random><suffix>``) stay. They are
-    never taken for outputs, but they are litter. Snakemake runs at most one instance of a
-    job at a time (its outputs are locked), so whatever carries this job's names when it
-    starts belongs to a dead attempt. Returns the paths removed.
+    never taken for outputs, but they are litter. So are the sidecars of outputs that do
+    not exist (Snakemake removes a job's outputs before it runs it): they would describe
+    files that are gone. Snakemake runs at most one instance of a job at a time (its
+    outputs are locked), so whatever carries this job's names when it starts belongs to a
+    dead attempt. Returns the paths removed.
     """
     outputs = [Path(o) for o in outputs]
     removed = []
@@ -98,6 +100,9 @@ def sweep_litter(rule: str, outputs) -> list:
     for out in outputs:
         if out.parent.is_dir():
             candidates += [p for p in out.parent.glob(f".{out.name}.*") if p.is_file()]
+            side = sidecar_path(out)
+            if side != out and side.exists() and not out.exists():
+                candidates.append(side)
     for p in candidates:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -138,12 +143,6 @@ def step(rule: str, *, inputs: Mapping, outputs: Sequence, params: Mapping | Non
     outputs = [Path(o) for o in outputs]
     first = outputs[0]
     sweep_litter(rule, outputs)
-    # Sidecars of outputs that do not exist (Snakemake removes a job's outputs before it
-    # runs it) are left from a killed attempt: they would describe files that are gone.
-    for out in outputs:
-        side = sidecar_path(out)
-        if side != out and side.exists() and not out.exists():
-            side.unlink()
     workdir = first.parent / f".work-{rule}-{first.name.split('.')[0]}-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     s = Step(rule, inputs, params, workdir, subject, session)

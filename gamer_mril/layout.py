@@ -21,8 +21,14 @@ from .templates import TEMPLATE_SPACE as TPL
 #: File suffix of each contrast.
 SUFFIX = {"qT1": "T1map", "MWF": "MWFmap", "NDI": "NDImap"}
 CONTRAST_OF = {v: k for k, v in SUFFIX.items()}
-#: Key of each contrast's map in a step's named inputs and outputs.
+#: Key of each contrast's map in a step's named inputs and outputs (and its role in the
+#: provenance sidecars).
 KEY = {"qT1": "t1map", "MWF": "mwfmap", "NDI": "ndimap"}
+
+
+def roles(maps, prefix: str = "") -> dict:
+    """{role: path} of maps given by contrast ({qT1: path, ...}): qT1 -> t1map, ..."""
+    return {prefix + KEY[c]: p for c, p in dict(maps).items()}
 
 #: The transforms between the cropped grid and MNI152 (Session.template_xfm); an affine-only
 #: registration (template_transform: Affine) has the first alone.
@@ -31,7 +37,6 @@ TEMPLATE_XFM_KEYS = ("affine", "warp", "inverse_warp")
 XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
 XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}
 XFM_TPL_INV = {"from": TPL, "to": "NDIcrop", "mode": "image"}
-
 
 
 def bids(root, suffix, ext=".nii.gz", datatype="anat", subject="{subject}",

@@ -32,13 +32,11 @@ def find_fold_models(folder) -> dict:
     for sub in sorted(folder.glob("fold-*")):
         if not sub.is_dir():
             continue
-        tail = sub.name[len("fold-"):]
-        if not tail.isdigit():
-            raise ValueError(f"{sub}: a fold folder must be named fold-<number>")
+        fold = fold_of(sub)
         missing = [n for n in (MODEL_WEIGHTS, MODEL_JSON) if not (sub / n).is_file()]
         if missing:
             raise ValueError(f"{sub}: incomplete fold model, missing {', '.join(missing)}")
-        found[int(tail)] = sub
+        found[fold] = sub
     if not found:
         raise ValueError(f"{folder} holds no trained fold model (fold-<k>/{MODEL_WEIGHTS} "
                          f"and {MODEL_JSON}, as the training jobs write them)")

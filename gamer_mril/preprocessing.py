@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import CONTRASTS
+from .layout import roles
 
 log = logging.getLogger("gamer_mril")
 
@@ -456,13 +457,6 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path) -> 
 # ``maps`` and ``out`` dictionaries are keyed by contrast (qT1, MWF, NDI); the sidecars
 # name each map by its role (gamer_mril.layout.KEY: t1map, mwfmap, ndimap).
 
-
-def _roles(maps: Mapping, prefix: str = "") -> dict:
-    """{role: path} of maps keyed by contrast (qT1 -> t1map, ...)."""
-    from .layout import KEY
-
-    return {prefix + KEY[c]: p for c, p in maps.items()}
-
 def run_make_template_cerebellum(margin_mm: float, out, *, log_file=None,
                                  threads: int = 1) -> None:
     """Rule make_template_cerebellum: the MNI152 cerebellum mask, made once."""
@@ -480,7 +474,7 @@ def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, sessio
     from .errors import InputError
     from .jobs import step
 
-    with step("scale_map", inputs=_roles(raw), params={"units": dict(units)},
+    with step("scale_map", inputs=roles(raw), params={"units": dict(units)},
               outputs=list(out.values()), log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
         bad = []
@@ -521,7 +515,7 @@ def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, transform: str,
     ``moving`` / ``out``: {contrast: scaled map} / {contrast: transform file}."""
     from .jobs import step
 
-    with step("coregister_to_ndi", inputs={"fixed": ndi, **_roles(moving)},
+    with step("coregister_to_ndi", inputs={"fixed": ndi, **roles(moving)},
               params={"transform": transform, "seed": seed}, outputs=list(out.values()),
               log_file=log_file, threads=threads, seed=seed, subject=subject,
               session=session) as s:
@@ -537,7 +531,7 @@ def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping,
     ``moving`` / ``xfms``: {qT1, MWF: scaled map / transform}; ``out``: all three."""
     from .jobs import step
 
-    inputs = {"ndi": ndi, **_roles(moving), **_roles(xfms, "xfm_"), "mask": mask}
+    inputs = {"ndi": ndi, **roles(moving), **roles(xfms, "xfm_"), "mask": mask}
     with step("resample_to_ndi", inputs=inputs, outputs=[*out.values(), out_mask],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
         facts = step_resample_to_ndi(ndi, dict(moving), dict(xfms), mask, dict(out), out_mask)
@@ -550,7 +544,7 @@ def run_crop_to_brain(maps: Mapping, mask, shape, out: Mapping, out_mask, out_bo
     """Rule crop_to_brain (step 5): a fixed matrix centred on the brain, box recorded."""
     from .jobs import step
 
-    with step("crop_to_brain", inputs={**_roles(maps), "mask": mask},
+    with step("crop_to_brain", inputs={**roles(maps), "mask": mask},
               params={"shape": [int(n) for n in shape]},
               outputs=[*out.values(), out_mask, out_box], log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
@@ -586,7 +580,7 @@ def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Ma
 
     outputs = [*out.values(), out_cerebellum, out_cerebrum]
     with step("remove_cerebellum",
-              inputs={**_roles(maps), "mask": mask, "cerebellum": cerebellum, **dict(xfm)},
+              inputs={**roles(maps), "mask": mask, "cerebellum": cerebellum, **dict(xfm)},
               outputs=outputs, log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
         facts = step_remove_cerebellum(dict(maps), mask, dict(xfm), cerebellum, dict(out),

@@ -20,12 +20,12 @@ import numpy as np
 from . import CONTRASTS
 from .io import atomic_path
 from .jobs import step
-from .layout import KEY
+from .layout import roles
 
 
 def _maps(maps: Sequence) -> dict:
-    """{role: path} of the session's network inputs (t1map, mwfmap, ndimap)."""
-    return {KEY[c]: p for c, p in zip(CONTRASTS, maps)}
+    """{role: path} of the session's network inputs, given in CONTRASTS order."""
+    return roles(zip(CONTRASTS, maps))
 
 log = logging.getLogger("gamer_mril")
 

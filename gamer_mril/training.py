@@ -1019,9 +1019,9 @@ def run_build_cache(table_path, maps: Mapping, images_out, index_out, *,
     memory-mapped array. ``maps``: {contrast: [every session's preprocessed map]}."""
     from .inputs import load_participants
     from .jobs import step
-    from .layout import KEY, session_of
+    from .layout import roles, session_of
 
-    inputs = {"table": table_path, **{KEY[c]: list(maps[c]) for c in CONTRASTS}}
+    inputs = {"table": table_path, **roles({c: list(maps[c]) for c in CONTRASTS})}
     with step("build_cache", inputs=inputs, outputs=[images_out, index_out],
               log_file=log_file, threads=threads) as s:
         table = load_participants(table_path)

@@ -7,6 +7,9 @@
 import os
 import sys
 
+import pandas as pd
+from snakemake.logging import logger
+
 sys.path.insert(0, workflow.basedir)
 
 from gamer_mril import CONTRASTS
@@ -29,8 +32,19 @@ wildcard_constraints:
 
 # ---------------------------------------------------------------- the session table
 def _load_sessions():
+    """The session table, checked with every session's files. A table that does not exist
+    gives no sessions and a warning: every target takes the table as an input, so
+    Snakemake stops when it plans a run, naming the file, while commands that need no
+    data (--lint, --list-rules) still work."""
+    path = config["inputs"]["participants"]
+    if not os.path.exists(path):
+        logger.warning(
+            f"The participants table {path} does not exist; check the 'participants' "
+            f"entry of the config (the demo's is made by `make demo`)."
+        )
+        return pd.DataFrame(columns=["subject", "session", "age", "edss"])
     try:
-        table = load_participants(config["inputs"]["participants"])
+        table = load_participants(path)
         check_session_files(
             table, config["inputs"]["maps"], config["inputs"].get("brain_mask")
         )

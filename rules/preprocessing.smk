@@ -252,6 +252,7 @@ rule preprocessing_qc:
     """One row per session: non-finite voxels, brain and cerebellum volumes, Dice of the
     warped brain mask with the template's (read from the step sidecars)."""
     input:
+        table=PARTICIPANTS,
         scaled=[for_sessions(p) for p in SCALED.values()],
         cerebellum=for_sessions(S.cerebellum),
         template_mask=for_sessions(S.template_brain_mask),

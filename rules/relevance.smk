@@ -120,6 +120,7 @@ rule warp_top_masks:
 rule explain_all:
     """Every session's relevance maps and their per-session assessment."""
     input:
+        PARTICIPANTS,
         [for_sessions(p) for p in RELMAP_CROP.values()],
         for_sessions(S.inverting),
         for_sessions(S.mask_values),

@@ -1,5 +1,6 @@
 """Rule preprocessing_qc: one row of quality-control figures per session."""
 from gamer_mril.provenance import run_preprocessing_qc
 
-run_preprocessing_qc(list(snakemake.input), snakemake.output.tsv,
+i = snakemake.input
+run_preprocessing_qc([*i.scaled, *i.cerebellum, *i.template_mask], snakemake.output.tsv,
                      log_file=snakemake.log[0], threads=snakemake.threads)

@@ -126,3 +126,18 @@ def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort)
              "warp_brain_mask_to_template")
     assert job_stats(proc.stdout + proc.stderr) == {**{r: 3 for r in steps},
                                                     "preprocessing_qc": 1, "preprocess_all": 1}
+
+
+def test_a_missing_table_stops_every_target_but_not_linting(tmp_path):
+    """Without its participants table the workflow still parses (--lint, --list-rules),
+    and every target stops when it is planned, naming the table."""
+    config = make_config(tmp_path / "nowhere")
+    table = config["inputs"]["participants"]
+    lint = run_snakemake(tmp_path / "lint", config, "--lint")
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+    assert f"The participants table {table} does not exist" in lint.stderr
+    for target in ("all", "preprocess_all", "train_all", "explain_all", "assess_all"):
+        proc = run_snakemake(tmp_path / target, config, target, "-n")
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "MissingInputException" in text, (target, text[-2000:])
+        assert table in text, target
