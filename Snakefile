@@ -10,6 +10,7 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 include: "rules/common.smk"
+include: "rules/inputs.smk"
 include: "rules/preprocessing.smk"
 include: "rules/training.smk"
 include: "rules/relevance.smk"

@@ -27,6 +27,7 @@ import glob
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -43,6 +44,10 @@ __all__ = [
     "load_participants",
     "find_maps",
     "check_session_files",
+    "Selection",
+    "select_sessions",
+    "write_participants",
+    "run_select_participants",
     "load_map",
     "check_units",
 ]
@@ -370,15 +375,39 @@ def _expected_path(pattern: str, subject: str, session: str) -> str:
         "{session}", session)
 
 
-def check_session_files(table, patterns: dict, mask_pattern=None) -> None:
-    """Check that table rows and map files correspond one to one.
+def _other_extension(path: str):
+    """The same path with the other NIfTI extension (.nii <-> .nii.gz), or None."""
+    if path.endswith(".nii.gz"):
+        return path[: -len(".gz")]
+    if path.endswith(".nii"):
+        return path + ".gz"
+    return None
 
-    Every session in ``table`` (from :func:`load_participants`) must have its three maps
-    (``patterns`` maps each of ``qT1``, ``MWF``, ``NDI`` to a path pattern), and every map
-    on disk must have a table row. A mask (``mask_pattern``) is optional per session, but
-    a mask whose session is not in the table is an error. All problems are reported in
-    one InputError, one line each.
+
+def _missing_map(what: str, expected: str) -> str:
+    """Why a listed session's file is missing; names a twin with the other extension."""
+    twin = _other_extension(expected)
+    if twin and os.path.exists(twin):
+        want, have = (".nii.gz", ".nii") if expected.endswith(".gz") else (".nii", ".nii.gz")
+        return (f"{what} {expected} does not exist, but {twin} does: the config's pattern "
+                f"says {want} and the file is {have}; change the pattern's extension in "
+                f"the config (or {'compress' if want == '.nii.gz' else 'decompress'} the "
+                f"file).")
+    return f"{what} {expected} does not exist."
+
+
+def check_session_files(table, patterns: dict, mask_pattern=None, selection=None) -> int:
+    """Check that the selected table rows and the map files correspond one to one.
+
+    Every session in ``table`` (from :func:`load_participants`, already narrowed by
+    :func:`select_sessions`) must have its three maps (``patterns`` maps each of ``qT1``,
+    ``MWF``, ``NDI`` to a path pattern), and every map on disk of a selected session must
+    have a table row. Files of sessions that ``selection`` leaves out are ignored; their
+    sessions are counted and the count returned. A mask (``mask_pattern``) is optional per
+    session, but a mask of a selected session that is not in the table is an error. All
+    problems are reported in one InputError, one line each.
     """
+    selection = selection if selection is not None else Selection()
     absent = [c for c in CONTRASTS if c not in patterns]
     unknown = [str(c) for c in patterns if c not in CONTRASTS]
     if absent or unknown:
@@ -390,6 +419,8 @@ def check_session_files(table, patterns: dict, mask_pattern=None) -> None:
     listed = [(str(s), str(t)) for s, t in zip(table["subject"], table["session"])]
     listed_set = set(listed)
     found = find_maps({c: patterns[c] for c in CONTRASTS})
+    masks = _find_one(mask_pattern, "brain mask") if mask_pattern is not None else {}
+    ignored = {key for key in (*found, *masks) if key not in selection}
 
     problems = []
     for subject, session in listed:
@@ -397,29 +428,146 @@ def check_session_files(table, patterns: dict, mask_pattern=None) -> None:
         for contrast in CONTRASTS:
             if contrast not in have:
                 expected = _expected_path(patterns[contrast], subject, session)
-                problems.append(f"{session_label(subject, session)} is listed in the "
-                                f"participants table but its {contrast} map {expected} "
-                                f"does not exist.")
+                problems.append(_missing_map(
+                    f"{session_label(subject, session)} is listed in the participants "
+                    f"table but its {contrast} map", expected))
     for (subject, session), files in found.items():
-        if (subject, session) not in listed_set:
+        if (subject, session) not in listed_set and (subject, session) not in ignored:
             for contrast, path in files.items():
                 problems.append(f"The {contrast} map {path} belongs to "
                                 f"{session_label(subject, session)}, which has no row in "
-                                f"the participants table; add the row or move the file "
-                                f"out of the input folder.")
-    if mask_pattern is not None:
-        for (subject, session), path in _find_one(mask_pattern, "brain mask").items():
-            if (subject, session) not in listed_set:
-                problems.append(f"The brain mask {path} belongs to "
-                                f"{session_label(subject, session)}, which has no row in "
-                                f"the participants table; add the row or move the file "
-                                f"out of the input folder.")
+                                f"the participants table; add the row, move the file out "
+                                f"of the input folder, or leave the session out with the "
+                                f"config's participant/session labels.")
+    for (subject, session), path in masks.items():
+        if (subject, session) not in listed_set and (subject, session) not in ignored:
+            problems.append(f"The brain mask {path} belongs to "
+                            f"{session_label(subject, session)}, which has no row in "
+                            f"the participants table; add the row or move the file "
+                            f"out of the input folder.")
     if problems:
         if len(problems) == 1:
             raise InputError(problems[0])
         raise InputError(f"The input files and the participants table do not match "
                          f"({len(problems)} problems):\n"
                          + "\n".join(f"  - {p}" for p in problems))
+    return len(ignored)
+
+
+# ---------------------------------------------------------------------------------------
+# Subsets of a dataset
+# ---------------------------------------------------------------------------------------
+
+def _labels(values, prefix: str, key: str) -> tuple:
+    out = []
+    for value in values or ():
+        label = _strip_prefix(value, prefix)
+        if not _LABEL_RE.fullmatch(label):
+            raise InputError(f"The config's inputs: {key} holds {value!r}, which is not a "
+                             f"BIDS label (letters and digits, optionally with '{prefix}').")
+        out.append(label)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which sessions of a dataset a run uses, as BIDS apps select them.
+
+    Empty include lists select everything; a session is selected when its subject is
+    included and not excluded and its session label is included and not excluded. Labels
+    may carry their ``sub-`` / ``ses-`` prefix.
+    """
+
+    participant_label: tuple = ()
+    exclude_participant_label: tuple = ()
+    session_label: tuple = ()
+    exclude_session_label: tuple = ()
+
+    KEYS = ("participant_label", "exclude_participant_label", "session_label",
+            "exclude_session_label")
+
+    @classmethod
+    def from_config(cls, inputs: dict) -> "Selection":
+        """The selection named by the config's ``inputs`` section (missing keys: all)."""
+        prefix = {"participant_label": "sub-", "exclude_participant_label": "sub-",
+                  "session_label": "ses-", "exclude_session_label": "ses-"}
+        return cls(**{k: _labels(inputs.get(k), prefix[k], k) for k in cls.KEYS})
+
+    @property
+    def active(self) -> bool:
+        """Whether the selection leaves anything out at all."""
+        return any(getattr(self, k) for k in self.KEYS)
+
+    def as_dict(self) -> dict:
+        return {k: list(getattr(self, k)) for k in self.KEYS}
+
+    def __contains__(self, key) -> bool:
+        subject, session = (str(x) for x in key)
+        return ((not self.participant_label or subject in self.participant_label)
+                and subject not in self.exclude_participant_label
+                and (not self.session_label or session in self.session_label)
+                and session not in self.exclude_session_label)
+
+
+def select_sessions(table: pd.DataFrame, selection: Selection, source="the participants "
+                    "table") -> pd.DataFrame:
+    """The rows of ``table`` that ``selection`` keeps.
+
+    A label in any of the four lists that no row of the table carries is an error (a typo
+    would otherwise silently run or keep the wrong sessions), and so is a selection that
+    keeps no session at all.
+    """
+    subjects = set(table["subject"].astype(str))
+    sessions = set(table["session"].astype(str))
+    problems = []
+    for key in Selection.KEYS:
+        known = subjects if "participant" in key else sessions
+        unknown = [x for x in getattr(selection, key) if x not in known]
+        if unknown:
+            what = "subject" if "participant" in key else "session"
+            problems.append(f"inputs: {key} names the {what} label(s) "
+                            f"{', '.join(unknown)}, which {source} does not have.")
+    if problems:
+        raise InputError(" ".join(problems) + " Check the labels (without typos; "
+                                              "quote labels such as '01' in YAML).")
+    keep = [(s, t) in selection for s, t in zip(table["subject"].astype(str),
+                                                table["session"].astype(str))]
+    selected = table.loc[keep].reset_index(drop=True)
+    if selected.empty:
+        raise InputError(f"The config's participant and session labels select no session "
+                         f"of {source} ({selection.as_dict()}).")
+    return selected
+
+
+def write_participants(table: pd.DataFrame, path) -> None:
+    """Write a participants table (one row per session) as tab-separated text, atomically;
+    missing values as ``n/a``. :func:`load_participants` reads it back unchanged."""
+    from .io import atomic_path
+
+    columns = [c for c in table.columns if c != "label"]
+    with atomic_path(path) as tmp:
+        table[columns].to_csv(tmp, sep="\t", index=False, na_rep="n/a",
+                              float_format="%.10g")
+
+
+def run_select_participants(table_path, out, *, selection: dict, maps: dict,
+                            brain_mask=None, log_file=None) -> None:
+    """Rule select_participants: the validated rows of the sessions this run uses."""
+    from .jobs import log, step
+
+    chosen = Selection.from_config(selection)
+    with step("select_participants", inputs={"table": table_path},
+              params={"selection": chosen.as_dict()}, outputs=[out],
+              log_file=log_file) as s:
+        table = load_participants(table_path)
+        selected = select_sessions(table, chosen, f"the participants table {table_path}")
+        ignored = check_session_files(selected, maps, brain_mask, chosen)
+        log.info("%d of %d sessions selected; files of %d sessions on disk ignored",
+                   len(selected), len(table), ignored)
+        write_participants(selected, out)
+        s.sidecar(out, {"sessions_in_table": int(len(table)),
+                        "sessions_selected": int(len(selected)),
+                        "sessions_on_disk_ignored": int(ignored)})
 
 
 # ---------------------------------------------------------------------------------------

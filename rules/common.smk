@@ -16,7 +16,12 @@ from gamer_mril import CONTRASTS
 from gamer_mril import layout
 from gamer_mril.audit import final_maps
 from gamer_mril.errors import InputError
-from gamer_mril.inputs import check_session_files, load_participants
+from gamer_mril.inputs import (
+    Selection,
+    check_session_files,
+    load_participants,
+    select_sessions,
+)
 from gamer_mril.modelfiles import MODEL_JSON, MODEL_WEIGHTS, find_fold_models
 from gamer_mril.templates import TEMPLATE_SPACE as TPL
 
@@ -32,8 +37,8 @@ wildcard_constraints:
 
 # ---------------------------------------------------------------- the session table
 def _load_sessions():
-    """The session table, checked with every session's files. A table that does not exist
-    gives no sessions and a warning: every target takes the table as an input, so
+    """The selected sessions of the table, checked with their files. A table that does not
+    exist gives no sessions and a warning: every target takes the table as an input, so
     Snakemake stops when it plans a run, naming the file, while commands that need no
     data (--lint, --list-rules) still work."""
     path = config["inputs"]["participants"]
@@ -45,13 +50,24 @@ def _load_sessions():
         return pd.DataFrame(columns=["subject", "session", "age", "edss"])
     try:
         table = load_participants(path)
-        check_session_files(
-            table, config["inputs"]["maps"], config["inputs"].get("brain_mask")
+        selection = Selection.from_config(config["inputs"])
+        selected = select_sessions(table, selection, f"the participants table {path}")
+        ignored = check_session_files(
+            selected,
+            config["inputs"]["maps"],
+            config["inputs"].get("brain_mask"),
+            selection,
         )
     except InputError as err:
         raise WorkflowError(f"bad input: {err}") from None
-    validate(table, workflow.source_path("../schemas/participants.schema.yaml"))
-    return table
+    validate(selected, workflow.source_path("../schemas/participants.schema.yaml"))
+    if selection.active:
+        logger.info(
+            f"{len(selected)} of {len(table)} sessions of {path} selected by the config's "
+            f"participant/session labels; maps of {ignored} unselected sessions on disk "
+            f"are ignored."
+        )
+    return selected
 
 
 SESSIONS = _load_sessions()
@@ -120,7 +136,10 @@ CACHE = dict(images=f"{GROUP}/cache/images.npy", index=f"{GROUP}/cache/index.tsv
 PREDICTIONS = f"{GROUP}/predictions.tsv"
 INVERTING_AUC = f"{GROUP}/inverting_auc.tsv"
 CHOSEN = f"{GROUP}/chosen_scenario.json"
-PARTICIPANTS = config["inputs"]["participants"]
+#: The participants table as given, and the validated rows of the selected sessions that
+#: every cohort rule reads (rule select_participants).
+RAW_PARTICIPANTS = config["inputs"]["participants"]
+PARTICIPANTS = f"{OUT}/participants.tsv"
 
 
 def heatmap(n, group):

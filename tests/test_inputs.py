@@ -15,12 +15,16 @@ from gamer_mril import CONTRASTS
 from gamer_mril.errors import InputError
 from gamer_mril.inputs import (
     UNITS,
+    Selection,
     check_session_files,
     check_units,
     find_maps,
     load_map,
     load_participants,
+    run_select_participants,
+    select_sessions,
     session_label,
+    write_participants,
 )
 
 HEADER = "subject\tsession\tage\tedss\n"
@@ -315,6 +319,98 @@ def test_masks_optional_but_orphan_mask_is_error(tmp_path):
         check_session_files(table, patterns_for(tmp_path), mask_pattern)
     msg = str(e.value)
     assert str(orphan) in msg and "sub-09 ses-01" in msg and "brain mask" in msg
+
+
+def test_nii_where_pattern_says_nii_gz_names_the_file_found(tmp_path):
+    table = two_session_table(tmp_path)
+    make_maps(tmp_path, "01", "01")
+    paths = make_maps(tmp_path, "02", "01")
+    gz = paths["MWF"]
+    plain = gz.with_name(gz.name[:-3])
+    plain.write_bytes(gzip.decompress(gz.read_bytes()))
+    gz.unlink()
+    with pytest.raises(InputError) as e:
+        check_session_files(table, patterns_for(tmp_path))
+    msg = str(e.value)
+    assert f"{gz} does not exist, but {plain} does" in msg
+    assert "sub-02 ses-01" in msg and "MWF" in msg and "says .nii.gz" in msg
+    # the reverse: the pattern says .nii, the file is .nii.gz
+    patterns = {c: p[:-3] for c, p in patterns_for(tmp_path).items()}
+    with pytest.raises(InputError) as e:
+        check_session_files(table.iloc[:1], patterns)
+    assert "says .nii and the file is .nii.gz" in str(e.value)
+
+
+def _three_subjects(tmp_path):
+    table = load_participants(write_table(
+        tmp_path, "01\t01\t40\t2\n01\t02\t42\t2.5\n02\t01\t50\t6\n03\t01\t60\t7\n"))
+    for subject, session in (("01", "01"), ("01", "02"), ("02", "01"), ("03", "01")):
+        make_maps(tmp_path, subject, session)
+    return table
+
+
+@pytest.mark.parametrize("config, kept", [
+    ({}, {("01", "01"), ("01", "02"), ("02", "01"), ("03", "01")}),
+    ({"participant_label": ["sub-01", "03"]}, {("01", "01"), ("01", "02"), ("03", "01")}),
+    ({"exclude_participant_label": ["02"]}, {("01", "01"), ("01", "02"), ("03", "01")}),
+    ({"session_label": ["ses-01"]}, {("01", "01"), ("02", "01"), ("03", "01")}),
+    ({"participant_label": ["01"], "exclude_session_label": ["01"]}, {("01", "02")}),
+])
+def test_selection_keeps_the_labelled_rows(tmp_path, config, kept):
+    table = _three_subjects(tmp_path)
+    selection = Selection.from_config(config)
+    assert selection.active == bool(config)
+    selected = select_sessions(table, selection)
+    assert set(zip(selected["subject"], selected["session"])) == kept
+    # only the selected sessions need their maps; the others on disk are ignored, counted
+    ignored = check_session_files(selected, patterns_for(tmp_path), selection=selection)
+    assert ignored == 4 - len(kept)
+
+
+def test_unselected_sessions_need_no_maps_and_no_rows(tmp_path):
+    table = _three_subjects(tmp_path)
+    selection = Selection.from_config({"participant_label": ["01"]})
+    selected = select_sessions(table, selection)
+    # a map of an unselected subject with no row at all is ignored, not an error ...
+    make_maps(tmp_path, "09", "01", contrasts=("NDI",))
+    # ... and an unselected subject may lack its maps
+    for path in (tmp_path / "sub-03").rglob("*.nii.gz"):
+        path.unlink()
+    # on disk and ignored: sub-02 ses-01 and sub-09 ses-01 (sub-03 has no files left)
+    assert check_session_files(selected, patterns_for(tmp_path), selection=selection) == 2
+    # a map of a selected subject without a row is still an error
+    orphan = make_maps(tmp_path, "01", "05", contrasts=("qT1",))["qT1"]
+    with pytest.raises(InputError, match="no row") as e:
+        check_session_files(selected, patterns_for(tmp_path), selection=selection)
+    assert str(orphan) in str(e.value)
+
+
+def test_selection_errors_name_the_labels(tmp_path):
+    table = _three_subjects(tmp_path)
+    with pytest.raises(InputError) as e:
+        select_sessions(table, Selection.from_config(
+            {"participant_label": ["01", "07"], "exclude_session_label": ["09"]}))
+    msg = str(e.value)
+    assert "participant_label names the subject label(s) 07" in msg
+    assert "exclude_session_label names the session label(s) 09" in msg
+    with pytest.raises(InputError, match="select no session"):
+        select_sessions(table, Selection.from_config(
+            {"participant_label": ["02"], "exclude_participant_label": ["02"]}))
+    with pytest.raises(InputError, match="not a BIDS label"):
+        Selection.from_config({"session_label": ["a_b"]})
+
+
+def test_selected_table_reads_back_unchanged(tmp_path):
+    table = _three_subjects(tmp_path)
+    out = tmp_path / "out" / "participants.tsv"
+    run_select_participants(tmp_path / "participants.tsv", out,
+                            selection={"exclude_participant_label": ["sub-02"]},
+                            maps=patterns_for(tmp_path))
+    back = load_participants(out)
+    expected = table[table["subject"] != "02"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(back, expected)
+    write_participants(back, tmp_path / "again.tsv")
+    assert (tmp_path / "again.tsv").read_text() == out.read_text()
 
 
 def test_patterns_must_name_the_three_contrasts(tmp_path):

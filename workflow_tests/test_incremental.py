@@ -155,9 +155,9 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     jobs = dry_run(run, frozen, "all")
     assert per_session(jobs, NEW) == {**PREPROCESSING, **EXPLANATION}
     assert {s for _, s, _ in jobs} == {NEW, None}
-    assert cohort_level(jobs) == {"preprocessing_qc", "build_cache", "predict_sessions",
-                                  "voxel_inverting", "correlations", "group_heatmaps",
-                                  "all"}
+    assert cohort_level(jobs) == {"select_participants", "preprocessing_qc", "build_cache",
+                                  "predict_sessions", "voxel_inverting", "correlations",
+                                  "group_heatmaps", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
     # training mode: no other subject's preprocessing; re-split, retrain, re-explain
@@ -176,7 +176,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     # ---- the real rerun (frozen): preprocessing and predictions of the new subject
     proc = run_snakemake(run, frozen, "preprocess_all", "train_all")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert jobs_run(proc) == {**PREPROCESSING, "preprocessing_qc": 1, "build_cache": 1,
+    assert jobs_run(proc) == {**PREPROCESSING, "select_participants": 1,
+                              "preprocessing_qc": 1, "build_cache": 1,
                               "predict_sessions": 1, "preprocess_all": 1, "train_all": 1}
     predictions = pd.read_csv(run / "results" / "group" / "predictions.tsv", sep="\t",
                               dtype={"subject": str, "session": str})

@@ -67,6 +67,41 @@ def test_duplicate_rows(tmp_path, cohort_copy):
     assert "sub-002 ses-1" in out and "duplicate" in out.lower()
 
 
+def test_nii_where_the_pattern_says_nii_gz(tmp_path, cohort_copy):
+    gz = _path(cohort_copy, "NDI", "003", "1")
+    plain = gz.with_name(gz.name[: -len(".gz")])
+    plain.write_bytes(gzip.decompress(gz.read_bytes()))
+    gz.unlink()
+    out = _dry_run_error(tmp_path, cohort_copy)
+    assert "sub-003 ses-1" in out and f"{plain} does" in out and ".nii.gz" in out
+
+
+def test_a_subset_needs_only_its_own_maps(tmp_path, cohort_copy):
+    """participant_label/exclude_session_label select rows; the other sessions' maps may
+    be missing or without a row, and the selected table is what the cohort rules read."""
+    _path(cohort_copy, "MWF", "003", "1").unlink()  # not selected: not needed
+    table = pd.read_csv(cohort_copy / "participants.tsv", sep="\t", dtype=str)
+    table[table.subject != "001"].to_csv(cohort_copy / "participants.tsv", sep="\t",
+                                         index=False)  # sub-001's maps: no row, not selected
+    config = make_config(cohort_copy)
+    config["inputs"].update(participant_label=["sub-002"], exclude_session_label=["2"])
+    work = tmp_path / "work"
+    proc = run_snakemake(work, config, "preprocess_all", "-n")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "1 of 3 sessions" in text and "maps of 3 unselected sessions" in text
+    stats = job_stats(text)
+    assert stats["scale_map"] == 1 and stats["select_participants"] == 1
+    proc = run_snakemake(work, config, "results/participants.tsv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    selected = pd.read_csv(work / "results" / "participants.tsv", sep="\t", dtype=str)
+    assert list(zip(selected.subject, selected.session)) == [("002", "1")]
+    # a label the table does not have is an error that names it
+    config["inputs"]["participant_label"] = ["sub-002", "sub-077"]
+    out = run_snakemake(tmp_path / "bad", config, "all", "-n")
+    assert out.returncode != 0 and "077" in out.stdout + out.stderr
+
+
 def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort):
     truncated = _path(cohort_copy, "qT1", "001", "1")
     blob = truncated.read_bytes()
