@@ -9,7 +9,7 @@ DEMO_DIR      ?= demo
 DEMO_SUBJECTS ?= 48
 DEMO_SCALE    ?= 2
 
-.PHONY: demo test unit env clean-demo
+.PHONY: demo test lint unit env clean-demo
 
 env: $(VENV)/.installed
 
@@ -27,8 +27,14 @@ demo: $(VENV)/.installed $(DEMO_DIR)/cohort/rawdata/participants.tsv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html
 	@echo "Outputs: results/ (per session under results/sub-*/ses-*/{anat,xai}, findings in results/group/, the report: results/report.html)"
 
-test: $(VENV)/.installed
+test: lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+# The rule files formatted as snakefmt writes them, and Snakemake's own linter (it reads
+# the workflow with or without data: a missing participants table is only a warning).
+lint: $(VENV)/.installed
+	$(BIN)/snakefmt --check Snakefile rules/
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q tests
@@ -46,10 +52,13 @@ SLURM_TEST_TIMEOUT ?= 1500
 
 controller: $(CONTROLLER_VENV)/.installed
 
-$(CONTROLLER_VENV)/.installed: envs/controller.txt
+# The Snakefile imports the package, so the controller has it too (without the rules'
+# dependencies: only the input checks' numpy, pandas, nibabel and scipy).
+$(CONTROLLER_VENV)/.installed: envs/controller.txt pyproject.toml
 	$(PYTHON) -m venv $(CONTROLLER_VENV)
 	$(CONTROLLER_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(CONTROLLER_VENV)/bin/python -m pip install --quiet -r envs/controller.txt
+	$(CONTROLLER_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 # Jobs that run without conda run Snakemake from .venv, which then needs the SLURM

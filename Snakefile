@@ -1,8 +1,33 @@
 # gamer-mril: disability classification and relevance maps from quantitative MRI.
-# The method: METHOD.md; the rules: rules/*.smk; the logic: the gamer_mril package.
+# The method: docs/method.md; the rules: rules/*.smk; the logic: the gamer_mril package.
+import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+#: This workflow's folder. With --use-conda, the rule environments (envs/*.yaml) install
+#: the package from GAMER_MRIL_ROOT: this folder unless the variable is already set (to
+#: another clone, or a pip requirement such as git+https://...@v0.1.0).
+WORKFLOW_ROOT = workflow.current_basedir.get_path_or_uri(secret_free=True)
+os.environ.setdefault("GAMER_MRIL_ROOT", WORKFLOW_ROOT)
+
+try:
+    import gamer_mril
+except ImportError:
+    raise WorkflowError(
+        "The Python package gamer_mril is not installed in the environment that runs "
+        f"Snakemake; install it with: pip install -e {WORKFLOW_ROOT} (or run `make env` "
+        "there and use .venv/bin/snakemake)."
+    ) from None
+if not Path(gamer_mril.__file__).resolve().is_relative_to(Path(WORKFLOW_ROOT).resolve()):
+    logger.warning(
+        f"The gamer_mril package in use ({Path(gamer_mril.__file__).parent}) is not this "
+        f"workflow's own ({WORKFLOW_ROOT}/gamer_mril): check that it is the same version."
+    )
 
 configfile: "config.yaml"
 

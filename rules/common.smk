@@ -2,15 +2,12 @@
 # constants, every output path pattern (from gamer_mril.layout: each name is defined once)
 # and the input functions. No other rule file defines a path or a constant that another
 # one reads, so the rule files can be included in any order.
-# Scripts import the package through the scripts/gamer_mril link (Snakemake puts a
-# script's folder on its sys.path); the Snakefile imports it from the repository root.
+# The package gamer_mril is installed where Snakemake runs and in every rule environment
+# (the Snakefile checks the first; envs/*.yaml install it from GAMER_MRIL_ROOT).
 import os
-import sys
 
 import pandas as pd
 from snakemake.logging import logger
-
-sys.path.insert(0, workflow.basedir)
 
 from gamer_mril import CONTRASTS
 from gamer_mril import layout

@@ -45,6 +45,9 @@ PACKAGE = "gamer_mril"
 PACKAGE_DIR = REPO / PACKAGE
 SCRIPTS_DIR = REPO / "scripts"
 ENVS_DIR = REPO / "envs"
+#: The pip line of every rule env that installs the workflow's own package (the Snakefile
+#: sets GAMER_MRIL_ROOT to the workflow's folder unless it is set).
+PACKAGE_SPEC = "-e ${GAMER_MRIL_ROOT}"
 
 #: Import names whose distribution has another name (the rest are looked up in the
 #: installed distributions, then taken as they are).
@@ -183,6 +186,8 @@ def read_env(path: Path) -> dict:
         name = canonicalize_name(m.group("name"))
         deps[name] = Dep(name, str(dep), "conda", pinned, version, _comment_on_line(text, str(dep)))
     for spec in pip:
+        if spec == PACKAGE_SPEC:
+            continue  # the workflow's own package (test_env_installs_the_package)
         if spec.startswith(("-", "git+", "http")):
             raise AssertionError(f"{path}: pip entry {spec!r} is not a requirement this test "
                                  f"understands (name==version)")
@@ -725,6 +730,32 @@ def _python_pin(env: Path) -> str | None:
     return d.version if d else None
 
 
+@pytest.mark.parametrize("env", env_files(), ids=lambda p: p.name)
+def test_env_installs_the_package(env):
+    """Every rule env installs the package from GAMER_MRIL_ROOT, last (after the pins), and
+    pins every dependency the package declares, so installing it adds nothing unpinned."""
+    info = read_env(env)
+    assert info["pip"] and info["pip"][-1] == PACKAGE_SPEC, \
+        f"{env.name}: the last pip line must be {PACKAGE_SPEC!r}"
+    declared = metadata.requires("gamer-mril") or []
+    runtime = [Requirement(r) for r in declared]
+    runtime = [r for r in runtime if not r.marker or r.marker.evaluate({"extra": ""})]
+    for req in runtime:
+        dep = info["deps"].get(canonicalize_name(req.name))
+        assert dep is not None and dep.pinned, \
+            f"{env.name}: the package needs {req}, which the env does not pin"
+        assert req.specifier.contains(dep.version, prereleases=True), \
+            f"{env.name}: {dep.name}=={dep.version} does not satisfy the package's {req}"
+
+
+def test_the_snakefile_sets_the_package_root():
+    text = (REPO / "Snakefile").read_text()
+    assert 'os.environ.setdefault("GAMER_MRIL_ROOT", WORKFLOW_ROOT)' in text
+    assert not (SCRIPTS_DIR / PACKAGE).exists(), "scripts/ must not carry the package"
+    for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        assert "sys.path" not in path.read_text(), f"{path.name} changes sys.path"
+
+
 @pytest.mark.network
 @pytest.mark.parametrize("env", env_files(), ids=lambda p: p.name)
 def test_env_pip_section_resolves(env, tmp_path):
@@ -737,6 +768,7 @@ def test_env_pip_section_resolves(env, tmp_path):
     req = tmp_path / "requirements.txt"
     req.write_text("\n".join(info["pip"]) + "\n")
     report = tmp_path / "report.json"
+    env_vars = {**os.environ, "GAMER_MRIL_ROOT": str(REPO)}  # pip expands ${...} itself
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
            "--quiet", "--timeout", "60", "--retries", "2", "--disable-pip-version-check", "--report", str(report), "-r", str(req)]
     pin = _python_pin(env)
@@ -745,7 +777,7 @@ def test_env_pip_section_resolves(env, tmp_path):
         # Resolve for the env's interpreter: wheels only (pip cannot build for another one).
         cmd += ["--python-version", pin, "--only-binary=:all:"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env_vars)
     except subprocess.TimeoutExpired:
         pytest.skip(f"{env.name}: pip's dry run took over 10 minutes: the package index "
                     f"looks unreachable, so the environment cannot be checked here")
@@ -760,6 +792,7 @@ def test_env_pip_section_resolves(env, tmp_path):
         pytest.fail(f"{env.name}: its pip section does not resolve:\n{err}")
     planned = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
                for i in json.loads(report.read_text())["install"]}
+    assert planned.get("gamer-mril"), f"{env.name}: pip would not install the package"
     for d in info["deps"].values():
         if d.kind == "pip" and d.pinned and d.version:
             got = planned.get(d.name)
