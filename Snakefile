@@ -23,16 +23,22 @@ except ImportError:
         f"Snakemake; install it with: pip install -e {WORKFLOW_ROOT} (or run `make env` "
         "there and use .venv/bin/snakemake)."
     ) from None
-if not Path(gamer_mril.__file__).resolve().is_relative_to(Path(WORKFLOW_ROOT).resolve()):
+if (
+    not Path(gamer_mril.__file__)
+    .resolve()
+    .is_relative_to(Path(WORKFLOW_ROOT).resolve())
+):
     logger.warning(
         f"The gamer_mril package in use ({Path(gamer_mril.__file__).parent}) is not this "
         f"workflow's own ({WORKFLOW_ROOT}/gamer_mril): check that it is the same version."
     )
 
+
 configfile: "config.yaml"
 
 
 validate(config, "schemas/config.schema.yaml")
+
 
 include: "rules/common.smk"
 include: "rules/inputs.smk"

@@ -1,4 +1,5 @@
-"""Do the group heatmaps point at the planted region? (issue 5's ground truth)
+"""Do the group heatmaps point at the planted region? (the synthetic cohort's planted
+region as ground truth)
 
 For each scenario's MNI152 group heatmaps (``results/group/heatmaps``: the fraction of a
 group's sessions whose top-N mask covers each voxel; for the individual scenarios, whose

@@ -1,12 +1,14 @@
-"""How well each relevance scenario finds the planted region (issue 4's ground truth).
+"""How well each relevance scenario finds the planted region (the synthetic cohort's
+planted region as ground truth).
 
 For every severe session of a finished run on a synthetic cohort, the top-N quantile mask
-of each scenario (METHOD.md 7; within the cerebrum, positive relevance) is compared with
-the generator's planted region carried into the cropped grid through the session's crop
-box. Printed per scenario: the mean fraction of the planted region the mask covers
-(recall), and what a random mask of the same size would cover on average (the mask's
-share of the cerebrum), and their ratio (enrichment). Individual maps give one mask per
-contrast: the figure is the mean over contrasts, and the best contrast is also printed.
+of each scenario (docs/method.md#72-quantile-masks: within the cerebrum, positive
+relevance) is compared with the generator's planted region carried into the cropped grid
+through the session's crop box. Printed per scenario: the mean fraction of the planted
+region the mask covers (recall), and what a random mask of the same size would cover on
+average (the mask's share of the cerebrum), and their ratio (enrichment). Individual maps
+give one mask per contrast: the figure is the mean over contrasts, and the best contrast
+is also printed.
 
 A second table, per map (contrast, or combined): the relevance mass accuracy (the share of
 the positive relevance within the cerebrum that falls in the planted region, as in

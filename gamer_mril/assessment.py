@@ -1,10 +1,11 @@
-"""Assessment of the relevance maps (METHOD.md section 7; the paper's Fig. 4, Tables III
-and IV, Fig. 6).
+"""Assessment of the relevance maps (docs/method.md#7-assessment; the paper's Fig. 4,
+Tables III and IV, Fig. 6).
 
 Pure functions on numpy arrays and pandas frames; nothing here imports torch, the model
 or snakemake. The model enters :func:`inverting_auc` only as a ``predict`` callable.
 
-Decisions this module takes (METHOD.md leaves them open):
+Decisions this module takes (the paper leaves them open;
+docs/method.md#8-decisions-the-paper-leaves-open):
 
 * **Quantile masks** (:func:`quantile_mask`). The values considered are the relevance
   values of the voxels *inside the brain mask* that are *strictly positive*; zero and
@@ -121,7 +122,7 @@ def _thresholds(relevance: np.ndarray, brain: np.ndarray, levels: Sequence[float
 
 
 def quantile_mask(relevance, brain, n) -> np.ndarray:
-    """Top-``n`` quantile mask of one relevance map (METHOD.md 7).
+    """Top-``n`` quantile mask of one relevance map (docs/method.md#72-quantile-masks).
 
     ``relevance``: (D, H, W) float; ``brain``: (D, H, W) mask (any non-zero is brain);
     ``n``: the level N, ``0 < n <= 100`` (the paper: 10, 20, ..., 90).
@@ -246,7 +247,7 @@ def _predict(predict, batch, ages) -> np.ndarray:
 def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
                   levels: Sequence = LEVELS, batch_size: int = 4,
                   return_probabilities: bool = False):
-    """The voxel inverting experiment (METHOD.md 7, Fig. 4).
+    """The voxel inverting experiment (docs/method.md#73-voxel-inverting, Fig. 4).
 
     ``predict(images_batch, ages_batch) -> probabilities``: images_batch a numpy array
     (B, L, D, H, W) (the dtype of ``images``), ages_batch (B,) float64; returns (B,)
@@ -771,7 +772,8 @@ def plot_heatmap(heatmap_img, template_img, path, title: str | None = None,
 # Files of the workflow's assessment stage (rules/assessment.smk)
 # --------------------------------------------------------------------------------------
 #
-# Decisions for the files (METHOD.md leaves them open):
+# Decisions for the files (the paper leaves them open;
+# docs/method.md#8-decisions-the-paper-leaves-open):
 #
 # * A session's quantile masks of one scenario are stored as one uint8 *level image*: the
 #   masks are nested (a larger N has a lower threshold), so a voxel's value is the smallest

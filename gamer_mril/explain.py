@@ -1,4 +1,5 @@
-"""Relevance maps of one session on disk: the file side of METHOD.md section 6.
+"""Relevance maps of one session on disk: the file side of
+docs/method.md#6-layer-wise-relevance-propagation.
 
 :mod:`gamer_mril.lrp` computes maps from tensors; this module picks the model that
 explains a session, reads the session's network inputs, runs every requested scenario in

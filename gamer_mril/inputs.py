@@ -5,7 +5,8 @@ Every check raises :class:`gamer_mril.errors.InputError`; the message names the 
 what to do when that is obvious. Nothing is ever fixed silently: values are not rescaled,
 rows are not dropped, files are not skipped.
 
-Choices the method page leaves open (see ``METHOD.md`` section 1):
+Choices the paper leaves open (docs/method.md#1-inputs and
+docs/method.md#8-decisions-the-paper-leaves-open):
 
 * Subject and session labels are BIDS labels: letters and digits only, read as text so that
   leading zeros survive (``01`` is not ``1``). A leading ``sub-`` / ``ses-`` is removed.

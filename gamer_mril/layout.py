@@ -2,10 +2,11 @@
 
 Every session has two folders:
 
-* ``<root>/sub-X/ses-Y/anat/`` -- preprocessing (METHOD.md 2): every step's maps, masks
-  and transforms, each with its JSON provenance sidecar;
-* ``<root>/sub-X/ses-Y/xai/`` -- relevance maps (METHOD.md 6) and their per-session
-  assessment (METHOD.md 7): quantile masks, voxel inverting, top-N masks in MNI152.
+* ``<root>/sub-X/ses-Y/anat/`` -- preprocessing (docs/method.md#2-preprocessing): every
+  step's maps, masks and transforms, each with its JSON provenance sidecar;
+* ``<root>/sub-X/ses-Y/xai/`` -- relevance maps
+  (docs/method.md#6-layer-wise-relevance-propagation) and their per-session assessment
+  (docs/method.md#7-assessment): quantile masks, voxel inverting, top-N masks in MNI152.
 
 File names follow ``sub-X_ses-Y[_key-value...]_<suffix><ext>``. The workflow's rules
 (``Session(root, "{subject}", "{session}")`` gives the wildcard patterns), its scripts,

@@ -1,8 +1,9 @@
 """Layer-wise relevance propagation (LRP) for the GAMER-MRIL network, plus two baselines.
 
-The engine follows METHOD.md section 6 and the interface of ``docs/lrp.md``. It is plain
-PyTorch: it knows the layout of :mod:`gamer_mril.network` and walks it module by module,
-without hooks and without third-party attribution libraries.
+The engine follows docs/method.md#6-layer-wise-relevance-propagation and the interface
+of ``docs/lrp.md``. It is plain PyTorch: it knows the layout of :mod:`gamer_mril.network`
+and walks it module by module, without hooks and without third-party attribution
+libraries.
 
 Canonization
 ------------
@@ -96,7 +97,7 @@ from .network import GamerMRIL
 #: Stabiliser of the epsilon rule: ``z + EPSILON * sign(z)``, ``sign(0) = +1``.
 EPSILON = 1e-8
 
-#: The two rules for element-wise products (METHOD.md 6).
+#: The two rules for element-wise products (docs/method.md#63-element-wise-products).
 PRODUCT_RULES = ("proposed", "lrp-all")
 
 #: Bounds of the z^B rule on the first conv of every path (normalised images in [0, 1]).
@@ -941,7 +942,8 @@ def _scenarios() -> dict:
                 rows[number] = Scenario(number, start, "lrp", rule, kind,
                                         f"LRP {label} {rule} {kind}")
                 number += 1
-    # METHOD.md numbering: 1 AW/proposed/ind, 2 AW/LRP-all/ind, 3 AW/proposed/comb, ...
+    # numbering of docs/method.md#67-the-twelve-scenarios: 1 AW/proposed/ind,
+    # 2 AW/LRP-all/ind, 3 AW/proposed/comb, ...
     rows[9] = Scenario(9, "aw", "saliency", None, "individual", "saliency AW")
     rows[10] = Scenario(10, "aw", "ig", None, "individual", "integrated gradients AW")
     rows[11] = Scenario(11, "f", "saliency", None, "individual", "saliency f(x)")
@@ -949,7 +951,8 @@ def _scenarios() -> dict:
     return rows
 
 
-#: {number: Scenario}, numbered as in the paper's Table I (METHOD.md 6).
+#: {number: Scenario}, numbered as in the paper's Table I
+#: (docs/method.md#67-the-twelve-scenarios).
 SCENARIOS = _scenarios()
 
 

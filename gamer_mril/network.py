@@ -1,7 +1,7 @@
 """The GAMER-MRIL network: one 3D DenseNet path per contrast, gated attention, classifier.
 
-Architecture (METHOD.md section 4)
-----------------------------------
+Architecture (docs/method.md#4-network)
+---------------------------------------
 Each contrast (``qT1``, ``MWF``, ``NDI``, in that order) has its own path with its own
 weights; a path sees one channel and returns a hidden vector ``m_l`` of 32 numbers::
 
@@ -27,8 +27,10 @@ The three hidden vectors meet in a gated attention whose weights are shared by t
     z   = concat(n, age / 100)
     f(x) = classifier(z)                            Linear(33 -> 1), the logit
 
-Choices this module makes where METHOD.md leaves them open
------------------------------------------------------------
+Choices this module makes where the paper leaves them open
+----------------------------------------------------------
+(docs/method.md#8-decisions-the-paper-leaves-open)
+
 * **Transition compression 0.5**: a transition's 1x1x1 conv maps ``c`` channels to
   ``floor(c * 0.5)`` (the DenseNet-BC value), hence 24 -> 12, 20 -> 10, 18 -> 9 above.
   ``compression`` is a parameter of :func:`build_model`.

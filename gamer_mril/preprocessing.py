@@ -1,4 +1,4 @@
-"""Per-session preprocessing (METHOD.md section 2).
+"""Per-session preprocessing (docs/method.md#2-preprocessing).
 
 Array-level steps are pure functions on numpy arrays (range and scale, masking, crop and
 its exact inverse); the image-level steps (skull strip, co-registration, resampling,

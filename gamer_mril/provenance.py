@@ -66,13 +66,28 @@ def qc_table(sidecars, out_tsv) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ the rules' jobs
-def run_dataset_description(out, config: dict, *, log_file=None, threads: int = 1) -> None:
-    """Rule dataset_description."""
+def write_resolved_config(path, config: dict) -> None:
+    """The configuration the run used, defaults filled in, as YAML for people to read
+    (the report shows it; dataset_description.json carries the same as JSON)."""
+    import yaml
+
+    header = ("# The configuration this run used: the config file(s), --config values and "
+              "the schema's defaults.\n")
+    atomic_write_text(path, header + yaml.safe_dump(json.loads(json.dumps(config)),
+                                                    sort_keys=False))
+
+
+def run_dataset_description(out, config: dict, *, config_out=None, log_file=None,
+                            threads: int = 1) -> None:
+    """Rule dataset_description: dataset_description.json and the resolved config."""
     from .jobs import step
 
-    with step("dataset_description", inputs={}, outputs=[out], log_file=log_file,
+    outputs = [out] + ([config_out] if config_out else [])
+    with step("dataset_description", inputs={}, outputs=outputs, log_file=log_file,
               threads=threads):
         write_dataset_description(out, config)
+        if config_out:
+            write_resolved_config(config_out, config)
 
 
 def run_preprocessing_qc(images, out_tsv, *, log_file=None, threads: int = 1) -> None:

@@ -1,4 +1,5 @@
-"""Image registration and resampling with ANTsPy (METHOD.md section 2, steps 2-4, 6, 7).
+"""Image registration and resampling with ANTsPy (docs/method.md#2-preprocessing, steps
+2.2-2.4, 2.6, 2.7).
 
 Everything ANTs writes goes under an ``outprefix`` inside a working folder the caller
 owns (never the system temp folder), and the transforms kept are copied to their final,

@@ -1,4 +1,5 @@
-"""The per-session part of the assessment (METHOD.md 7): one job per rule.
+"""The per-session part of the assessment (docs/method.md#7-assessment): one job per
+rule.
 
 * :func:`run_quantile_masks` -- every scenario's top-N quantile masks, as one level image
   per scenario, and the mean normalized value of each contrast inside them;

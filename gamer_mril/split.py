@@ -1,10 +1,11 @@
 """Subject-level split into a held-out test set and stratified cross-validation folds.
 
-METHOD.md section 3. Every session carries its own label (severe: EDSS >= 5), but the unit
-of the split is the subject: all sessions of a subject go to the same set and the same
-fold, so no subject is seen both in training and in evaluation. Subjects are stratified
-by their label at baseline, their first session in natural sort order of the session
-labels (``ses-2`` before ``ses-10``; for zero-padded labels this is plain sorted order).
+See docs/method.md#3-split. Every session carries its own label (severe: EDSS >= 5), but
+the unit of the split is the subject: all sessions of a subject go to the same set and the
+same fold, so no subject is seen both in training and in evaluation. Subjects are
+stratified by their label at baseline, their first session in natural sort order of the
+session labels (``ses-2`` before ``ses-10``; for zero-padded labels this is plain sorted
+order).
 
 Algorithm (a seeded ``numpy.random.Generator``; input row order does not matter):
 

@@ -1,4 +1,5 @@
-"""Training, prediction and evaluation of the GAMER-MRIL classifier (METHOD.md section 5).
+"""Training, prediction and evaluation of the GAMER-MRIL classifier
+(docs/method.md#5-training).
 
 The pieces, in the order a fold is trained:
 
@@ -106,7 +107,7 @@ INDEX_COLUMNS = ("row", "subject", "session", "age", "edss", "label")
 EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "seconds")
 VAL_PREDICTIONS = "val_predictions.tsv"
 
-#: Default augmentation parameters (METHOD.md section 5).
+#: Default augmentation parameters (docs/method.md#5-training).
 AUGMENT_DEFAULTS = dict(noise_sd=0.2, max_rotation_deg=30.0, max_scale=0.1, p_flip=0.5,
                         p_rot90=0.5)
 

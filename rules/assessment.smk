@@ -1,6 +1,6 @@
-# Assessment of the relevance maps over the cohort (METHOD.md section 7): the voxel
-# inverting experiment (Fig. 4), correlation with EDSS (Tables III, IV) and the group
-# heatmaps in MNI152 (Fig. 6), from the per-session files of rules/relevance.smk.
+# Assessment of the relevance maps over the cohort (docs/method.md#7-assessment): the
+# voxel inverting experiment (Fig. 4), correlation with EDSS (Tables III, IV) and the
+# group heatmaps in MNI152 (Fig. 6), from the per-session files of rules/relevance.smk.
 # The assessment set is every session of the table: validation sessions are explained and
 # re-run by their own fold's model, test (and frozen-mode) sessions by the best fold's.
 # The logic: gamer_mril/assessment.py.
@@ -12,18 +12,24 @@ rule voxel_inverting:
         sessions=for_sessions(S.inverting),
         predictions=PREDICTIONS,
     output:
-        tsv=report(INVERTING_AUC, caption="../report/inverting_auc.rst", category="Assessment"),
-        figure=report(f"{GROUP}/fig4_inverting.png", caption="../report/fig4.rst", category="Assessment"),
+        tsv=report(
+            INVERTING_AUC, caption="../report/inverting_auc.rst", category="Assessment"
+        ),
+        figure=report(
+            f"{GROUP}/fig4_inverting.png",
+            caption="../report/fig4.rst",
+            category="Assessment",
+        ),
     log:
         f"{OUT}/logs/voxel_inverting.log",
     benchmark:
         f"{OUT}/benchmarks/voxel_inverting.tsv"
+    conda:
+        "../envs/training.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/training.yaml"
     script:
         "../scripts/voxel_inverting.py"
 
@@ -38,22 +44,34 @@ rule correlations:
     output:
         chosen=CHOSEN,
         long=f"{GROUP}/correlations.tsv",
-        table_iii=report(f"{GROUP}/table_iii.tsv", caption="../report/table_iii.rst", category="Assessment"),
-        table_iv=report(f"{GROUP}/table_iv.tsv", caption="../report/table_iv.rst", category="Assessment"),
-        figure=report(f"{GROUP}/correlations.png", caption="../report/correlations.rst", category="Assessment"),
-    params:
-        n_permutations=ASM["n_permutations"],
-        seed=ASM["seed"],
+        table_iii=report(
+            f"{GROUP}/table_iii.tsv",
+            caption="../report/table_iii.rst",
+            category="Assessment",
+        ),
+        table_iv=report(
+            f"{GROUP}/table_iv.tsv",
+            caption="../report/table_iv.rst",
+            category="Assessment",
+        ),
+        figure=report(
+            f"{GROUP}/correlations.png",
+            caption="../report/correlations.rst",
+            category="Assessment",
+        ),
     log:
         f"{OUT}/logs/correlations.log",
     benchmark:
         f"{OUT}/benchmarks/correlations.tsv"
+    conda:
+        "../envs/training.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/training.yaml"
+    params:
+        n_permutations=ASM["n_permutations"],
+        seed=ASM["seed"],
     script:
         "../scripts/correlations.py"
 
@@ -61,36 +79,49 @@ rule correlations:
 rule group_heatmaps:
     """Fraction of sessions whose top-N mask covers each MNI152 voxel, for severe, mild and
     all sessions, for every scenario (one volume per contrast for individual maps); the
-    figure (Fig. 6) and the peaks table for the chosen scenario and scenarios 3 and 4."""
+    figure (Fig. 6) and the peaks table for the chosen scenario and scenarios 3 and 4.
+    """
     input:
+        **{k: for_sessions(v) for k, v in TOP_MASKS.items()},
         chosen=CHOSEN,
         predictions=PREDICTIONS,
-        **{k: for_sessions(v) for k, v in TOP_MASKS.items()},
     output:
-        **{f"heat_{n:02d}_{g}": heatmap(n, g) for n in SCENARIOS for g in HEATMAP_GROUPS},
-        figure=report(f"{GROUP}/fig6_heatmaps.png", caption="../report/fig6.rst", category="Assessment"),
-        peaks=report(f"{GROUP}/heatmap_peaks.tsv", caption="../report/heatmap_peaks.rst", category="Assessment"),
+        **{
+            f"heat_{n:02d}_{g}": heatmap(n, g)
+            for n in SCENARIOS
+            for g in HEATMAP_GROUPS
+        },
+        figure=report(
+            f"{GROUP}/fig6_heatmaps.png",
+            caption="../report/fig6.rst",
+            category="Assessment",
+        ),
+        peaks=report(
+            f"{GROUP}/heatmap_peaks.tsv",
+            caption="../report/heatmap_peaks.rst",
+            category="Assessment",
+        ),
+    log:
+        f"{OUT}/logs/group_heatmaps.log",
+    benchmark:
+        f"{OUT}/benchmarks/group_heatmaps.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
     params:
         fig6_scenarios=FIG6_SCENARIOS,
         groups=list(HEATMAP_GROUPS),
         level=HEAT,
         template_resolution=PP["template_resolution"],
-    log:
-        f"{OUT}/logs/group_heatmaps.log",
-    benchmark:
-        f"{OUT}/benchmarks/group_heatmaps.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=15,
-    conda:
-        "../envs/training.yaml"
     script:
         "../scripts/group_heatmaps.py"
 
 
 rule assess_all:
-    """Cohort-level target of the assessment (METHOD.md 7)."""
+    """Cohort-level target of the assessment (docs/method.md#7-assessment)."""
     input:
         rules.voxel_inverting.output,
         rules.correlations.output,

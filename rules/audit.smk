@@ -14,16 +14,24 @@
 from gamer_mril.audit import run_audit
 
 
+localrules:
+    audit,
+
+
 rule audit:
     """Provenance audit: walk each target's sidecars back to the raw inputs, re-hash
     every file, report OK, STALE (changed since recorded) or MISSING. Targets: config
     audit_target, else every session's network inputs and relevance maps (both grids)
     and the group heatmaps."""
-    params:
-        targets=lambda wc: config.get("audit_target") or default_audit_targets(),
     log:
         report=f"{OUT}/logs/audit.log",
         table=f"{GROUP}/audit.tsv",
-    localrule: True
+    params:
+        targets=lambda wc: config.get("audit_target") or default_audit_targets(),
     run:
-        run_audit(params.targets, log.report, log.table, chains=bool(config.get("audit_target")))
+        run_audit(
+            params.targets,
+            log.report,
+            log.table,
+            chains=bool(config.get("audit_target")),
+        )

@@ -82,7 +82,10 @@ def session_age(wildcards):
 def for_sessions(pattern):
     """Expand a {subject}/{session} path pattern over every session of the table."""
     return expand(
-        pattern, zip, subject=list(SESSIONS["subject"]), session=list(SESSIONS["session"])
+        pattern,
+        zip,
+        subject=list(SESSIONS["subject"]),
+        session=list(SESSIONS["session"]),
     )
 
 
@@ -189,9 +192,13 @@ def model_dir(fold="{fold}"):
 def fold_model(fold="{fold}"):
     """The files of one fold's model, as train_fold writes them."""
     d = model_dir(fold)
-    return dict(weights=f"{d}/{MODEL_WEIGHTS}", meta=f"{d}/{MODEL_JSON}",
-                epochs=f"{d}/epochs.tsv", val=f"{d}/val_predictions.tsv",
-                test=f"{d}/test_predictions.tsv")
+    return dict(
+        weights=f"{d}/{MODEL_WEIGHTS}",
+        meta=f"{d}/{MODEL_JSON}",
+        epochs=f"{d}/epochs.tsv",
+        val=f"{d}/val_predictions.tsv",
+        test=f"{d}/test_predictions.tsv",
+    )
 
 
 def fold_models(name="weights"):
@@ -209,10 +216,13 @@ def explaining_models():
 # -------------------------------------------------------------------------- audit
 def default_audit_targets():
     """The audit's default targets: every session's network inputs and relevance maps,
-    then the group heatmaps (called when the audit runs, after every rule is defined)."""
+    then the group heatmaps (called when the audit runs, after every rule is defined).
+    """
     targets = []
     for subject, session in zip(SESSIONS["subject"], SESSIONS["session"]):
         s = layout.Session(OUT, subject, session)
         targets += list(s.preproc_maps.values())
-        targets += [s.relmap(space, n) for space in ("NDIcrop", "NDI") for n in SCENARIOS]
+        targets += [
+            s.relmap(space, n) for space in ("NDIcrop", "NDI") for n in SCENARIOS
+        ]
     return targets + final_maps(rules.group_heatmaps.output)

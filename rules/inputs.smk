@@ -17,19 +17,19 @@ rule select_participants:
         table=RAW_PARTICIPANTS,
     output:
         tsv=PARTICIPANTS,
-    params:
-        selection={k: config["inputs"].get(k, []) for k in Selection.KEYS},
-        maps=config["inputs"]["maps"],
-        brain_mask=config["inputs"].get("brain_mask"),
     log:
         f"{OUT}/logs/select_participants.log",
     benchmark:
         f"{OUT}/benchmarks/select_participants.tsv"
+    conda:
+        "../envs/training.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/training.yaml"
+    params:
+        selection={k: config["inputs"].get(k, []) for k in Selection.KEYS},
+        maps=config["inputs"]["maps"],
+        brain_mask=config["inputs"].get("brain_mask"),
     script:
         "../scripts/select_participants.py"

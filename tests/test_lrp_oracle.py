@@ -1,6 +1,7 @@
 """Oracle tests of the relevance engine ``gamer_mril.lrp``.
 
-Written from METHOD.md section 6 and docs/lrp.md only (not from the engine's code):
+Written from docs/method.md#6-layer-wise-relevance-propagation and docs/lrp.md only (not
+from the engine's code):
 
 * every single-layer rule is checked against an explicit matrix-form computation written
   here (the convolution as an explicit matrix built by enumerating output positions and
@@ -16,9 +17,10 @@ All computations in float64, on tiny networks (a few seconds in all).
 Networks whose relevance must be conserved exactly ("conservative" networks below) have
 every bias zero (BN running_mean and beta, Linear biases), random BN running_var and
 gamma (some gammas negative), and non-negative weights in every conv after the stem.
-The last point matters: by METHOD.md 6, a BN -> ReLU -> conv chain with gamma < 0 becomes
-``min(x, 0)`` followed by the conv, so a conv output that is negative can receive
-relevance; with alpha1-beta0 such a neuron loses its relevance when all its
+The last point matters: by docs/method.md#61-canonization, a BN -> ReLU -> conv chain
+with gamma < 0 becomes ``min(x, 0)`` followed by the conv, so a conv output that is
+negative can receive relevance; with alpha1-beta0 such a neuron loses its relevance when
+all its
 contributions are negative (zero denominator). Non-negative weights after the stem make
 every activation in a path non-negative, so every neuron that receives relevance has a
 positive contribution and the method itself conserves relevance exactly.
@@ -484,8 +486,9 @@ def _hand_forward(m, U, V, w, c, age, bias=None):
 
 
 def _hand_relevance(m, U, V, w, c, age, start, rule, bias=None):
-    """Relevance reaching every m_lk and age, METHOD.md 6 step by step. Biases enter the
-    forward pass only; every rule divides by the bias-free sum z_j = sum_i z_ij."""
+    """Relevance reaching every m_lk and age, docs/method.md#64-where-relevance-starts
+    step by step. Biases enter the forward pass only; every rule divides by the bias-free
+    sum z_j = sum_i z_ij."""
     fw = _hand_forward(m, U, V, w, c, age, bias)
     Lh, H, K = len(m), len(m[0]), len(U)
     R_m = [[0.0] * H for _ in range(Lh)]

@@ -1,4 +1,4 @@
-"""Oracle tests for gamer_mril.preprocessing, written from METHOD.md section 2.
+"""Oracle tests for gamer_mril.preprocessing, written from docs/method.md#2-preprocessing.
 
 Every expected value here is worked out by hand or by explicit, independent
 numpy / Python loops in this file. No expected value is produced by calling another

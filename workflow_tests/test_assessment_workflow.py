@@ -1,6 +1,6 @@
-"""The assessment stage (METHOD.md 7) from the workflow run on the training cohort:
-quantile masks, voxel inverting (Fig. 4), correlations (Tables III, IV), the masks in
-MNI152 and the group heatmaps (Fig. 6), and the report."""
+"""The assessment stage (docs/method.md#7-assessment) from the workflow run on the
+training cohort: quantile masks, voxel inverting (Fig. 4), correlations (Tables III, IV),
+the masks in MNI152 and the group heatmaps (Fig. 6), and the report."""
 
 from __future__ import annotations
 

@@ -21,14 +21,14 @@ def test_defaults_are_the_methods():
     config = yaml.safe_load(yaml.safe_dump(MINIMAL))
     validate(config, SCHEMA, set_default=True)
     pp = config["preprocessing"]
-    assert pp["crop_shape"] == [96, 96, 112]  # METHOD.md 2.5
-    assert pp["coregistration"] == "rigid"  # METHOD.md 2.3
+    assert pp["crop_shape"] == [96, 96, 112]  # docs/method.md#25-crop
+    assert pp["coregistration"] == "rigid"  # docs/method.md#23-co-registration-to-ndi
     assert pp["template_resolution"] == 2 and pp["template_transform"] == "SyN"  # 2.6
     assert pp["skullstrip"] == "deepbet_template" and pp["cerebellum_margin_mm"] == 1
     assert config["inputs"]["units"] == {"qT1": "ms", "MWF": "fraction"}
-    assert config["split"] == {"test_fraction": 0.2, "n_folds": 3, "seed": 0}  # METHOD.md 3
+    assert config["split"] == {"test_fraction": 0.2, "n_folds": 3, "seed": 0}  # docs/method.md#3-split
     tr = config["training"]
-    assert (tr["lr"], tr["batch_size"], tr["weight_decay"]) == (5e-5, 70, 1e-2)  # METHOD.md 5
+    assert (tr["lr"], tr["batch_size"], tr["weight_decay"]) == (5e-5, 70, 1e-2)  # docs/method.md#5-training
 
 
 @pytest.mark.parametrize("bad", [

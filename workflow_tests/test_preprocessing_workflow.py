@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from gamer_mril.io import sha256, sidecar_path
 from gamer_mril.preprocessing import CropBox, apply_crop
@@ -59,6 +60,10 @@ def test_outputs_have_provenance_sidecars(preprocessed):
     desc = json.loads((results / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "gamer-mril"
+    # the resolved config, for people: the same as the JSON's, defaults filled in
+    resolved = yaml.safe_load((results / "config.yaml").read_text())
+    assert resolved == desc["Configuration"]
+    assert resolved["split"]["n_folds"] == 3 and resolved["inputs"]["participant_label"] == []
     qc = pd.read_csv(results / "group" / "preprocessing_qc.tsv", sep="\t")
     assert len(qc) == 4 and (qc["dice_template_brain"] > 0.9).all()
 
