@@ -29,7 +29,8 @@ rule select_participants:
         runtime=5,
     params:
         selection={k: config["inputs"].get(k, []) for k in Selection.KEYS},
-        maps=config["inputs"]["maps"],
-        brain_mask=config["inputs"].get("brain_mask"),
+        # (functions: the patterns' {subject} and {session} are not this rule's wildcards)
+        maps=lambda wildcards: config["inputs"]["maps"],
+        brain_mask=lambda wildcards: config["inputs"].get("brain_mask"),
     script:
         "../scripts/select_participants.py"

@@ -74,7 +74,7 @@ def _pred(subjects, labels, probs):
 
 
 def test_table_ii_intervals():
-    from gamer_mril import training as T
+    from gamer_mril import evaluation as T
 
     val = {0: _pred(list("abcdef"), [0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.6, 0.4, 0.8, 0.9]),
            1: _pred(list("ghijkl"), [0, 1, 0, 1, 0, 1], [0.3, 0.7, 0.2, 0.9, 0.4, 0.6])}
@@ -98,7 +98,7 @@ def test_table_ii_intervals():
 def test_auc_is_the_mann_whitney_statistic():
     from sklearn.metrics import roc_auc_score
 
-    from gamer_mril.training import _auc
+    from gamer_mril.evaluation import roc_auc as _auc
 
     rng = np.random.default_rng(0)
     for _ in range(20):

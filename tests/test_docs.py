@@ -1,6 +1,6 @@
 """The method page (docs/method.md) and the references to it.
 
-* every ``method.md#anchor`` written anywhere in the repository names a heading that
+* every link to a section of the method page written anywhere in the repository names a heading that
   docs/method.md has (anchors computed as GitHub computes them);
 * no tracked file points at the retired method page or at paths outside the repository;
 * docs/method.md keeps the numbered headings other files link to.

@@ -563,7 +563,7 @@ def test_checker_finds_a_gap_and_reads_rules_in_branches(tmp_path):
     (tmp_path / "envs").mkdir()
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "roc.py").write_text(
-        "from gamer_mril.training import plot_roc\nplot_roc({}, snakemake.output[0])\n")
+        "from gamer_mril.evaluation import plot_roc\nplot_roc({}, snakemake.output[0])\n")
     (tmp_path / "envs" / "small.yaml").write_text(
         "channels: [conda-forge]\ndependencies:\n  - python=3.11\n"
         "  - pip  # the installer\n  - numpy\n  - pip:\n      - torch==2.13.0\n"
@@ -586,7 +586,7 @@ def test_checker_finds_a_gap_and_reads_rules_in_branches(tmp_path):
     assert rules["plot"].path_of("script") == (tmp_path / "scripts" / "roc.py").resolve()
     assert "conda" not in rules["other"].directives and "shell" in rules["other"].directives
     needs, missing = env_gaps(rules["plot"])
-    assert {"matplotlib", "torch", "scikit-learn"} <= set(needs)
+    assert {"matplotlib", "scikit-learn"} <= set(needs) and "torch" not in needs
     assert set(missing) >= {"scikit-learn", "pandas"} and "matplotlib" not in missing, missing
     assert "plot_roc" in missing["scikit-learn"]  # the chain names the function
     deps = read_env(tmp_path / "envs" / "small.yaml")["deps"]
@@ -615,7 +615,8 @@ def test_analysis_on_a_made_up_script(tmp_path):
     script.write_text(
         "import helper\n"
         "from gamer_mril import registration as reg\n"
-        "from gamer_mril.training import plot_roc\n"
+        "from gamer_mril.evaluation import plot_roc\n"
+        "from gamer_mril.training import predict\n"
         "reg.configure(1, 2)\n"
         "plot_roc({}, 'x.png')\n"
         "helper.f()\n")

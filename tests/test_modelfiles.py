@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from gamer_mril.modelfiles import best_fold, explaining_fold, find_fold_models
-from gamer_mril.training import assessment_predictions, frozen_predictions
+from gamer_mril.evaluation import assessment_predictions, frozen_predictions
 
 
 def _fold(root, k, files=("model.safetensors", "model.json")):

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from gamer_mril import CONTRASTS
+from gamer_mril import evaluation as E
 from gamer_mril import training as T
 
 SMALL = (16, 16, 20)
@@ -238,14 +239,14 @@ def test_binary_metrics_by_hand():
     label = [1, 1, 1, 0, 0, 0, 0, 1]
     prob = [0.9, 0.6, 0.4, 0.2, 0.5, 0.1, 0.3, 0.7]
     # predicted severe (p >= 0.5): 1 1 0 0 1 0 0 1 -> TP 3, FN 1, TN 3, FP 1
-    m = T.binary_metrics(label, prob)
+    m = E.binary_metrics(label, prob)
     assert m["n"] == 8
     assert m["accuracy"] == pytest.approx(6 / 8)
     assert m["sensitivity"] == pytest.approx(3 / 4)
     assert m["specificity"] == pytest.approx(3 / 4)
     # AUC: pairs (pos, neg) with pos > neg: 0.9:4 0.6:4 0.4:3 0.7:4 -> 15 / 16
     assert m["auc"] == pytest.approx(15 / 16)
-    one_class = T.binary_metrics([1, 1], [0.7, 0.2])
+    one_class = E.binary_metrics([1, 1], [0.7, 0.2])
     assert math.isnan(one_class["auc"]) and math.isnan(one_class["specificity"])
     assert one_class["sensitivity"] == 0.5
 
@@ -268,7 +269,7 @@ def test_table_ii_by_hand():
             1: _pred(test_subjects, test_labels, [0.6, 0.2, 0.4, 0.1]),
             2: _pred(test_subjects, test_labels, [0.4, 0.6, 0.8, 0.5])}
     test[2] = test[2].iloc[::-1].reset_index(drop=True)       # row order must not matter
-    tab = T.table_ii(val, test)
+    tab = E.table_ii(val, test)
     assert list(zip(tab["set"], tab["model"])) == [
         ("validation", "fold 0"), ("validation", "fold 1"), ("validation", "fold 2"),
         ("validation", "mean"), ("test", "best fold 1"), ("test", "mean of folds")]
@@ -283,18 +284,18 @@ def test_table_ii_by_hand():
     assert r.loc["best fold 1", "specificity"] == pytest.approx(0.5)
     assert r.loc["best fold 1", "sensitivity"] == pytest.approx(0.0)
     # mean of folds: t1 (0.2+0.6+0.4)/3=0.4, t2 0.4, t3 0.5, t4 0.5
-    combined = T.mean_of_folds(test)
+    combined = E.mean_of_folds(test)
     assert np.allclose(combined["prob"], [0.4, 0.4, 0.5, 0.5])
     assert r.loc["mean of folds", "auc"] == pytest.approx(1.0)
     assert r.loc["mean of folds", "accuracy"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="other sessions"):
-        T.table_ii(val, {**test, 2: test[2].iloc[:3]})
+        E.table_ii(val, {**test, 2: test[2].iloc[:3]})
 
 
 def test_mean_attention_over_correct_sessions():
     df = _pred(["a", "b", "c", "d"], [1, 0, 1, 0], [0.8, 0.3, 0.2, 0.9],
                att=[(0.5, 0.2, 0.3), (0.3, 0.3, 0.4), (0.9, 0.05, 0.05), (0.1, 0.1, 0.8)])
-    out = T.mean_attention(df).set_index("contrast")
+    out = E.mean_attention(df).set_index("contrast")
     assert list(out.index) == list(CONTRASTS)
     assert out.loc["qT1", "mean_attention"] == pytest.approx(0.4)
     assert out.loc["MWF", "mean_attention"] == pytest.approx(0.25)
@@ -304,7 +305,7 @@ def test_mean_attention_over_correct_sessions():
 
 def test_plot_roc_writes_png(tmp_path):
     path = tmp_path / "fig" / "roc.png"
-    T.plot_roc({"fold 0": ([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]),
+    E.plot_roc({"fold 0": ([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]),
                 "test": ([0, 1, 0, 1], [0.2, 0.8, 0.3, 0.7])}, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(path.parent.glob(".*"))
@@ -385,7 +386,7 @@ def test_checkpoint_reproduces_predictions(runs, synthetic_cache):
     pd.testing.assert_frame_equal(pred, saved, check_exact=True)
     assert np.allclose(pred[["a_qT1", "a_MWF", "a_NDI"]].sum(axis=1), 1.0)
     meta = json.loads((out / "model.json").read_text())
-    assert T.binary_metrics(pred["label"], pred["prob"])["auc"] == meta["val_auc"]
+    assert E.binary_metrics(pred["label"], pred["prob"])["auc"] == meta["val_auc"]
 
 
 def test_same_seed_identical_different_seed_differs(runs):
