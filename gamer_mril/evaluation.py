@@ -293,6 +293,175 @@ def frozen_predictions(predictions: Mapping, best: int) -> tuple:
     return table, pd.DataFrame(rows, columns=["model", *METRIC_COLUMNS])
 
 
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(str(tmp), format="png")
+
+
+def plot_training_curves(epochs: Mapping, chosen: Mapping, path) -> None:
+    """Per fold, the training and validation loss and the validation AUC per epoch, the
+    kept epoch marked. ``epochs``: {fold: epochs.tsv frame}; ``chosen``: {fold: epoch}."""
+    folds = sorted(epochs)
+    fig = _figure(4.2 * len(folds), 5.5)
+    for j, k in enumerate(folds):
+        df = epochs[k]
+        top = fig.add_subplot(2, len(folds), j + 1)
+        top.plot(df["epoch"], df["train_loss"], label="training loss")
+        top.plot(df["epoch"], df["val_loss"], label="validation loss")
+        top.set_title(f"fold {k}")
+        top.set_xlabel("epoch")
+        bottom = fig.add_subplot(2, len(folds), len(folds) + j + 1)
+        bottom.plot(df["epoch"], df["val_auc"], color="C2", label="validation AUC")
+        bottom.set_ylim(0, 1.02)
+        bottom.set_xlabel("epoch")
+        for ax in (top, bottom):
+            if chosen.get(k) is not None:
+                ax.axvline(chosen[k], color="0.3", ls="--", lw=1, label="kept epoch")
+            ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def reliability(label, prob, n_bins: int = 5) -> pd.DataFrame:
+    """Observed fraction of severe sessions per bin of predicted probability (equal-width
+    bins on [0, 1]; empty bins left out): bin_low, bin_high, n, mean_prob, observed."""
+    label = np.asarray(label, dtype=float)
+    prob = np.asarray(prob, dtype=float)
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(prob, edges[1:-1]), 0, n_bins - 1)
+    rows = [dict(bin_low=edges[b], bin_high=edges[b + 1], n=int((which == b).sum()),
+                 mean_prob=float(prob[which == b].mean()),
+                 observed=float(label[which == b].mean()))
+            for b in range(n_bins) if (which == b).any()]
+    return pd.DataFrame(rows, columns=["bin_low", "bin_high", "n", "mean_prob", "observed"])
+
+
+def plot_reliability(curves: Mapping, path, n_bins: int = 5) -> None:
+    """Reliability diagram {name: (label, prob)}: observed against predicted probability,
+    the marker size growing with the sessions in the bin."""
+    fig = _figure(5, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="perfect calibration")
+    for name, (label, prob) in curves.items():
+        table = reliability(label, prob, n_bins)
+        ax.plot(table["mean_prob"], table["observed"], marker="o", label=name)
+        ax.scatter(table["mean_prob"], table["observed"], s=10 + 8 * table["n"], alpha=0.3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("predicted probability of severe")
+    ax.set_ylabel("observed fraction severe")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+
+
+# ------------------------------------------------------------------ against the baselines
+#: Table II's name for the network.
+NETWORK = "GAMER-MRIL"
+
+
+def with_classifier(table: pd.DataFrame, classifier: str) -> pd.DataFrame:
+    """A Table II frame with a first column naming the classifier."""
+    out = table.copy()
+    out.insert(0, "classifier", classifier)
+    return out
+
+
+def _pooled_folds(predictions: Mapping) -> pd.DataFrame:
+    return pd.concat([predictions[k].assign(fold=k) for k in sorted(predictions)],
+                     ignore_index=True)
+
+
+def _paired(network: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """The same sessions scored by both: subject, session, label, fold?, prob, prob_other."""
+    keys = ["subject", "session"] + (["fold"] if "fold" in network else [])
+    merged = network[keys + ["label", "prob"]].merge(
+        baseline[keys + ["label", "prob"]].rename(columns={"prob": "prob_other",
+                                                            "label": "label_other"}),
+        on=keys, how="inner", validate="one_to_one")
+    if len(merged) != len(network) or len(merged) != len(baseline):
+        raise ValueError("the network and the baseline scored different sessions")
+    if not (merged["label"] == merged["label_other"]).all():
+        raise ValueError("the network's and the baseline's labels disagree")
+    return merged
+
+
+def _auc_difference(frame: pd.DataFrame) -> dict:
+    return {"difference": roc_auc(frame["label"], frame["prob"])
+            - roc_auc(frame["label"], frame["prob_other"])}
+
+
+def _fold_mean_auc_difference(frame: pd.DataFrame) -> dict:
+    diffs = [_auc_difference(df)["difference"] for _, df in frame.groupby("fold")]
+    return {"difference": float(np.mean(diffs))}
+
+
+def verdict(baseline: str, where: str, auc_net: float, auc_base: float, low: float,
+            high: float) -> str:
+    """One plain sentence on whether the network beats a baseline."""
+    figures = (f"AUC {auc_net:.2f} against {auc_base:.2f}, difference "
+               f"{auc_net - auc_base:+.2f} (95% interval {low:+.2f} to {high:+.2f})")
+    if not np.isfinite([auc_net, auc_base]).all():
+        return f"{where}: the comparison with the {baseline} is undefined (one class only)."
+    if low > 0:
+        return f"{where}: the network beats the {baseline}: {figures}."
+    if high < 0:
+        return f"{where}: the network does NOT beat the {baseline}; it does worse: {figures}."
+    return (f"{where}: the network does NOT beat the {baseline}; the difference is within "
+            f"chance: {figures}.")
+
+
+def baseline_comparison(val: Mapping, test: Mapping, baselines: Mapping,
+                        n_resamples: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The network against each baseline, paired (the same sessions, the same resamples).
+
+    ``val`` / ``test``: the network's {fold: predictions}; ``baselines``: {label: (val,
+    test)} in the same form. Two rows per baseline: ``validation`` (the mean over folds of
+    the within-fold AUC) and ``test`` (the mean of the fold models' probabilities). The
+    interval of the AUC difference comes from one subject-grouped bootstrap in which both
+    classifiers see the same resampled subjects. Columns: baseline, set, auc_network,
+    auc_baseline, difference, difference_low, difference_high, verdict.
+    """
+    from .bootstrap import N_RESAMPLES, grouped_bootstrap
+
+    n_resamples = N_RESAMPLES if n_resamples is None else int(n_resamples)
+    rows = []
+    for label, (b_val, b_test) in baselines.items():
+        cases = [("validation", "validation folds (mean of within-fold AUCs)",
+                  _paired(_pooled_folds(val), _pooled_folds(b_val)),
+                  _fold_mean_auc_difference),
+                 ("test", "test set (mean of the fold models)",
+                  _paired(mean_of_folds(test), mean_of_folds(b_test)), _auc_difference)]
+        for set_name, where, frame, stat in cases:
+            if set_name == "validation":
+                aucs = [(roc_auc(df["label"], df["prob"]), roc_auc(df["label"], df["prob_other"]))
+                        for _, df in frame.groupby("fold")]
+                auc_net, auc_base = (float(np.mean(x)) for x in zip(*aucs))
+            else:
+                auc_net = roc_auc(frame["label"], frame["prob"])
+                auc_base = roc_auc(frame["label"], frame["prob_other"])
+            low = high = float("nan")
+            if n_resamples:
+                low, high, _ = grouped_bootstrap(frame, stat, n_resamples=n_resamples,
+                                                 seed=seed)["difference"]
+            rows.append(dict(baseline=label, set=set_name, auc_network=auc_net,
+                             auc_baseline=auc_base, difference=auc_net - auc_base,
+                             difference_low=low, difference_high=high,
+                             verdict=verdict(label, where, auc_net, auc_base, low, high)))
+    return pd.DataFrame(rows, columns=["baseline", "set", "auc_network", "auc_baseline",
+                                       "difference", "difference_low", "difference_high",
+                                       "verdict"])
+
+
 # ------------------------------------------------------------------ the rule's job
 
 def _read_predictions(path) -> pd.DataFrame:
@@ -300,26 +469,60 @@ def _read_predictions(path) -> pd.DataFrame:
 
 
 def run_evaluate_models(val_paths: Sequence, test_paths: Sequence, table_out, attention_out,
-                        roc_out, predictions_out, *, log_file=None, threads: int = 1) -> None:
-    """Rule evaluate_models: Table II, attention weights, ROC curves, and each assessed
-    session's prediction by the model that explains it. ``val_paths`` / ``test_paths``:
-    each fold's predictions (``<models>/fold-<k>/...``)."""
-    from .jobs import step
+                        roc_out, predictions_out, *, baselines=None, comparison_out=None,
+                        epochs_paths: Sequence = (), curves_out=None, reliability_out=None,
+                        log_file=None, threads: int = 1) -> None:
+    """Rule evaluate_models: Table II (the network, then each baseline), the network
+    against each baseline, attention weights, ROC curves, and each assessed session's
+    prediction by the model that explains it. ``val_paths`` / ``test_paths``: each fold's
+    predictions (``<models>/fold-<k>/...``); ``baselines``: the baselines' predictions
+    (:func:`gamer_mril.baselines.baseline_predictions`)."""
+    from .baselines import BASELINES, split_by_fold
+    from .jobs import log, step
 
-    with step("evaluate_models", inputs={"val": list(val_paths), "test": list(test_paths)},
-              outputs=[table_out, attention_out, roc_out, predictions_out],
-              log_file=log_file, threads=threads):
+    inputs = {"val": list(val_paths), "test": list(test_paths), "baselines": baselines,
+              "epochs": list(epochs_paths) or None}
+    outputs = [table_out, attention_out, roc_out, predictions_out]
+    outputs += [p for p in (comparison_out, curves_out, reliability_out) if p]
+    with step("evaluate_models", inputs=inputs, outputs=outputs, log_file=log_file,
+              threads=threads):
         folds = [fold_of(Path(p).parent) for p in val_paths]
         val = {k: _read_predictions(p) for k, p in zip(folds, val_paths)}
         test = {fold_of(Path(p).parent): _read_predictions(p) for p in test_paths}
-        table = table_ii(val, test)
-        atomic_write_text(table_out, table.to_csv(sep="\t", index=False))
+        tables = [with_classifier(table_ii(val, test), NETWORK)]
+        others = {}
+        if baselines:
+            frame = _read_predictions(baselines)
+            for kind, label in BASELINES.items():
+                b_val, b_test = split_by_fold(frame, kind)
+                others[label] = (b_val, b_test)
+                tables.append(with_classifier(table_ii(b_val, b_test), label))
+        atomic_write_text(table_out, pd.concat(tables, ignore_index=True)
+                          .to_csv(sep="\t", index=False))
+        if comparison_out:
+            comparison = baseline_comparison(val, test, others)
+            for sentence in comparison["verdict"]:
+                log.info(sentence)
+            atomic_write_text(comparison_out, comparison.to_csv(sep="\t", index=False))
         att = mean_attention(list(val.values()) + list(test.values()))
         atomic_write_text(attention_out, att.to_csv(sep="\t", index=False))
         curves = {f"validation fold {k}": (v.label, v.prob) for k, v in val.items()}
         mean = mean_of_folds(test)
         curves["test, mean of folds"] = (mean.label, mean.prob)
+        for label, (_, b_test) in others.items():
+            b_mean = mean_of_folds(b_test)
+            curves[f"test, {label}"] = (b_mean.label, b_mean.prob)
         plot_roc(curves, roc_out)
+        if reliability_out:
+            pooled = _pooled_folds(val)
+            plot_reliability({"validation folds": (pooled.label, pooled.prob),
+                              "test, mean of folds": (mean.label, mean.prob)},
+                             reliability_out)
+        if curves_out:
+            epochs = {fold_of(Path(p).parent): pd.read_csv(p, sep="\t") for p in epochs_paths}
+            chosen = {k: read_model_meta(Path(p).parent).get("epoch") for k, p in
+                      zip(folds, val_paths)}
+            plot_training_curves(epochs, chosen, curves_out)
         best = best_fold({k: read_model_meta(Path(p).parent) for k, p in zip(folds, val_paths)})
         pred = assessment_predictions(val, test, best)
         atomic_write_text(predictions_out, pred.to_csv(sep="\t", index=False))

@@ -124,6 +124,11 @@ class Session:
         return self.crop_grid("mask", "cerebrum")
 
     @property
+    def region_means(self) -> str:
+        """Mean of each network input over the cerebrum and each AAL3 region of it."""
+        return self.file("means", ext=".tsv", space="NDIcrop", atlas="AAL3")
+
+    @property
     def template_brain_mask(self) -> str:
         """Quality control of step 6: the brain mask warped to MNI152."""
         return self.file("mask", space=TPL, desc="brain")

@@ -134,6 +134,7 @@ SPLIT = f"{GROUP}/split.tsv"
 #: The session cache: every session's network inputs in one memory-mapped array.
 CACHE = dict(images=f"{GROUP}/cache/images.npy", index=f"{GROUP}/cache/index.tsv")
 PREDICTIONS = f"{GROUP}/predictions.tsv"
+BASELINE_PREDICTIONS = f"{GROUP}/baseline_predictions.tsv"
 INVERTING_AUC = f"{GROUP}/inverting_auc.tsv"
 CHOSEN = f"{GROUP}/chosen_scenario.json"
 #: The participants table as given, and the validated rows of the selected sessions that

@@ -226,6 +226,32 @@ rule remove_cerebellum:
         "../scripts/remove_cerebellum.py"
 
 
+rule region_means:
+    """The mean of each network input over the cerebrum and over each AAL3 region of it
+    (the atlas carried from MNI152 through the inverse transforms, nearest neighbour):
+    the features of the baseline classifiers (docs/method.md#52-baselines)."""
+    input:
+        **PREPROC,
+        **TEMPLATE_XFM,
+        cerebrum=S.cerebrum,
+    output:
+        tsv=S.region_means,
+    log:
+        log_path("region_means"),
+    benchmark:
+        bench_path("region_means")
+    group:
+        "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/region_means.py"
+
+
 rule warp_brain_mask_to_template:
     """Quality control of step 6 (docs/method.md#28-quality-control-numbers): the
     session's brain mask in MNI152 (nearest neighbour); its Dice with the template's brain
@@ -303,6 +329,7 @@ rule dataset_description:
 
 rule preprocess_all:
     """Participant-level target: every session preprocessed and checked (the QC table
-    needs every session's last steps)."""
+    needs every session's last steps), and its regional means."""
     input:
         QC_TABLE,
+        for_sessions(S.region_means),

@@ -98,14 +98,44 @@ if not FROZEN:
         script:
             "../scripts/predict_test.py"
 
+    rule fit_baselines:
+        """The baseline classifiers (docs/method.md#52-baselines): penalised logistic
+        regressions on cerebrum means or AAL3 regional means plus age, fitted per fold
+        on the fold's training sessions, scoring its validation sessions and the test
+        set as the network's fold models do."""
+        input:
+            means=for_sessions(S.region_means),
+            participants=PARTICIPANTS,
+            split=SPLIT,
+        output:
+            tsv=BASELINE_PREDICTIONS,
+        log:
+            f"{OUT}/logs/fit_baselines.log",
+        benchmark:
+            f"{OUT}/benchmarks/fit_baselines.tsv"
+        conda:
+            "../envs/training.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=20,
+        params:
+            seed=config["split"]["seed"],
+        script:
+            "../scripts/fit_baselines.py"
+
     rule evaluate_models:
         """Table II (validation per fold and mean; test for the best fold's model and for
-        the mean of the fold models), attention weights, ROC curves."""
+        the mean of the fold models) for the network and each baseline, the network
+        against the baselines, attention weights, ROC curves, training curves and a
+        reliability diagram."""
         input:
             val=fold_models("val"),
             test=fold_models("test"),
             meta=fold_models("meta"),
+            epochs=fold_models("epochs"),
             split=SPLIT,
+            baselines=BASELINE_PREDICTIONS,
         output:
             table=report(
                 f"{GROUP}/table_ii.tsv",
@@ -120,6 +150,21 @@ if not FROZEN:
             roc=report(
                 f"{GROUP}/roc.png",
                 caption="../report/roc.rst",
+                category="Classification",
+            ),
+            comparison=report(
+                f"{GROUP}/baseline_comparison.tsv",
+                caption="../report/baseline_comparison.rst",
+                category="Classification",
+            ),
+            curves=report(
+                f"{GROUP}/training_curves.png",
+                caption="../report/training_curves.rst",
+                category="Classification",
+            ),
+            reliability=report(
+                f"{GROUP}/reliability.png",
+                caption="../report/reliability.rst",
                 category="Classification",
             ),
             predictions=PREDICTIONS,

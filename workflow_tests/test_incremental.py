@@ -48,7 +48,8 @@ NEW = "009"
 BEFORE_TEMPLATE = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
                    "crop_to_brain")
 PREPROCESSING = {r: 1 for r in BEFORE_TEMPLATE + (
-    "register_to_template", "remove_cerebellum", "warp_brain_mask_to_template")}
+    "register_to_template", "remove_cerebellum", "warp_brain_mask_to_template",
+    "region_means")}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
                               "warp_top_masks")}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}

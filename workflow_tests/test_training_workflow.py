@@ -42,6 +42,19 @@ def test_training_runs_end_to_end(trained, training_cohort):
         defined = t2[m].notna()
         assert (t2.loc[defined, f"{m}_low"] <= t2.loc[defined, m] + 1e-9).all(), m
         assert (t2.loc[defined, m] <= t2.loc[defined, f"{m}_high"] + 1e-9).all(), m
+    # the baselines: rows of Table II on the same folds, and the comparison
+    assert t2["classifier"].iloc[0] == "GAMER-MRIL"
+    assert set(t2["classifier"]) == {"GAMER-MRIL", "baseline: cerebrum means + age",
+                                     "baseline: AAL3 regional means + age"}
+    for _, rows in t2.groupby("classifier"):
+        assert list(rows["model"])[:3] == ["fold 0", "fold 1", "mean"]
+    comparison = pd.read_csv(group / "baseline_comparison.tsv", sep="\t")
+    assert len(comparison) == 4 and comparison["verdict"].str.contains("the network").all()
+    net = t2[(t2["classifier"] == "GAMER-MRIL") & (t2["model"] == "mean of folds")]
+    test_rows = comparison[comparison["set"] == "test"]
+    assert np.allclose(test_rows["auc_network"], net["auc"].iloc[0], equal_nan=True)
+    for name in ("training_curves.png", "reliability.png"):
+        assert (group / name).stat().st_size > 5000, name
     att = pd.read_csv(group / "attention_weights.tsv", sep="\t")
     assert list(att["contrast"]) == ["qT1", "MWF", "NDI"]
     assert (group / "roc.png").stat().st_size > 1000
