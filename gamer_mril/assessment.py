@@ -694,6 +694,9 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
         if len(baseline):
             ax.axhline(float(baseline.iloc[0]), ls="--", color="0.5", lw=1,
                        label="no inverting")
+        if "baseline_auc_within" in df and df["baseline_auc_within"].notna().any():
+            ax.axhline(float(df["baseline_auc_within"].dropna().iloc[0]), ls=":",
+                       color="0.3", lw=1, label="no inverting, within models")
         ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("top N-th quantile mask")
         ax.set_ylabel("AUC")
@@ -836,12 +839,17 @@ def session_mask_values(images, masks: Mapping, levels: Sequence) -> pd.DataFram
     return pd.DataFrame(rows, columns=["scenario", "N", "contrast", "value", "n_voxels"])
 
 
-def auc_table(probabilities: pd.DataFrame, labels: Mapping) -> pd.DataFrame:
+def auc_table(probabilities: pd.DataFrame, labels: Mapping,
+              groups: Mapping | None = None) -> pd.DataFrame:
     """AUC after inverting per scenario and level from the sessions' probabilities.
 
     ``probabilities``: long frame ``session``, ``scenario``, ``N``, ``prob``, the baseline
     (no inverting) as scenario 0, N 0; ``labels``: {session: 0/1}. Every session must have
-    every (scenario, N) of the frame. Returns the columns of :func:`inverting_auc`."""
+    every (scenario, N) of the frame. Returns the columns of :func:`inverting_auc`; with
+    ``groups`` ({session: the model that scored it}) also ``auc_within``,
+    ``baseline_auc_within`` and ``auc_drop_within``: the AUC computed within each group
+    of sessions scored by one model, averaged over the groups where it is defined, which
+    does not depend on the models sharing one probability scale."""
     df = probabilities
     sessions = sorted(set(df["session"]))
     missing = set(sessions) - set(labels)
@@ -856,13 +864,32 @@ def auc_table(probabilities: pd.DataFrame, labels: Mapping) -> pd.DataFrame:
     if (0, 0) not in wide.columns:
         raise ValueError("no baseline (scenario 0, N 0) probabilities")
     base = auc(y, wide[(0, 0)].to_numpy())
+    columns = ["scenario", "N", "auc", "baseline_auc", "auc_drop", "n_sessions"]
+    if groups is not None:
+        missing = set(sessions) - set(groups)
+        if missing:
+            raise ValueError(f"no model group for sessions {sorted(missing)[:5]}")
+        g = np.array([str(groups[s]) for s in sessions])
+        members = [g == name for name in sorted(set(g))]
+
+        def within(values):
+            aucs = [auc(y[m], values[m]) for m in members]
+            aucs = [a for a in aucs if np.isfinite(a)]
+            return float(np.mean(aucs)) if aucs else float("nan")
+
+        base_within = within(wide[(0, 0)].to_numpy())
+        columns += ["auc_within", "baseline_auc_within", "auc_drop_within"]
     rows = []
     for scn, n in sorted(c for c in wide.columns if c != (0, 0)):
         a = auc(y, wide[(scn, n)].to_numpy())
-        rows.append(dict(scenario=int(scn), N=int(n), auc=a, baseline_auc=base,
-                         auc_drop=base - a, n_sessions=len(sessions)))
-    return pd.DataFrame(rows, columns=["scenario", "N", "auc", "baseline_auc", "auc_drop",
-                                       "n_sessions"])
+        row = dict(scenario=int(scn), N=int(n), auc=a, baseline_auc=base,
+                   auc_drop=base - a, n_sessions=len(sessions))
+        if groups is not None:
+            w = within(wide[(scn, n)].to_numpy())
+            row.update(auc_within=w, baseline_auc_within=base_within,
+                       auc_drop_within=base_within - w)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def warp_masks_to_template(masks, affine, xfm: Mapping, template_resolution: int = 2):
@@ -942,13 +969,19 @@ def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, 
         pred = pd.read_csv(predictions_path, sep="\t", dtype=_IDS)
         pred["key"] = _keyed(pred)
         labels = dict(zip(pred["key"], pred["label"].astype(int)))
+        # the model that scored each session: its fold's for validation, the best
+        # fold's for the test (or, frozen, the new) sessions
+        groups = dict(zip(pred["key"], pred["set"].astype(str) + " fold "
+                          + pred["fold"].astype(str)))
         base = probs[probs["scenario"] == 0].set_index("key")["prob"]
         diff = (base - pred.set_index("key")["prob"].reindex(base.index)).abs().max()
         log.info("baseline probability vs predictions.tsv: largest difference %.3g", diff)
-        table = auc_table(probs.rename(columns={"session": "ses", "key": "session"}), labels)
+        table = auc_table(probs.rename(columns={"session": "ses", "key": "session"}), labels,
+                          groups)
         for _, r in table[table["N"] == TABLE_IV_LEVEL].iterrows():
-            log.info("scenario %2d N=%d: AUC %.3f (drop %.3f)", r["scenario"], r["N"],
-                     r["auc"], r["auc_drop"])
+            log.info("scenario %2d N=%d: AUC %.3f (drop %.3f); within models %.3f (drop "
+                     "%.3f)", r["scenario"], r["N"], r["auc"], r["auc_drop"],
+                     r["auc_within"], r["auc_drop_within"])
         with atomic_path(table_out) as tmp:
             table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         plot_inverting(table, figure_out,

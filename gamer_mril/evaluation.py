@@ -126,7 +126,11 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
 
     * ``validation`` / ``fold k`` for each fold, on its own validation sessions;
     * ``validation`` / ``mean``: the unweighted mean over folds of each metric (a NaN in
-      any fold makes the mean NaN), ``n`` the total of the folds;
+      any fold makes the mean NaN), ``n`` the total of the folds: the within-fold figure,
+      which does not depend on the fold models sharing one probability scale;
+    * ``validation`` / ``pooled``: the metrics of all validation sessions together, each
+      scored by its own fold's model (what a pooled assessment set sees; it falls below
+      the mean when the fold models' outputs sit on different scales);
     * ``test`` / ``best fold k``: the test set scored by the fold model with the highest
       validation AUC (ties: the lowest fold);
     * ``test`` / ``mean of folds``: the test set scored by the mean over fold models of
@@ -152,6 +156,10 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
     per_fold = pd.DataFrame(rows)
     mean = {c: float(per_fold[c].mean(skipna=False)) for c in METRIC_COLUMNS if c != "n"}
     rows.append(dict(set="validation", model="mean", **mean, n=int(per_fold["n"].sum())))
+    pooled = pd.concat([val_predictions[k].assign(fold=k) for k in folds],
+                       ignore_index=True)
+    rows.append(dict(set="validation", model="pooled",
+                     **binary_metrics(pooled["label"], pooled["prob"], threshold)))
     aucs = per_fold["auc"].to_numpy(float)
     if np.isnan(aucs).all():
         best = folds[0]
@@ -165,11 +173,9 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
                      **binary_metrics(combined["label"], combined["prob"], threshold)))
     columns = ["set", "model", *METRIC_COLUMNS]
     if n_resamples:
-        pooled = pd.concat([val_predictions[k].assign(fold=k) for k in folds],
-                           ignore_index=True)
         samples = [(val_predictions[k], _metrics) for k in folds]
-        samples += [(pooled, _fold_mean_metrics), (test_predictions[best], _metrics),
-                    (combined, _metrics)]
+        samples += [(pooled, _fold_mean_metrics), (pooled, _metrics),
+                    (test_predictions[best], _metrics), (combined, _metrics)]
         for row, (frame, stat) in zip(rows, samples):
             ci = grouped_bootstrap(frame, lambda f, stat=stat: stat(f, threshold),
                                    n_resamples=n_resamples, seed=seed)

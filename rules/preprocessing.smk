@@ -329,7 +329,6 @@ rule dataset_description:
 
 rule preprocess_all:
     """Participant-level target: every session preprocessed and checked (the QC table
-    needs every session's last steps), and its regional means."""
+    needs every session's last steps)."""
     input:
         QC_TABLE,
-        for_sessions(S.region_means),

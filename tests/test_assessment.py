@@ -565,3 +565,22 @@ def test_auc_table_matches_inverting_auc():
     pd.testing.assert_frame_equal(table, res, check_dtype=False)
     with pytest.raises(ValueError, match="missing"):
         A.auc_table(probs.iloc[1:], dict(enumerate(labels)))
+
+
+def test_auc_within_models_by_hand():
+    """Two models on different probability scales: each ranks its own sessions
+    perfectly (within-model AUC 1), pooled they rank 3 of 4 pairs right."""
+    probs = pd.DataFrame({"session": ["a", "b", "c", "d"] * 2,
+                          "scenario": [0] * 4 + [1] * 4, "N": [0] * 4 + [40] * 4,
+                          "prob": [0.9, 0.95, 0.1, 0.15, 0.95, 0.9, 0.1, 0.15]})
+    labels = {"a": 0, "b": 1, "c": 0, "d": 1}
+    models = {"a": "fold 0", "b": "fold 0", "c": "fold 1", "d": "fold 1"}
+    row = A.auc_table(probs, labels, models).iloc[0]
+    assert row["baseline_auc"] == pytest.approx(0.75)
+    assert row["baseline_auc_within"] == pytest.approx(1.0)
+    # after inverting, fold 0 ranks its pair backwards: within (0 + 1) / 2
+    assert row["auc_within"] == pytest.approx(0.5)
+    assert row["auc_drop_within"] == pytest.approx(0.5)
+    assert row["auc"] == pytest.approx(0.5)      # pairs: b<a, b>c, d<a, d>c
+    with pytest.raises(ValueError, match="no model group"):
+        A.auc_table(probs, labels, {"a": "fold 0"})

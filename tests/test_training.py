@@ -272,13 +272,20 @@ def test_table_ii_by_hand():
     tab = E.table_ii(val, test)
     assert list(zip(tab["set"], tab["model"])) == [
         ("validation", "fold 0"), ("validation", "fold 1"), ("validation", "fold 2"),
-        ("validation", "mean"), ("test", "best fold 1"), ("test", "mean of folds")]
+        ("validation", "mean"), ("validation", "pooled"), ("test", "best fold 1"),
+        ("test", "mean of folds")]
     r = tab.set_index("model")
     assert r.loc["fold 0", "auc"] == pytest.approx(0.75)
     assert r.loc["fold 0", "accuracy"] == pytest.approx(0.5)
     assert r.loc["mean", "auc"] == pytest.approx((0.75 + 1 + 0.75) / 3)
     assert r.loc["mean", "accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     assert r.loc["mean", "n"] == 12
+    # pooled: the twelve validation sessions together, counted pair by pair
+    pos = [0.7, 0.4, 0.8, 0.9, 0.4, 0.9]
+    neg = [0.2, 0.6, 0.1, 0.2, 0.3, 0.6]
+    pairs = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    assert r.loc["pooled", "auc"] == pytest.approx(pairs / 36)
+    assert r.loc["pooled", "n"] == 12
     # best fold 1 on test: probs 0.6 0.2 0.4 0.1, labels 0 0 1 1
     assert r.loc["best fold 1", "auc"] == pytest.approx(1 / 4)
     assert r.loc["best fold 1", "specificity"] == pytest.approx(0.5)

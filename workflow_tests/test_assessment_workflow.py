@@ -125,7 +125,9 @@ def test_inverting_tsv_is_complete_and_auc_consistent(trained):
     probs = pd.concat(frames, ignore_index=True)
     probs["key"] = probs["subject"] + "_" + probs["session"]
     labels = {f"{s}_{t}": int(v) for (s, t), v in pred["label"].items()}
-    expect = A.auc_table(probs.drop(columns="session").rename(columns={"key": "session"}), labels)
+    models = {f"{s}_{t}": f"{r['set']} fold {r['fold']}" for (s, t), r in pred.iterrows()}
+    expect = A.auc_table(probs.drop(columns="session").rename(columns={"key": "session"}),
+                         labels, models)
     table = pd.read_csv(results / "group" / "inverting_auc.tsv", sep="\t")
     assert len(table) == len(SCENARIOS) * len(LEVELS)
     assert table["n_sessions"].eq(len(split)).all()

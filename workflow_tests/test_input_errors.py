@@ -158,7 +158,7 @@ def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
              "crop_to_brain", "register_to_template", "remove_cerebellum",
-             "warp_brain_mask_to_template", "region_means")
+             "warp_brain_mask_to_template")
     assert job_stats(proc.stdout + proc.stderr) == {**{r: 3 for r in steps},
                                                     "preprocessing_qc": 1, "preprocess_all": 1}
 

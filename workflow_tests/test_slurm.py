@@ -53,7 +53,7 @@ RUN_LIMIT = 900
 #: one job each per session, that a cluster runs as one SLURM job per session.
 SESSION_RULES = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
                  "crop_to_brain", "register_to_template", "remove_cerebellum",
-                 "warp_brain_mask_to_template", "region_means")
+                 "warp_brain_mask_to_template")
 GROUP = "preprocess"
 #: Flags of a run on this machine's test cluster (see the module docstring).
 TEST_CLUSTER_ARGS = [
