@@ -328,6 +328,9 @@ def plot_training_curves(epochs: Mapping, chosen: Mapping, path) -> None:
         top.set_xlabel("epoch")
         bottom = fig.add_subplot(2, len(folds), len(folds) + j + 1)
         bottom.plot(df["epoch"], df["val_auc"], color="C2", label="validation AUC")
+        if "val_auc_smoothed" in df:
+            bottom.plot(df["epoch"], df["val_auc_smoothed"], color="C2", ls=":",
+                        label="validation AUC, trailing mean")
         bottom.set_ylim(0, 1.02)
         bottom.set_xlabel("epoch")
         for ax in (top, bottom):

@@ -104,7 +104,15 @@ from .evaluation import roc_auc as _auc
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.tsv"
 INDEX_COLUMNS = ("row", "subject", "session", "age", "edss", "label")
-EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "seconds")
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_auc", "val_auc_smoothed",
+                 "seconds")
+#: How the kept epoch is chosen (``selection``): the best validation AUC (the paper's
+#: choice), the best validation AUC averaged over the last ``selection_window`` epochs,
+#: the lowest validation loss, or the last epoch (a fixed schedule).
+SELECTIONS = ("val_auc", "val_auc_smoothed", "val_loss", "last")
+#: Learning-rate schedules (``lr_schedule``): constant (the paper's) or cosine annealing
+#: from ``lr`` to 0 over the configured epochs.
+LR_SCHEDULES = ("constant", "cosine")
 VAL_PREDICTIONS = "val_predictions.tsv"
 
 #: Default augmentation parameters (docs/method.md#5-training).
@@ -500,6 +508,24 @@ def _finite_or_none(v):
     return None if v is None or not math.isfinite(v) else float(v)
 
 
+def _trailing_mean(values: Sequence, window: int) -> float:
+    """Mean of the defined values among the last ``window`` (NaN when none is)."""
+    tail = np.asarray(values[-int(window):], dtype=np.float64)
+    tail = tail[np.isfinite(tail)]
+    return float(tail.mean()) if tail.size else float("nan")
+
+
+def _selection_key(selection: str, row: Mapping) -> tuple:
+    """The (AUC-like, loss) pair :func:`_better` compares for one epoch's row."""
+    if selection == "val_auc":
+        return row["val_auc"], row["val_loss"]
+    if selection == "val_auc_smoothed":
+        return row["val_auc_smoothed"], row["val_loss"]
+    if selection == "val_loss":
+        return float("nan"), row["val_loss"]
+    raise ValueError(f"unknown selection {selection!r}; expected one of {SELECTIONS}")
+
+
 def _better(candidate: tuple, best: tuple | None) -> bool:
     """Epoch selection: a defined AUC beats an undefined one; higher AUC, then lower
     validation loss when the AUC is undefined; ties keep the earlier epoch."""
@@ -544,8 +570,16 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
                batch_size: int = 70, lr: float = 5e-5, weight_decay: float = 1e-2,
                seed: int = 0, device="auto", augment_cfg: Mapping | None = None,
                growth: int = 4, progress: bool = True, log=print,
-               eval_batch_size: int = 16, num_threads: int | None = None) -> dict:
+               eval_batch_size: int = 16, num_threads: int | None = None,
+               selection: str = "val_auc", selection_window: int = 5,
+               lr_schedule: str = "constant", patience: int = 0) -> dict:
     """Train one model on cache rows ``train_idx``, select the epoch on ``val_idx``.
+
+    ``selection`` (:data:`SELECTIONS`) says which epoch's weights are kept; ties keep the
+    earlier epoch, and an undefined AUC (one class in the validation set) falls back to
+    the lowest validation loss. ``lr_schedule`` (:data:`LR_SCHEDULES`): constant or
+    cosine annealing to 0 over ``epochs``. ``patience`` > 0 stops training once that many
+    epochs have passed without a better epoch (early stopping; not with ``last``).
 
     ``augment_cfg``: keyword arguments of :func:`augment` overriding
     :data:`AUGMENT_DEFAULTS`; ``False`` turns augmentation off. ``num_threads``: torch's
@@ -571,6 +605,14 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
         raise ValueError("the validation set is empty")
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (batch norm), got {batch_size}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; expected one of {SELECTIONS}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; expected one of "
+                         f"{LR_SCHEDULES}")
+    if int(selection_window) < 1 or int(patience) < 0:
+        raise ValueError(f"selection_window must be >= 1 and patience >= 0, got "
+                         f"{selection_window} and {patience}")
     overlap = np.intersect1d(train_idx, val_idx)
     if overlap.size:
         row = cache.index.iloc[int(overlap[0])]
@@ -603,6 +645,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
         torch.manual_seed(seed)
         model = build_model(cache.shape[2:], growth, seed=seed).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs))
+                     if lr_schedule == "cosine" else None)
         sampler_gen = torch.Generator().manual_seed(_derived_seed(seed, 1))
         aug_gen = torch.Generator(device=device).manual_seed(_derived_seed(seed, 2))
         sampler = balanced_sampler(train_labels, sampler_gen)
@@ -613,6 +657,7 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
 
         for epoch in range(1, int(epochs) + 1):
             t0 = time.perf_counter()
+            epoch_lr = float(opt.param_groups[0]["lr"])
             model.train()
             order = train_idx[np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))]
             chunks = _batches(order, batch_size)
@@ -636,6 +681,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
                 bar.update()
             bar.close()
             train_loss = total / count
+            if scheduler is not None:
+                scheduler.step()
 
             val_pred = predict(model, cache, val_idx, device=device, batch_size=eval_batch_size)
             with torch.no_grad():
@@ -644,14 +691,21 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
                       for c in ("logit", "label", "edss"))))
             val_auc = _auc(val_pred["label"], val_pred["prob"])
             seconds = time.perf_counter() - t0
-            rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
-                             val_auc=val_auc, seconds=round(seconds, 3)))
+            smoothed = _trailing_mean([r["val_auc"] for r in rows] + [val_auc],
+                                      selection_window)
+            row = dict(epoch=epoch, lr=epoch_lr, train_loss=train_loss, val_loss=val_loss,
+                       val_auc=val_auc, val_auc_smoothed=smoothed, seconds=round(seconds, 3))
+            rows.append(row)
             atomic_write_text(out_dir / "epochs.tsv",
                               pd.DataFrame(rows, columns=EPOCH_COLUMNS)
                               .to_csv(sep="\t", index=False, na_rep="NaN"))
-            improved = _better((val_auc, val_loss), best)
+            if selection == "last":
+                improved = True
+            else:
+                improved = _better(_selection_key(selection, row),
+                                   None if best is None else _selection_key(selection, best))
             if improved:
-                best, best_epoch = (val_auc, val_loss), epoch
+                best, best_epoch = row, epoch
                 with atomic_path(out_dir / MODEL_WEIGHTS, suffix=".safetensors") as tmp:
                     save_file(_state_dict_cpu(model), str(tmp))
                 meta = dict(config=model.config, epoch=epoch, val_auc=_finite_or_none(val_auc),
@@ -661,7 +715,10 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
                             n_train=len(train_idx), n_val=len(val_idx),
                             training=dict(epochs=int(epochs), batch_size=int(batch_size),
                                           lr=float(lr), weight_decay=float(weight_decay),
-                                          augment=aug, device=str(device)),
+                                          augment=aug, device=str(device),
+                                          selection=selection,
+                                          selection_window=int(selection_window),
+                                          lr_schedule=lr_schedule, patience=int(patience)),
                             torch_version=torch.__version__)
                 atomic_write_json(out_dir / MODEL_JSON, meta)
                 atomic_write_text(out_dir / VAL_PREDICTIONS,
@@ -669,11 +726,15 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
             log(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss "
                 f"{val_loss:.4f}, val AUC {val_auc:.4f}, {seconds:.1f} s"
                 + (" (best so far)" if improved else ""))
+            if patience and selection != "last" and epoch - best_epoch >= int(patience):
+                log(f"early stop after epoch {epoch}: no better epoch for {patience} epochs")
+                break
 
-    summary = dict(best_epoch=best_epoch, val_auc=_finite_or_none(best[0]),
-                   val_loss=_finite_or_none(best[1]),
+    summary = dict(best_epoch=best_epoch, val_auc=_finite_or_none(best["val_auc"]),
+                   val_loss=_finite_or_none(best["val_loss"]), epochs_run=len(rows),
                    epochs=[{k: (_finite_or_none(v) if k in ("val_auc", "val_loss",
-                                                            "train_loss") else v)
+                                                            "train_loss",
+                                                            "val_auc_smoothed") else v)
                             for k, v in r.items()} for r in rows],
                    n_train=len(train_idx), n_val=len(val_idx), n_parameters=n_params,
                    device=str(device), seed=int(seed),
@@ -765,7 +826,8 @@ def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: S
     """Rule train_fold: the model of one cross-validation fold, written into the folder of
     ``weights_out``; ``outputs``: every file the rule declares there (weights, model.json,
     epochs.tsv, val_predictions.tsv); ``training``: the config's training block (epochs,
-    batch_size, lr, weight_decay, seed, augment, growth)."""
+    batch_size, lr, weight_decay, seed, augment, growth, selection, selection_window,
+    lr_schedule, patience)."""
     import logging
 
     from .jobs import step
@@ -787,9 +849,12 @@ def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: S
             epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
             weight_decay=t["weight_decay"], seed=t["seed"] + fold,
             augment_cfg=t.get("augment"), growth=t.get("growth", 4), device="auto", log=log,
-            num_threads=threads)
+            num_threads=threads, selection=t.get("selection", "val_auc"),
+            selection_window=t.get("selection_window", 5),
+            lr_schedule=t.get("lr_schedule", "constant"), patience=t.get("patience", 0))
         s.sidecar(weights_out, {k: summary[k] for k in
-                                ("best_epoch", "val_auc", "n_train", "n_val", "device")})
+                                ("best_epoch", "epochs_run", "val_auc", "n_train", "n_val",
+                                 "device")})
         log("fold %d: best epoch %s, validation AUC %s, %s", fold, summary["best_epoch"],
             summary["val_auc"], summary["device"])
 

@@ -423,6 +423,52 @@ def test_single_class_validation_falls_back_to_loss(synthetic_cache, tmp_path):
     assert json.loads((tmp_path / "model.json").read_text())["val_auc"] is None
 
 
+def test_trailing_mean_by_hand():
+    assert T._trailing_mean([0.5, 0.7, 0.9], 2) == pytest.approx(0.8)
+    assert T._trailing_mean([0.5, float("nan"), 0.9], 5) == pytest.approx(0.7)
+    assert math.isnan(T._trailing_mean([float("nan")], 3))
+
+
+@pytest.mark.parametrize("selection", ["val_auc_smoothed", "val_loss", "last"])
+def test_epoch_selection(synthetic_cache, tmp_path, selection):
+    """The kept epoch is the one the rule names, read back from epochs.tsv; the smoothed
+    AUC is the trailing mean of the validation AUCs."""
+    cache, _ = synthetic_cache
+    summary, _ = _train(cache, tmp_path, 0, epochs=5, selection=selection,
+                        selection_window=3)
+    epochs = pd.read_csv(tmp_path / "epochs.tsv", sep="\t")
+    aucs = epochs["val_auc"].to_numpy()
+    smoothed = [np.mean(aucs[max(0, i - 2): i + 1]) for i in range(len(aucs))]
+    assert np.allclose(epochs["val_auc_smoothed"], smoothed)
+    column = {"val_auc_smoothed": epochs["val_auc_smoothed"],
+              "val_loss": -epochs["val_loss"]}.get(selection)
+    expected = 5 if selection == "last" else int(epochs["epoch"][column.idxmax()])
+    assert summary["best_epoch"] == expected
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["epoch"] == expected and meta["training"]["selection"] == selection
+
+
+def test_cosine_schedule_and_early_stopping(synthetic_cache, tmp_path):
+    cache, _ = synthetic_cache
+    summary, logs = _train(cache, tmp_path / "cos", 0, epochs=4, lr_schedule="cosine")
+    lr = pd.read_csv(tmp_path / "cos" / "epochs.tsv", sep="\t")["lr"].to_numpy()
+    assert np.allclose(lr, [3e-3 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    _train(cache, tmp_path / "const", 0, epochs=2)
+    assert (pd.read_csv(tmp_path / "const" / "epochs.tsv", sep="\t")["lr"] == 3e-3).all()
+    # patience 1: training stops at the first epoch that is not better than the best
+    summary, logs = _train(cache, tmp_path / "stop", 0, epochs=12, selection="val_loss",
+                           patience=1)
+    epochs = pd.read_csv(tmp_path / "stop" / "epochs.tsv", sep="\t")
+    assert summary["epochs_run"] == len(epochs) == summary["best_epoch"] + 1 or \
+        (len(epochs) == 12 and summary["best_epoch"] == 12)
+    loss = epochs["val_loss"].to_numpy()
+    assert (np.diff(loss[:-1]) < 0).all()          # every epoch before the last improved
+    if len(epochs) < 12:
+        assert loss[-1] >= loss[-2] and any("early stop" in line for line in logs)
+    with pytest.raises(ValueError, match="unknown selection"):
+        _train(cache, tmp_path / "bad", 0, epochs=1, selection="best")
+
+
 def test_train_fold_rejects_overlap(synthetic_cache, tmp_path):
     cache, _ = synthetic_cache
     with pytest.raises(ValueError, match="both the training and the validation"):
