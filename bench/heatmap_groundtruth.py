@@ -27,9 +27,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import binary_dilation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gamer_mril import CONTRASTS, templates  # noqa: E402
+from gamer_mril import CONTRASTS, templates
 
 
 def resample_like(img, ref):

@@ -32,12 +32,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gamer_mril import CONTRASTS  # noqa: E402
-from gamer_mril.assessment import quantile_mask  # noqa: E402
-from gamer_mril.lrp import SCENARIOS  # noqa: E402
-from gamer_mril.preprocessing import CropBox, apply_crop  # noqa: E402
+from gamer_mril import CONTRASTS
+from gamer_mril.assessment import quantile_mask
+from gamer_mril.lrp import SCENARIOS
+from gamer_mril.preprocessing import CropBox, apply_crop
 
 
 def _load(path):

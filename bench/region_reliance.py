@@ -33,11 +33,9 @@ import pandas as pd
 from scipy.ndimage import binary_dilation
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gamer_mril import CONTRASTS  # noqa: E402
-from gamer_mril.explain import load_session_images  # noqa: E402
-from gamer_mril.preprocessing import CropBox, apply_crop  # noqa: E402
+from gamer_mril import CONTRASTS
+from gamer_mril.explain import load_session_images
+from gamer_mril.preprocessing import CropBox, apply_crop
 
 SHIFTS = (8, -8, 10, -10, 12, -12, 14, -14)
 

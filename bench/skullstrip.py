@@ -10,7 +10,6 @@ Dice with the true mask, the volume ratio and seconds (one ITK thread).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +18,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gamer_mril import preprocessing as pp  # noqa: E402
-from gamer_mril import registration  # noqa: E402
-from gamer_mril.synthetic import raw_path  # noqa: E402
+from gamer_mril import preprocessing as pp
+from gamer_mril import registration
+from gamer_mril.synthetic import raw_path
 
 METHODS = {
     "deepbet on raw qT1": lambda q, a, w: pp._deepbet_mask(q, a),

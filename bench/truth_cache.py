@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -24,13 +23,11 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import map_coordinates
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gamer_mril import CONTRASTS  # noqa: E402
-from gamer_mril.preprocessing import RANGES, apply_crop, crop_box, scale_to_unit  # noqa: E402
-from gamer_mril.split import make_split, write_split  # noqa: E402
-from gamer_mril.synthetic import RAW_NAMES  # noqa: E402
-from gamer_mril.training import build_cache  # noqa: E402
+from gamer_mril import CONTRASTS
+from gamer_mril.preprocessing import RANGES, apply_crop, crop_box, scale_to_unit
+from gamer_mril.split import make_split, write_split
+from gamer_mril.synthetic import RAW_NAMES
+from gamer_mril.training import build_cache
 
 
 def main(argv=None):
