@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import __version__
@@ -18,6 +19,7 @@ CODE_URL = "https://github.com/gamer-mril/gamer-mril"
 
 #: Facts gathered into the QC table: (rule, fact) -> column (``{suffix}`` per map).
 QC_FACTS = {
+    ("make_brain_mask", "BrainVolume_ml"): "brain_ml",
     ("scale_map", "NonFiniteVoxels"): "nonfinite_{suffix}",
     ("scale_map", "ClippedAbove"): "clipped_{suffix}",
     ("remove_cerebellum", "CerebellumVolume_ml"): "cerebellum_ml",
@@ -61,8 +63,55 @@ def qc_table(sidecars, out_tsv) -> pd.DataFrame:
             if r == rule and fact in facts:
                 row[column.format(suffix=m["suffix"])] = facts[fact]
     table = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["subject"], r["session"])))
+    table = qc_flags(table)
     atomic_write_text(out_tsv, table.to_csv(sep="\t", index=False))
     return table
+
+
+#: A session whose warped brain mask overlaps the template's less than this (Dice) is
+#: flagged: its registration to MNI152 (or its brain mask) is suspect.
+MIN_DICE = 0.9
+#: Volumes (columns) flagged when outside the cohort median +- MAD_LIMIT robust standard
+#: deviations (the median absolute deviation scaled by 1.4826, the sd of a normal).
+VOLUME_COLUMNS = ("brain_ml", "cerebellum_ml")
+MAD_LIMIT = 3.0
+
+
+def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
+             mad_limit: float = MAD_LIMIT) -> pd.DataFrame:
+    """The QC table with ``qc_flag`` (bool) and ``qc_reasons`` (why, ``;``-separated).
+
+    A session is flagged when its Dice with the template brain mask is below
+    ``min_dice``, or a volume lies outside the cohort's median +- ``mad_limit`` robust
+    standard deviations (needs at least 5 sessions with that volume; a cohort with no
+    spread flags nothing).
+    """
+    from scipy.stats import median_abs_deviation
+
+    reasons = [[] for _ in range(len(table))]
+    if "dice_template_brain" in table:
+        for i, d in enumerate(table["dice_template_brain"].to_numpy(float)):
+            if d < min_dice:
+                reasons[i].append(f"Dice with the template brain mask {d:.3f} < {min_dice}")
+    for column in VOLUME_COLUMNS:
+        if column not in table:
+            continue
+        values = table[column].to_numpy(float)
+        finite = values[np.isfinite(values)]
+        if finite.size < 5:
+            continue
+        median = float(np.median(finite))
+        spread = float(median_abs_deviation(finite, scale="normal"))
+        if spread <= 0:
+            continue
+        for i, v in enumerate(values):
+            if np.isfinite(v) and abs(v - median) > mad_limit * spread:
+                reasons[i].append(f"{column} {v:.1f} outside the cohort's {median:.1f} +- "
+                                  f"{mad_limit:g} x {spread:.1f}")
+    out = table.copy()
+    out["qc_flag"] = [bool(r) for r in reasons]
+    out["qc_reasons"] = ["; ".join(r) for r in reasons]
+    return out
 
 
 # ------------------------------------------------------------------ the rules' jobs

@@ -281,14 +281,21 @@ rule warp_brain_mask_to_template:
 
 rule preprocessing_qc:
     """One row per session: non-finite voxels, brain and cerebellum volumes, Dice of the
-    warped brain mask with the template's (read from the step sidecars)."""
+    warped brain mask with the template's (read from the step sidecars), and a flag with
+    its reasons when a figure leaves robust bounds (docs/method.md#28-quality-control-numbers).
+    """
     input:
         table=PARTICIPANTS,
+        brain_mask=for_sessions(S.native_brain_mask),
         scaled=[for_sessions(p) for p in SCALED.values()],
         cerebellum=for_sessions(S.cerebellum),
         template_mask=for_sessions(S.template_brain_mask),
     output:
-        tsv=QC_TABLE,
+        tsv=report(
+            QC_TABLE,
+            caption="../report/preprocessing_qc.rst",
+            category="Quality control",
+        ),
     log:
         f"{OUT}/logs/preprocessing_qc.log",
     benchmark:

@@ -5,6 +5,7 @@ the masks in MNI152 and the group heatmaps (Fig. 6), and the report."""
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -237,7 +238,15 @@ def test_report_holds_the_papers_tables_and_figures(trained, training_cohort):
     assert proc.returncode == 0, proc.stderr[-3000:]
     import zipfile
 
-    names = "\n".join(zipfile.ZipFile(report).namelist())
+    archive = zipfile.ZipFile(report)
+    names = "\n".join(archive.namelist())
     for name in ("table_ii.tsv", "fig4_inverting.png", "table_iii.tsv", "table_iv.tsv",
-                 "fig6_heatmaps.png"):
+                 "fig6_heatmaps.png", "baseline_comparison.tsv", "training_curves.png",
+                 "reliability.png", "config.yaml"):
         assert name in names, name
+    # the runtime of every rule, from Snakemake's own records
+    [html] = [n for n in archive.namelist() if n.endswith("report.html")]
+    text = archive.read(html).decode()
+    assert "Runtimes of jobs." in text
+    for rule in ("train_fold", "explain_session", "register_to_template"):
+        assert re.search(r'"rule":\s*"%s"' % rule, text), rule

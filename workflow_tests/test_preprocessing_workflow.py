@@ -66,6 +66,7 @@ def test_outputs_have_provenance_sidecars(preprocessed):
     assert resolved["split"]["n_folds"] == 3 and resolved["inputs"]["participant_label"] == []
     qc = pd.read_csv(results / "group" / "preprocessing_qc.tsv", sep="\t")
     assert len(qc) == 4 and (qc["dice_template_brain"] > 0.9).all()
+    assert (qc["brain_ml"] > 500).all() and not qc["qc_flag"].any()   # a clean cohort
 
 
 def test_no_litter_left(preprocessed):
