@@ -291,8 +291,9 @@ def render_contrast(
         s = _sample(smooth_maps, anat.affine, t, ("GM", "WM", "CSF", "skull", "scalp", "planted"))
         m = _sample(anat.maps, anat.affine, t, ("brain", "cerebellum", "planted"))
         lesion = lesion_load(t, session_info["lesion_centres"], session_info["lesion_radii"])
+        planted = PLANTED_EFFECT[contrast] * session_info.get("effect_scale", 1.0)
         wm_mod = (1 + LESION_EFFECT[contrast] * lesion) * (
-            1 + PLANTED_EFFECT[contrast] * k * np.clip(s["planted"], 0, 1)
+            1 + planted * k * np.clip(s["planted"], 0, 1)
         )
         brain_val = (
             s["GM"] * values[0] * age_factor
@@ -358,12 +359,18 @@ def generate_cohort(
     seed: int = 0,
     subjects=None,
     log=print,
+    effect_scale: float = 1.0,
 ) -> pd.DataFrame:
     """Write a synthetic cohort (rawdata + ground_truth) under ``out``; returns the table.
 
     ``subjects``: optional list of subject IDs to (re)write, for adding subjects to an
     existing cohort; the table is always the full one so a cohort grows reproducibly.
+    ``effect_scale`` multiplies the planted effect's relative changes
+    (:data:`PLANTED_EFFECT`): 0.25 gives a moderate effect (MWF -22%, qT1 and NDI +-13%
+    at full strength), 0 none.
     """
+    if effect_scale < 0:
+        raise ValueError(f"effect_scale must be >= 0, got {effect_scale}")
     out = Path(out)
     table = make_table(n_subjects, followup_fraction, severe_fraction, seed)
     resolution = 1 if scale < 1.5 else 2
@@ -389,6 +396,7 @@ def generate_cohort(
             info = dict(
                 age=row["age"], strength=effect_strength(row["edss"]),
                 lesion_centres=centres, lesion_radii=radii, mwf_wm_scale=mwf_scale,
+                effect_scale=float(effect_scale),
             )
             ndi_pose = random_pose(srng, 10.0, 8.0)
             poses = {"NDI": ndi_pose}
@@ -423,7 +431,9 @@ def generate_cohort(
         json.dumps({"Name": "gamer-mril synthetic cohort", "BIDSVersion": "1.9.0",
                     "DatasetType": "raw",
                     "GeneratedBy": [{"Name": "gamer_mril.synthetic",
-                                     "Description": f"seed={seed} scale={scale}"}]}, indent=2),
+                                     "Description": f"seed={seed} scale={scale} "
+                                                    f"effect_scale={effect_scale}"}]},
+                   indent=2),
     )
     truth_dir.mkdir(parents=True, exist_ok=True)
     region = planted_region(2)
@@ -443,7 +453,7 @@ def generate_cohort(
         "pose_<contrast>: 4x4 matrix from subject space (mm) to that contrast's scanner space;\n"
         "the true transform from a contrast's grid to the NDI grid is pose_NDI @ inv(pose_c).\n"
         f"Planted effect: strength clip((EDSS - 2) / 4, 0, 1) in the region; relative WM change at full\n"
-        f"strength {PLANTED_EFFECT}.\n",
+        f"strength {PLANTED_EFFECT}, times effect_scale {effect_scale}.\n",
     )
     return table
 
@@ -459,9 +469,11 @@ def main(argv=None):
                    help="multiply every voxel size (2 = half the resolution, 8x faster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", help="write only these subject IDs (add to a cohort)")
+    p.add_argument("--effect-scale", type=float, default=1.0,
+                   help="multiply the planted effect (0.25: moderate; 0: none)")
     a = p.parse_args(argv)
     table = generate_cohort(a.out, a.subjects, a.followup, a.severe, a.scale, a.seed,
-                            subjects=a.only)
+                            subjects=a.only, effect_scale=a.effect_scale)
     print(f"wrote {len(table)} sessions of {table.subject.nunique()} subjects to {a.out}")
 
 

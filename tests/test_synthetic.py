@@ -80,3 +80,32 @@ def test_ground_truth_beside_the_cohort(cohort):
         pose = np.array(json.loads(truth[f"pose_{c}"][0]))
         np.testing.assert_allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5)
     assert (cohort / "ground_truth" / "space-MNI152NLin2009cAsym_res-2_desc-planted_mask.nii.gz").exists()
+
+
+def test_effect_scale_changes_only_the_planted_region(tmp_path):
+    """The same cohort with the planted effect at full, half and no strength: a map
+    differs only where the region is, by a change proportional to the scale."""
+    maps = {}
+    for scale in (1.0, 0.5, 0.0):
+        root = tmp_path / f"e{scale}"
+        table = generate_cohort(root, n_subjects=2, followup_fraction=0.0,
+                                severe_fraction=0.5, scale=3.0, seed=11,
+                                log=lambda *_: None, effect_scale=scale)
+        maps[scale] = {(r.subject, r.session): nib.load(
+            raw_path(root / "rawdata", r.subject, r.session, "MWF")).get_fdata()
+            for r in table.itertuples()}
+    edss = dict(zip(zip(table.subject, table.session), table.edss))
+    for key, full in maps[1.0].items():
+        none, half = maps[0.0][key], maps[0.5][key]
+        if effect_strength(edss[key]) == 0:
+            np.testing.assert_array_equal(full, none)
+            continue
+        changed = np.abs(full - none) > 1e-6
+        assert changed.any() and changed.mean() < 0.2      # a focal region only
+        assert (full[changed] < none[changed]).all()       # MWF falls
+        # half the scale, half the change (a few voxels clipped at 0 excepted)
+        close = np.isclose(half[changed] - none[changed],
+                           (full[changed] - none[changed]) / 2, atol=1e-4)
+        assert close.mean() > 0.99
+    with pytest.raises(ValueError, match="effect_scale"):
+        generate_cohort(tmp_path / "bad", n_subjects=1, effect_scale=-1, log=lambda *_: None)
