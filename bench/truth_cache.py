@@ -30,21 +30,16 @@ from gamer_mril.synthetic import RAW_NAMES
 from gamer_mril.training import build_cache
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("cohort", type=Path)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--crop", type=int, nargs=3, default=(48, 48, 56))
-    ap.add_argument("--test-fraction", type=float, default=0.2)
-    ap.add_argument("--folds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    raw, gt = a.cohort / "rawdata", a.cohort / "ground_truth"
+def build_truth_cache(cohort: Path, out: Path, crop=(48, 48, 56), with_planted=False):
+    """The network inputs of every session of ``cohort`` made from its ground truth, as a
+    session cache in ``out/cache``; returns (the participants table, {(subject, session):
+    planted-region mask in the cropped grid} when ``with_planted``)."""
+    raw, gt = cohort / "rawdata", cohort / "ground_truth"
     truth = pd.read_csv(gt / "truth.tsv", sep="\t", dtype={"subject": str, "session": str})
     table = pd.read_csv(raw / "participants.tsv", sep="\t", dtype={"subject": str, "session": str})
-    maps = a.out / "maps"
+    maps = out / "maps"
     maps.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, planted = [], {}
     for _, r in truth.iterrows():
         s, t = r["subject"], r["session"]
         sdir = raw / f"sub-{s}" / f"ses-{t}"
@@ -54,7 +49,10 @@ def main(argv=None):
         g = gt / f"sub-{s}" / f"ses-{t}"
         brain = np.asarray(nib.load(g / f"sub-{s}_ses-{t}_space-NDI_desc-brain_mask.nii.gz").dataobj) > 0
         cereb = np.asarray(nib.load(g / f"sub-{s}_ses-{t}_space-NDI_desc-cerebellum_mask.nii.gz").dataobj) > 0
-        box = crop_box(brain, a.crop)
+        box = crop_box(brain, crop)
+        if with_planted:
+            region = np.asarray(nib.load(g / f"sub-{s}_ses-{t}_space-NDI_desc-planted_mask.nii.gz").dataobj) > 0.5
+            planted[(s, t)] = apply_crop(region & brain & ~cereb, box)
         world = ndi.affine @ np.vstack([np.indices(shape).reshape(3, -1), np.ones((1, int(np.prod(shape))))])
         subject_xyz = np.linalg.inv(np.array(json.loads(r["pose_NDI"]))) @ world
         paths = {}
@@ -70,9 +68,22 @@ def main(argv=None):
             nib.save(nib.Nifti1Image(apply_crop(scaled, box), ndi.affine), paths[c])
         row = table[(table["subject"] == s) & (table["session"] == t)].iloc[0]
         rows.append(dict(subject=s, session=t, age=row["age"], edss=row["edss"], paths=paths))
-    build_cache(rows, a.out / "cache")
+    build_cache(rows, out / "cache")
+    return table, planted
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cohort", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--crop", type=int, nargs=3, default=(48, 48, 56))
+    ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    table, _ = build_truth_cache(a.cohort, a.out, tuple(a.crop))
     write_split(make_split(table, a.test_fraction, a.folds, a.seed), a.out / "split.tsv")
-    print(f"{len(rows)} sessions -> {a.out / 'cache'}, split -> {a.out / 'split.tsv'}")
+    print(f"{len(table)} sessions -> {a.out / 'cache'}, split -> {a.out / 'split.tsv'}")
 
 
 if __name__ == "__main__":

@@ -339,10 +339,12 @@ def test_preprocessing_on_slurm_one_job_per_session(slurm_cluster, tiny_cohort, 
     ran = jobs_run(SimpleNamespace(stdout=text, stderr=""))
     n = len(expected)
     assert ran == {**{r: n for r in SESSION_RULES}, "make_template_cerebellum": 1,
-                   "preprocessing_qc": 1, "preprocess_all": 1}, ran
+                   "select_participants": 1, "preprocessing_qc": 1,
+                   "preprocess_all": 1}, ran
 
     # What SLURM ran: one job per session plus the two cohort-level jobs, all completed on
-    # this cluster's node, all from this run (job name = Snakemake's run id).
+    # this cluster's node, all from this run (job name = Snakemake's run id); the local
+    # rule select_participants ran beside Snakemake, not through SLURM.
     jobs = completed_jobs(slurm_cluster)
     logs = slurm_logs(work)
     assert set(logs) == {("group", GROUP), ("rule", "make_template_cerebellum"),

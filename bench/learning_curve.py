@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""How many patients does the network need? Test AUC against cohort size and effect.
+
+For each planted-effect strength and seed, one synthetic cohort of the largest size is
+generated (``gamer_mril.synthetic``; a smaller cohort is the first subjects of a larger
+one) and turned into network inputs from its ground truth in seconds
+(``bench/truth_cache.py``: true poses and masks instead of registration and skull strip).
+For each size, the workflow's own split (test subjects held out, stratified
+subject-grouped folds) is made on those subjects, one network is trained per fold
+(``gamer_mril.training.train_fold``) and the test set is scored by the mean of the fold
+models, as Table II does. Beside the network, on the same folds:
+
+* ``cerebrum means + age``: the workflow's floor baseline (``gamer_mril.baselines``);
+* ``oracle: planted-region means + age``: the same regression on the mean of each map
+  inside the true planted region, which no real analysis has: what a perfect localiser
+  followed by a simple statistic would reach.
+
+Each row gives the test AUC with its subject-grouped 95% bootstrap interval and the mean
+within-fold validation AUC. Reads the generator's ground truth, so it is a benchmark, never
+part of the workflow.
+
+    python bench/learning_curve.py OUT                       # the default grid (~30 min, 2 cores)
+    python bench/learning_curve.py OUT --sizes 24 48 --effects 1 0.25 --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from truth_cache import build_truth_cache  # bench/truth_cache.py
+
+from gamer_mril import CONTRASTS
+from gamer_mril.baselines import fit_baseline
+from gamer_mril.evaluation import table_ii
+from gamer_mril.split import make_split
+from gamer_mril.synthetic import generate_cohort
+from gamer_mril.training import load_model, open_cache, predict, train_fold
+
+NETWORK = "GAMER-MRIL"
+FLOOR = "cerebrum means + age"
+ORACLE = "oracle: planted-region means + age"
+
+
+def session_features(cache, planted: dict) -> dict:
+    """{classifier: feature frame indexed like the cache}: cerebrum means (the non-zero
+    voxels of the network inputs: brain minus cerebellum) and planted-region means."""
+    index = cache.index
+    floor, oracle = [], []
+    for row in range(len(cache)):
+        x = np.asarray(cache.images[row], dtype=np.float64)
+        key = (index.loc[row, "subject"], index.loc[row, "session"])
+        brain = (x > 0).any(axis=0)
+        region = planted[key]
+        age = float(index.loc[row, "age"])
+        floor.append([x[c][brain].mean() for c in range(len(CONTRASTS))] + [age])
+        oracle.append([x[c][region].mean() if region.any() else np.nan
+                       for c in range(len(CONTRASTS))] + [age])
+    cols = [*CONTRASTS, "age"]
+    return {FLOOR: pd.DataFrame(floor, columns=cols), ORACLE: pd.DataFrame(oracle, columns=cols)}
+
+
+def one_point(cache, table, features, n_subjects, runs: Path, *, seed, epochs, batch_size,
+              lr, folds, test_fraction, log) -> list[dict]:
+    """Every classifier's Table II figures for the first ``n_subjects`` subjects."""
+    subjects = sorted(table["subject"].unique())[:n_subjects]
+    part = table[table["subject"].isin(subjects)].reset_index(drop=True)
+    split = make_split(part, test_fraction, folds, seed)
+    rows_of = {(s, t): i for i, (s, t) in enumerate(zip(cache.index["subject"],
+                                                        cache.index["session"]))}
+    cv = split[split["set"] == "cv"]
+    test = split[split["set"] == "test"]
+    test_rows = [rows_of[k] for k in zip(test["subject"], test["session"])]
+    preds = {name: ({}, {}) for name in (NETWORK, FLOOR, ORACLE)}
+    labels = cache.index["label"].to_numpy()
+    for k in sorted(int(f) for f in cv["fold"].unique()):
+        train = cv[cv["fold"] != k]
+        val = cv[cv["fold"] == k]
+        tr = [rows_of[x] for x in zip(train["subject"], train["session"])]
+        va = [rows_of[x] for x in zip(val["subject"], val["session"])]
+        out = runs / f"n{n_subjects}-s{seed}-f{k}"
+        train_fold(cache, tr, va, out, epochs=epochs, batch_size=batch_size, lr=lr,
+                   seed=seed + k, device="auto", progress=False, log=lambda *_: None,
+                   augment_cfg=dict(p_flip=0, p_rot90=0, max_rotation_deg=5,
+                                    max_scale=0.05, noise_sd=0.05))
+        model = load_model(out)
+        preds[NETWORK][0][k] = predict(model, cache, va)
+        preds[NETWORK][1][k] = predict(model, cache, test_rows)
+        for name in (FLOOR, ORACLE):
+            X = features[name]
+            fitted = fit_baseline("cerebrum", X.iloc[tr], labels[tr], train["subject"].to_numpy())
+            for j, rows in ((0, va), (1, test_rows)):
+                frame = cache.index.iloc[rows][["subject", "session", "edss", "label"]]
+                preds[name][j][k] = frame.assign(
+                    prob=fitted.predict_proba(X.iloc[rows].to_numpy(float))[:, 1]
+                ).reset_index(drop=True)
+        log(f"  n={n_subjects} seed={seed} fold {k} done")
+    out_rows = []
+    for name, (val, tst) in preds.items():
+        t2 = table_ii(val, tst).set_index("model")
+        m = t2.loc["mean of folds"]
+        out_rows.append(dict(classifier=name, n_subjects=n_subjects,
+                             n_sessions=len(part), n_test=int(len(test_rows)), seed=seed,
+                             test_auc=m["auc"], test_auc_low=m["auc_low"],
+                             test_auc_high=m["auc_high"],
+                             val_auc_within=t2.loc["mean", "auc"]))
+    return out_rows
+
+
+def run(out: Path, sizes, effects, seeds, *, epochs=30, batch_size=4, lr=3e-4, scale=2.0,
+        crop=(48, 48, 56), folds=3, test_fraction=0.2, log=print) -> pd.DataFrame:
+    rows = []
+    for effect in effects:
+        for seed in seeds:
+            started = time.perf_counter()
+            cohort = out / f"cohort-e{effect:g}-s{seed}"
+            generate_cohort(cohort, n_subjects=max(sizes), followup_fraction=0.4,
+                            severe_fraction=0.4, scale=scale, seed=seed, log=lambda *_: None,
+                            effect_scale=effect)
+            table, planted = build_truth_cache(cohort, cohort / "truth", crop, with_planted=True)
+            cache = open_cache(cohort / "truth" / "cache")
+            features = session_features(cache, planted)
+            log(f"effect {effect:g}, seed {seed}: cohort and cache in "
+                f"{time.perf_counter() - started:.0f} s")
+            for n in sizes:
+                for r in one_point(cache, table, features, n, cohort / "runs", seed=seed,
+                                   epochs=epochs,
+                                   batch_size=batch_size, lr=lr, folds=folds,
+                                   test_fraction=test_fraction, log=log):
+                    rows.append(dict(effect_scale=effect, **r))
+    return pd.DataFrame(rows)
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    effects = sorted(table["effect_scale"].unique(), reverse=True)
+    fig = Figure(figsize=(4.5 * len(effects), 4), dpi=120)
+    FigureCanvasAgg(fig)
+    for i, effect in enumerate(effects):
+        ax = fig.add_subplot(1, len(effects), i + 1)
+        sub = table[table["effect_scale"] == effect]
+        for name, rows in sub.groupby("classifier", sort=False):
+            g = rows.groupby("n_subjects")
+            mean = g["test_auc"].mean()
+            ax.plot(mean.index, mean.values, marker="o", label=name)
+            ax.fill_between(mean.index, g["test_auc_low"].mean(), g["test_auc_high"].mean(),
+                            alpha=0.15)
+        ax.axhline(0.5, color="0.6", ls="--", lw=1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("subjects in the cohort")
+        ax.set_ylabel("test AUC (mean of fold models)")
+        ax.set_title(f"planted effect x {effect:g}")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(str(path))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[24, 48, 96])
+    ap.add_argument("--effects", type=float, nargs="+", default=[1.0, 0.25])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--scale", type=float, default=2.0, help="voxel size x 1.8 mm")
+    ap.add_argument("--crop", type=int, nargs=3, default=(48, 48, 56))
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    table = run(a.out, a.sizes, a.effects, a.seeds, epochs=a.epochs, scale=a.scale,
+                crop=tuple(a.crop))
+    table.to_csv(a.out / "learning_curve.tsv", sep="\t", index=False)
+    plot(table, a.out / "learning_curve.png")
+    cols = ["effect_scale", "n_subjects", "n_test", "seed", "classifier", "test_auc",
+            "test_auc_low", "test_auc_high", "val_auc_within"]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{time.perf_counter() - started:.0f} s; table and figure in {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""bench/learning_curve.py on a two-point grid: the table it prints is complete and
+consistent (the figures themselves need the full grid; see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def learning_curve():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import learning_curve
+    finally:
+        sys.path.remove(str(BENCH))
+    return learning_curve
+
+
+def test_two_point_grid(learning_curve, tmp_path):
+    table = learning_curve.run(tmp_path, sizes=[8, 10], effects=[1.0], seeds=[0], epochs=1, folds=2,
+                               scale=5.0, crop=(20, 20, 24), log=lambda *_: None)
+    names = [learning_curve.NETWORK, learning_curve.FLOOR, learning_curve.ORACLE]
+    assert list(table["classifier"]) == names * 2
+    assert list(table["n_subjects"]) == [8] * 3 + [10] * 3
+    first, second = table.iloc[0], table.iloc[3]
+    assert second["n_sessions"] > first["n_sessions"] >= 8    # the larger cohort extends it
+    for _, row in table.iterrows():
+        assert row["n_test"] >= 2
+        if np.isfinite(row["test_auc"]):
+            assert row["test_auc_low"] - 1e-9 <= row["test_auc"] <= row["test_auc_high"] + 1e-9
+    # the oracle reads the planted region, whose mean separates a full-strength effect
+    oracle = table[table["classifier"] == learning_curve.ORACLE]
+    assert (oracle["val_auc_within"] >= 0.75).all()
+    learning_curve.plot(table, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 5000
