@@ -101,14 +101,22 @@ def mean_of_folds(test_predictions: Mapping) -> pd.DataFrame:
 INTERVAL_METRICS = ("auc", "accuracy", "specificity", "sensitivity")
 
 
-def _metrics(frame: pd.DataFrame, threshold: float) -> dict:
+def _metrics(frame, threshold: float) -> dict:
+    """The interval metrics of a frame or a {column: array} mapping (label, prob)."""
     m = binary_metrics(frame["label"], frame["prob"], threshold)
     return {k: m[k] for k in INTERVAL_METRICS}
 
 
-def _fold_mean_metrics(frame: pd.DataFrame, threshold: float) -> dict:
+def _by_fold(frame) -> list:
+    """A frame or {column: array} mapping split by its ``fold`` column, as mappings."""
+    cols = {c: np.asarray(frame[c]) for c in frame.keys()}
+    fold = cols["fold"]
+    return [{c: a[fold == k] for c, a in cols.items()} for k in np.unique(fold)]
+
+
+def _fold_mean_metrics(frame, threshold: float) -> dict:
     """The unweighted mean over folds (column ``fold``) of each fold's metrics."""
-    per_fold = [_metrics(df, threshold) for _, df in frame.groupby("fold")]
+    per_fold = [_metrics(part, threshold) for part in _by_fold(frame)]
     return {k: float(np.mean([m[k] for m in per_fold])) for k in INTERVAL_METRICS}
 
 
@@ -178,7 +186,8 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
                     (test_predictions[best], _metrics), (combined, _metrics)]
         for row, (frame, stat) in zip(rows, samples):
             ci = grouped_bootstrap(frame, lambda f, stat=stat: stat(f, threshold),
-                                   n_resamples=n_resamples, seed=seed)
+                                   n_resamples=n_resamples, seed=seed,
+                                   columns=[c for c in ("label", "prob", "fold") if c in frame])
             for k in INTERVAL_METRICS:
                 row[f"{k}_low"], row[f"{k}_high"] = ci[k][:2]
         columns += [f"{k}_{b}" for k in INTERVAL_METRICS for b in ("low", "high")]
@@ -404,13 +413,13 @@ def _paired(network: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-def _auc_difference(frame: pd.DataFrame) -> dict:
+def _auc_difference(frame) -> dict:
     return {"difference": roc_auc(frame["label"], frame["prob"])
             - roc_auc(frame["label"], frame["prob_other"])}
 
 
-def _fold_mean_auc_difference(frame: pd.DataFrame) -> dict:
-    diffs = [_auc_difference(df)["difference"] for _, df in frame.groupby("fold")]
+def _fold_mean_auc_difference(frame) -> dict:
+    diffs = [_auc_difference(part)["difference"] for part in _by_fold(frame)]
     return {"difference": float(np.mean(diffs))}
 
 
@@ -460,8 +469,10 @@ def baseline_comparison(val: Mapping, test: Mapping, baselines: Mapping,
                 auc_base = roc_auc(frame["label"], frame["prob_other"])
             low = high = float("nan")
             if n_resamples:
-                low, high, _ = grouped_bootstrap(frame, stat, n_resamples=n_resamples,
-                                                 seed=seed)["difference"]
+                low, high, _ = grouped_bootstrap(
+                    frame, stat, n_resamples=n_resamples, seed=seed,
+                    columns=[c for c in ("label", "prob", "prob_other", "fold") if c in frame],
+                )["difference"]
             rows.append(dict(baseline=label, set=set_name, auc_network=auc_net,
                              auc_baseline=auc_base, difference=auc_net - auc_base,
                              difference_low=low, difference_high=high,

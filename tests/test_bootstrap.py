@@ -107,3 +107,21 @@ def test_auc_is_the_mann_whitney_statistic():
         if len(set(label)) == 2:
             assert _auc(label, prob) == pytest.approx(roc_auc_score(label, prob))
     assert np.isnan(_auc([1, 1], [0.2, 0.3]))
+
+
+def test_named_columns_give_the_frame_path_s_intervals():
+    """With ``columns`` the statistic sees the same resampled rows, as numpy arrays."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"subject": np.repeat([f"s{i}" for i in range(15)], 2),
+                          "x": rng.normal(size=30), "y": rng.normal(size=30)})
+    seen = []
+
+    def stat(df):
+        seen.append(type(df))
+        x, y = np.asarray(df["x"]), np.asarray(df["y"])
+        return {"r": float(np.corrcoef(x, y)[0, 1]), "n": float(x.size)}
+
+    slow = grouped_bootstrap(frame, stat, n_resamples=300, seed=2)
+    fast = grouped_bootstrap(frame, stat, n_resamples=300, seed=2, columns=["x", "y"])
+    assert fast == slow
+    assert seen[0] is pd.DataFrame and seen[-1] is dict

@@ -19,11 +19,11 @@ from gamer_mril.io import sidecar_path
 from gamer_mril.modelfiles import best_fold
 from gamer_mril.split import read_split
 
-from .conftest import run_snakemake, training_config
+from .conftest import FIXTURE_LEVELS, run_snakemake, training_config
 
 pytestmark = pytest.mark.slow
 
-LEVELS = list(range(10, 100, 10))
+LEVELS = FIXTURE_LEVELS
 SCENARIOS = list(range(1, 13))
 INDIVIDUAL = {1, 2, 5, 6, 9, 10, 11, 12}
 TPL = "MNI152NLin2009cAsym"

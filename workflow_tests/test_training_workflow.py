@@ -89,14 +89,19 @@ def test_frozen_models_predict_without_training(trained, training_cohort, tmp_pa
                  "predictions.tsv"):
         (work / "results" / "group" / name).unlink()
     config = training_config(training_cohort, frozen_models=str(models))
-    # Three scenarios are enough here (the models change, so every map is made again);
-    # all twelve are checked on the first run.
-    config["relevance"]["scenarios"] = [1, 3, 11]
-    proc = run_snakemake(work, config, "all")
+    # The whole plan: predictions, then explanation and assessment, never training.
+    dry = run_snakemake(work, config, "all", "-n")
+    assert dry.returncode == 0, dry.stderr[-5000:]
+    planned = jobs_run(dry)
+    assert planned.get("predict_sessions") == 1, planned
+    assert {"explain_session", "invert_session", "voxel_inverting"} <= set(planned), planned
+    assert not {"train_fold", "split_sessions", "predict_test", "evaluate_models"} & set(planned)
+    # Run for real up to the predictions (the explanation rules are the same rules as in
+    # the training run, checked there).
+    proc = run_snakemake(work, config, "predict_sessions")
     assert proc.returncode == 0, proc.stderr[-5000:]
     jobs = jobs_run(proc)
-    assert jobs.get("predict_sessions") == 1, jobs
-    assert not {"train_fold", "split_sessions", "predict_test", "evaluate_models"} & set(jobs)
+    assert jobs == {"predict_sessions": 1}, jobs
     assert not (work / "results" / "models").exists()
     group = work / "results" / "group"
     pred = pd.read_csv(group / "predictions.tsv", sep="\t", dtype={"subject": str, "session": str})
