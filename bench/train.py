@@ -6,6 +6,9 @@ For each input shape and device it reports
 * ``fwd s/sample``: forward pass in eval mode without gradients (prediction);
 * ``fwd+bwd s/sample``: forward and backward in train mode (a training step minus the
   optimizer update);
+* ``train <precision> /s``: training samples per second, a whole step (forward and loss
+  under the precision's autocast, backward, AdamW update), for each ``--precisions``
+  (fp32, and bf16 = bfloat16 autocast, the ``training.precision`` setting);
 * ``aug s/sample``: :func:`gamer_mril.training.augment` with the default settings;
 * ``loader samples/s``: :meth:`SessionCache.batch` of random training batches from a
   float16 cache on disk, up to float32 tensors on the device (first pass right after the
@@ -20,7 +23,7 @@ For each input shape and device it reports
 Usage::
 
     python bench/train.py                                  # (48,48,56) and (96,96,112)
-    python bench/train.py --shapes 96,96,112 --devices cuda --batch 16
+    python bench/train.py --shapes 96,96,112 --devices cuda --batch 16 --precisions fp32 bf16
 """
 
 from __future__ import annotations
@@ -61,11 +64,11 @@ def _write_cache(path: Path, n: int, shape, seed=0):
 
 
 def run_case(device_name: str, shape, batch: int, repeats: int, cache_samples: int,
-             loader_batch: int, threads: int | None) -> dict:
+             loader_batch: int, threads: int | None, precisions=("fp32",)) -> dict:
     import torch
 
     from gamer_mril.network import build_model, count_parameters
-    from gamer_mril.training import augment, open_cache, resolve_device
+    from gamer_mril.training import autocast, augment, open_cache, resolve_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -92,6 +95,22 @@ def run_case(device_name: str, shape, batch: int, repeats: int, cache_samples: i
                threads=torch.get_num_threads() if device.type == "cpu" else None)
     out["fwd_s_per_sample"] = timeit(forward, device, repeats) / batch
     out["fwd_bwd_s_per_sample"] = timeit(forward_backward, device, repeats) / batch
+    for precision in precisions:
+        trained = build_model(shape, seed=0).to(device).train()
+        opt = torch.optim.AdamW(trained.parameters(), lr=1e-4)
+        target = torch.zeros(batch, device=device)
+
+        def step(trained=trained, opt=opt, precision=precision):
+            with autocast(device, precision):
+                logit = trained(x, age)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()                                               # warm-up (optimizer state)
+        out[f"train_{precision}_samples_per_s"] = batch / timeit(step, device, repeats)
+        del trained, opt
     out["aug_s_per_sample"] = timeit(lambda: augment(x, gen), device, repeats) / batch
     if device.type == "cuda":
         out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -133,6 +152,8 @@ def main(argv=None) -> int:
                     help="sessions in the synthetic cache of the loader test")
     ap.add_argument("--loader-batch", type=int, default=70, help="loader batch size")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="precisions of the training-step timing (default fp32)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--_case", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -142,7 +163,7 @@ def main(argv=None) -> int:
         shape = tuple(int(v) for v in shape.split(","))
         batch = args.batch or (16 if device.startswith("cuda") else 4)
         print(json.dumps(run_case(device, shape, batch, args.repeats, args.cache_samples,
-                                  args.loader_batch, args.threads)))
+                                  args.loader_batch, args.threads, args.precisions)))
         return 0
 
     devices = args.devices
@@ -154,7 +175,7 @@ def main(argv=None) -> int:
         for shape in args.shapes:
             cmd = [sys.executable, __file__, "--_case", f"{device}:{shape}",
                    "--repeats", str(args.repeats), "--cache-samples", str(args.cache_samples),
-                   "--loader-batch", str(args.loader_batch)]
+                   "--loader-batch", str(args.loader_batch), "--precisions", *args.precisions]
             if args.batch:
                 cmd += ["--batch", str(args.batch)]
             if args.threads:
@@ -167,9 +188,11 @@ def main(argv=None) -> int:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
 
     header = ["device", "shape", "batch", "threads", "fwd s/sample", "fwd+bwd s/sample",
+              *(f"train {p} /s" for p in args.precisions),
               "aug s/sample", "loader 1st /s", "loader 2nd /s", "read f16 /s", "peak MiB"]
     table = [[r["device"], r["shape"], str(r["batch"]), str(r["threads"] or "-"),
               f"{r['fwd_s_per_sample']:.4f}", f"{r['fwd_bwd_s_per_sample']:.4f}",
+              *(f"{r[f'train_{p}_samples_per_s']:.1f}" for p in args.precisions),
               f"{r['aug_s_per_sample']:.4f}", f"{r['loader_first_pass_samples_per_s']:.0f}",
               f"{r['loader_second_pass_samples_per_s']:.0f}",
               f"{r['read_samples_per_s']:.0f}", f"{r['peak_mib']:.0f}"]

@@ -63,6 +63,7 @@ import pandas as pd
 
 from . import CONTRASTS
 from .io import atomic_path
+from .progress import bar as progress_bar
 
 log = logging.getLogger("gamer_mril.assessment")
 
@@ -251,8 +252,11 @@ def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
 
     ``predict(images_batch, ages_batch) -> probabilities``: images_batch a numpy array
     (B, L, D, H, W) (the dtype of ``images``), ages_batch (B,) float64; returns (B,)
-    probabilities of "severe". It is called once per batch for the baseline and once per
-    batch, scenario and level on the inverted images.
+    probabilities of "severe". It is called once per batch of ``batch_size`` sessions for
+    the baseline, then on the inverted images of that batch, scenario by scenario, with
+    at most ``batch_size`` images per call (several levels in one call when the batch
+    holds fewer sessions, as for one session). A progress bar goes to the ``gamer_mril``
+    logger.
 
     ``images``: the assessment set, (S, L, D, H, W), anything sliceable along the first
     axis (numpy array, ``numpy.memmap``); only ``batch_size`` sessions are read at a time.
@@ -295,6 +299,8 @@ def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
 
     baseline = np.empty(n_sessions)
     probs = {s: np.empty((len(levels), n_sessions)) for s in scenarios}
+    bar = progress_bar(-(-n_sessions // batch_size) * len(scenarios), "voxel inverting",
+                       unit="scenario")
     for start in range(0, n_sessions, batch_size):
         stop = min(start + batch_size, n_sessions)
         batch = np.asarray(images[start:stop])
@@ -315,11 +321,19 @@ def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
                 raise ValueError(f"scenario {s}: a session's masks have shape "
                                  f"{m.shape[1:]}, expected ({len(levels)}, "
                                  f"{batch.shape[1]}, {', '.join(map(str, batch.shape[2:]))})")
-            for k in range(len(levels)):
-                inverted = np.where(m[:, k], flipped, batch)
-                probs[s][k, start:stop] = _predict(predict, inverted, batch_ages)
+            # the levels' inverted copies go through the model together, at most
+            # batch_size images per call
+            per_call = max(1, batch_size // len(batch_ages))
+            for first in range(0, len(levels), per_call):
+                ks = range(first, min(first + per_call, len(levels)))
+                inverted = np.concatenate([np.where(m[:, k], flipped, batch) for k in ks])
+                p = _predict(predict, inverted, np.tile(batch_ages, len(ks)))
+                for j, k in enumerate(ks):
+                    probs[s][k, start:stop] = p[j * len(batch_ages):(j + 1) * len(batch_ages)]
                 del inverted
+            bar.update()
         del batch, flipped
+    bar.close()
 
     base_auc = auc(labels, baseline)
     rows = []
@@ -905,12 +919,9 @@ def warp_masks_to_template(masks, affine, xfm: Mapping, template_resolution: int
     tmask = templates.template_brain_mask(template_resolution)
     fixed = reg.to_ants(np.asarray(tmask.dataobj, dtype=np.float32), tmask.affine)
     tlist, inv = to_template_transforms(xfm)
-    out = []
-    for v in range(masks.shape[0]):
-        moving = reg.to_ants(masks[v].astype(np.float32), affine)
-        warped = reg.apply(fixed, moving, tlist, "nearestNeighbor", inv)
-        out.append(reg.from_ants(warped)[0] > 0.5)
-    return np.stack(out), tmask.affine
+    warped = reg.apply_to_volumes(fixed, masks.astype(np.float32), affine, tlist,
+                                  "nearestNeighbor", inv)
+    return warped > 0.5, tmask.affine
 
 
 def plot_heatmap_grid(panels: Sequence, template_img, path, vmax: float | None = None,

@@ -93,6 +93,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .network import GamerMRIL
+from .progress import bar as progress_bar
 
 #: Stabiliser of the epsilon rule: ``z + EPSILON * sign(z)``, ``sign(0) = +1``.
 EPSILON = 1e-8
@@ -895,12 +896,15 @@ def _ig(net, x, age, targets, steps, chunk=None):
         voxels = math.prod(x.shape[2:])
         chunk = max(1, min(steps, 8 // max(b, 1), 2**20 // max(b * voxels, 1)))
     totals = [torch.zeros_like(x) for _ in targets]
-    for start in range(0, steps, chunk):
-        alphas = [(i + 0.5) / steps for i in range(start, min(start + chunk, steps))]
-        xs = torch.cat([x * alpha for alpha in alphas], dim=0)
-        ages = age.repeat(len(alphas))
-        for total, gx in zip(totals, _input_gradients(net, xs, ages, targets)):
-            total += gx.reshape((len(alphas),) + tuple(x.shape)).sum(dim=0)
+    with progress_bar(steps, f"integrated gradients ({len(targets)} target(s))",
+                      unit="point") as bar:
+        for start in range(0, steps, chunk):
+            alphas = [(i + 0.5) / steps for i in range(start, min(start + chunk, steps))]
+            xs = torch.cat([x * alpha for alpha in alphas], dim=0)
+            ages = age.repeat(len(alphas))
+            for total, gx in zip(totals, _input_gradients(net, xs, ages, targets)):
+                total += gx.reshape((len(alphas),) + tuple(x.shape)).sum(dim=0)
+            bar.update(len(alphas))
     return [x * total / steps for total in totals]
 
 
@@ -962,12 +966,19 @@ def scenario_maps(model: nn.Module, x: torch.Tensor, age: torch.Tensor,
     """Maps of the requested scenarios: {number: tensor}, individual (B, L, D, H, W),
     combined (B, D, H, W) = sum_l R_l * x_l. All LRP scenarios share one forward pass and
     batched walks; saliency scenarios share one forward pass, IG ones each path point's.
-    ``progress``, if given, is called with a short message after each stage."""
+    ``progress``, if given, is called with a short message after each stage; a progress
+    bar over the scenarios goes to the ``gamer_mril`` logger (:mod:`gamer_mril.progress`)."""
     numbers = sorted({int(n) for n in scenarios})
     unknown = [n for n in numbers if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario numbers {unknown}; known: 1..12")
-    note = progress or (lambda message: None)
+    bar = progress_bar(len(numbers), "relevance scenarios", unit="map")
+
+    def note(message, done):
+        bar.update(done)
+        if progress is not None:
+            progress(message)
+
     chosen = [SCENARIOS[n] for n in numbers]
     out = {}
     lrp_rows = [sc for sc in chosen if sc.method == "lrp"]
@@ -991,7 +1002,7 @@ def scenario_maps(model: nn.Module, x: torch.Tensor, age: torch.Tensor,
                 if (sc.start, sc.rule) == (start, rule):
                     out[sc.number] = (individual if sc.kind == "individual"
                                       else (individual * xc).sum(dim=1))
-        note(f"LRP scenarios {[sc.number for sc in lrp_rows]} done")
+        note(f"LRP scenarios {[sc.number for sc in lrp_rows]} done", len(lrp_rows))
     grad_rows = [sc for sc in chosen if sc.method in ("saliency", "ig")]
     if grad_rows:
         net = _eval_network(model)
@@ -1007,5 +1018,6 @@ def scenario_maps(model: nn.Module, x: torch.Tensor, age: torch.Tensor,
                 results = _ig(net, x.detach(), age.detach(), targets, ig_steps)
             for sc, res in zip(rows, results):
                 out[sc.number] = res
-            note(f"{method} scenarios {[sc.number for sc in rows]} done")
+            note(f"{method} scenarios {[sc.number for sc in rows]} done", len(rows))
+    bar.close()
     return {n: out[n] for n in numbers}

@@ -75,6 +75,29 @@ def apply(fixed, moving, transforms, interpolator="linear", invert=None):
     )
 
 
+def apply_to_volumes(fixed, volumes, affine, transforms, interpolator="linear",
+                     invert=None) -> np.ndarray:
+    """Resample a stack of volumes (V, X, Y, Z) on one grid (``affine``, NIfTI RAS) into
+    ``fixed``'s grid through the same transforms, in one ANTs call (a time series: the 3D
+    transforms are read once and applied to each volume). Returns (V, X', Y', Z')."""
+    ants = _ants()
+    volumes = np.asarray(volumes, dtype=np.float32)
+    first = to_ants(volumes[0], affine)
+    direction = np.eye(4)
+    direction[:3, :3] = first.direction
+    series = ants.from_numpy(np.moveaxis(volumes, 0, -1), origin=[*first.origin, 0.0],
+                             spacing=[*first.spacing, 1.0], direction=direction)
+    out = ants.apply_transforms(fixed=fixed, moving=series,
+                                transformlist=[str(t) for t in transforms],
+                                interpolator=interpolator, whichtoinvert=invert, imagetype=3)
+    # the volumes in the time axis, each in fixed's voxel order (as from_ants returns it)
+    data = np.moveaxis(np.asarray(out.numpy(), dtype=np.float32), -1, 0)
+    if data.shape[1:] != tuple(fixed.shape):
+        raise ValueError(f"ANTs returned volumes of shape {data.shape[1:]}, expected "
+                         f"{tuple(fixed.shape)}")
+    return data
+
+
 def keep(src, dst) -> None:
     """Copy a transform written by ANTs to its final name, atomically."""
     from .io import atomic_path

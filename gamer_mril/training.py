@@ -113,6 +113,10 @@ SELECTIONS = ("val_auc", "val_auc_smoothed", "val_loss", "last")
 #: Learning-rate schedules (``lr_schedule``): constant (the paper's) or cosine annealing
 #: from ``lr`` to 0 over the configured epochs.
 LR_SCHEDULES = ("constant", "cosine")
+#: Arithmetic of the network's forward passes in training and prediction
+#: (``precision``): float32, or bfloat16 autocast (mixed precision, for GPUs; weights,
+#: optimizer and loss stay float32). Relevance maps are always computed in float32.
+PRECISIONS = ("fp32", "bf16")
 VAL_PREDICTIONS = "val_predictions.tsv"
 
 #: Default augmentation parameters (docs/method.md#5-training).
@@ -450,6 +454,25 @@ def balanced_sampler(labels, generator: torch.Generator, num_samples: int | None
 # Training
 # --------------------------------------------------------------------------------------
 
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The autocast context of ``precision`` (:data:`PRECISIONS`) on ``device``: bfloat16
+    autocast for ``"bf16"``, nothing (float32) for ``"fp32"``."""
+    import contextlib
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def model_precision(model_dir) -> str:
+    """The precision a saved model was trained in (``model.json``; float32 when absent),
+    which its predictions use too."""
+    meta = json.loads((Path(model_dir) / MODEL_JSON).read_text())
+    return (meta.get("training") or {}).get("precision", "fp32")
+
+
 def resolve_device(device="auto") -> torch.device:
     """``"auto"`` -> cuda when available, else cpu; anything else as ``torch.device``."""
     if device is None or str(device) == "auto":
@@ -572,7 +595,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
                growth: int = 4, progress: bool = True, log=print,
                eval_batch_size: int = 16, num_threads: int | None = None,
                selection: str = "val_auc", selection_window: int = 5,
-               lr_schedule: str = "constant", patience: int = 0) -> dict:
+               lr_schedule: str = "constant", patience: int = 0,
+               precision: str = "fp32") -> dict:
     """Train one model on cache rows ``train_idx``, select the epoch on ``val_idx``.
 
     ``selection`` (:data:`SELECTIONS`) says which epoch's weights are kept; ties keep the
@@ -580,6 +604,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
     the lowest validation loss. ``lr_schedule`` (:data:`LR_SCHEDULES`): constant or
     cosine annealing to 0 over ``epochs``. ``patience`` > 0 stops training once that many
     epochs have passed without a better epoch (early stopping; not with ``last``).
+    ``precision`` (:data:`PRECISIONS`): ``"bf16"`` runs forward passes and loss under
+    bfloat16 autocast (validation too); the default float32 keeps CPU runs bit-reproducible.
 
     ``augment_cfg``: keyword arguments of :func:`augment` overriding
     :data:`AUGMENT_DEFAULTS`; ``False`` turns augmentation off. ``num_threads``: torch's
@@ -593,7 +619,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
     ``n_val``, ``n_parameters``, ``device``, ``seed``, ``seconds``.
     """
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
+
+    from .progress import bar as progress_bar
 
     train_idx = np.asarray(train_idx, dtype=np.int64).reshape(-1)
     val_idx = np.asarray(val_idx, dtype=np.int64).reshape(-1)
@@ -610,6 +637,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; expected one of "
                          f"{LR_SCHEDULES}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     if int(selection_window) < 1 or int(patience) < 0:
         raise ValueError(f"selection_window must be >= 1 and patience >= 0, got "
                          f"{selection_window} and {patience}")
@@ -662,13 +691,15 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
             order = train_idx[np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))]
             chunks = _batches(order, batch_size)
             total, count = 0.0, 0
-            bar = tqdm(total=len(chunks), desc=f"epoch {epoch}/{epochs}", unit="batch",
-                       disable=not progress, leave=False, dynamic_ncols=True)
+            bar = progress_bar(len(chunks), f"epoch {epoch}/{epochs}", unit="batch",
+                               disable=not progress)
             for chunk, (x, age, label, edss) in zip(chunks, _batch_stream(
                     cache, chunks, device, prefetch=device.type == "cuda")):
                 if aug is not None:
                     x = augment(x, aug_gen, **aug)
-                loss = weighted_bce(model(x, age), label, edss)
+                with autocast(device, precision):
+                    logit = model(x, age)
+                loss = weighted_bce(logit.float(), label, edss)
                 if not torch.isfinite(loss):
                     bar.close()
                     raise FloatingPointError(f"epoch {epoch}: training loss is {loss.item()}")
@@ -684,7 +715,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
             if scheduler is not None:
                 scheduler.step()
 
-            val_pred = predict(model, cache, val_idx, device=device, batch_size=eval_batch_size)
+            val_pred = predict(model, cache, val_idx, device=device, batch_size=eval_batch_size,
+                               precision=precision)
             with torch.no_grad():
                 val_loss = float(weighted_bce(
                     *(torch.tensor(val_pred[c].to_numpy(np.float64))
@@ -718,7 +750,8 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
                                           augment=aug, device=str(device),
                                           selection=selection,
                                           selection_window=int(selection_window),
-                                          lr_schedule=lr_schedule, patience=int(patience)),
+                                          lr_schedule=lr_schedule, patience=int(patience),
+                                          precision=precision),
                             torch_version=torch.__version__)
                 atomic_write_json(out_dir / MODEL_JSON, meta)
                 atomic_write_text(out_dir / VAL_PREDICTIONS,
@@ -759,8 +792,9 @@ def load_model(model_dir, device="cpu"):
 
 
 def predict(model, cache: SessionCache, indices, device="cpu",
-            batch_size: int = 16) -> pd.DataFrame:
-    """Logit, probability and attention weights of cache rows ``indices`` (order kept).
+            batch_size: int = 16, precision: str = "fp32") -> pd.DataFrame:
+    """Logit, probability and attention weights of cache rows ``indices`` (order kept),
+    forward passes in ``precision`` (:data:`PRECISIONS`).
 
     Eval mode (BN running statistics), no augmentation, no gradients; the model's
     train/eval mode is restored afterwards. Columns: subject, session, edss, label,
@@ -772,7 +806,7 @@ def predict(model, cache: SessionCache, indices, device="cpu",
     model.eval()
     logits, probs, attention = [], [], []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             for start in range(0, len(idx), batch_size):
                 x, age, _, _ = cache.batch(idx[start:start + batch_size], device)
                 out = model(x, age, return_details=True)
@@ -851,7 +885,8 @@ def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: S
             augment_cfg=t.get("augment"), growth=t.get("growth", 4), device="auto", log=log,
             num_threads=threads, selection=t.get("selection", "val_auc"),
             selection_window=t.get("selection_window", 5),
-            lr_schedule=t.get("lr_schedule", "constant"), patience=t.get("patience", 0))
+            lr_schedule=t.get("lr_schedule", "constant"), patience=t.get("patience", 0),
+            precision=t.get("precision", "fp32"))
         s.sidecar(weights_out, {k: summary[k] for k in
                                 ("best_epoch", "epochs_run", "val_auc", "n_train", "n_val",
                                  "device")})
@@ -876,7 +911,7 @@ def run_predict_test(images, split_path, weights, out, *, threads: int = 1,
         test = split[split["set"] == "test"]
         model = load_model(model_dir, device=device)
         pred = predict(model, cache, cache.rows_for(zip(test.subject, test.session)),
-                       device=device)
+                       device=device, precision=model_precision(model_dir))
         atomic_write_text(out, pred.to_csv(sep="\t", index=False))
 
 
@@ -894,7 +929,8 @@ def run_predict_sessions(images, model_dirs: Sequence, predictions_out, performa
         cache = open_cache(Path(images).parent)
         rows = list(range(len(cache)))
         dirs = {fold_of(d): Path(d) for d in model_dirs}
-        preds = {k: predict(load_model(d, device=device), cache, rows, device=device)
+        preds = {k: predict(load_model(d, device=device), cache, rows, device=device,
+                            precision=model_precision(d))
                  for k, d in dirs.items()}
         best = best_fold({k: read_model_meta(d) for k, d in dirs.items()})
         table, performance = frozen_predictions(preds, best)

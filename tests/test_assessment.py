@@ -238,19 +238,24 @@ def test_inverting_auc_hand_computed():
     np.testing.assert_array_equal(p.loc[1, 10].to_numpy(), [0.125, 0.25, 0.25, 0.125])
     np.testing.assert_array_equal(p.loc[4, 20].to_numpy(), [0.875, 0.25, 0.75, 0.875])
 
-    # batches of at most 3 sessions: (0, 1, 2) and (3,); 1 baseline + 2 x 3 inverted each
-    assert len(calls) == 2 * (1 + 2 * 3)
-    assert sorted(len(b) for b, _ in calls) == [1] * 7 + [3] * 7
-    for b, a in calls:
-        np.testing.assert_array_equal(a, ages[:3] if len(b) == 3 else ages[3:])
+    # batches of at most 3 sessions: (0, 1, 2) and (3,). The first: 1 baseline call, then
+    # per scenario one call per level (3 sessions fill a call); the second: 1 baseline
+    # call, then per scenario one call holding its three levels (3 x 1 session).
+    assert len(calls) == (1 + 2 * 3) + (1 + 2 * 1)
+    assert sorted(len(b) for b, _ in calls) == [1] + [3] * 9
+    assert {tuple(a) for _, a in calls} == {(30.0, 41.0, 52.0), (63.0,), (63.0, 63.0, 63.0)}
+    assert all(len(b) == len(a) for b, a in calls)
     assert lazy.reads == 4                       # each session's masks read once
     # every inverted batch predict saw is exactly invert_voxels of the images
     for s, per_session in ((1, m1), (4, m4)):
         for k in range(len(levels)):
-            for sl in (slice(0, 3), slice(3, 4)):
-                want = np.stack([A.invert_voxels(images[i], per_session[i][k])
-                                 for i in range(4)[sl]])
-                assert any(np.array_equal(want, b) for b, _ in calls)
+            want = np.stack([A.invert_voxels(images[i], per_session[i][k])
+                             for i in range(3)])
+            assert any(np.array_equal(want, b) for b, _ in calls)
+        # session 3 alone: its three levels in one call, in level order
+        want = np.stack([A.invert_voxels(images[3], per_session[3][k])
+                         for k in range(len(levels))])
+        assert any(np.array_equal(want, b) for b, _ in calls)
     np.testing.assert_array_equal(images[:, 0, 0, 0, 0], v)     # input untouched
 
     assert A.choose_scenario(res, n=10) == 1     # drops 0.5 vs 0

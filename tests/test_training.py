@@ -485,3 +485,23 @@ def test_prefetched_batches_match(synthetic_cache):
     for a, b in zip(plain, ahead):
         assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert torch.equal(plain[1][0][0], plain[1][0][1])          # duplicate rows kept
+
+
+def test_bf16_training_is_recorded_and_its_predictions_follow_it(synthetic_cache, tmp_path):
+    """Mixed precision (bfloat16 autocast) trains, is written into model.json and is the
+    precision of the model's predictions; float32 prediction of the same weights differs
+    only by bfloat16's rounding."""
+    cache, _ = synthetic_cache
+    out = tmp_path / "bf16"
+    summary, _ = _train(cache, out, 0, epochs=2, precision="bf16")
+    assert T.model_precision(out) == "bf16"
+    model = T.load_model(out)
+    val_idx = np.arange(N_TRAIN, N_TRAIN + N_VAL)
+    saved = pd.read_csv(out / T.VAL_PREDICTIONS, sep="\t")
+    again = T.predict(model, cache, val_idx, precision="bf16")
+    np.testing.assert_allclose(again["prob"], saved["prob"], atol=1e-6)
+    fp32 = T.predict(model, cache, val_idx)
+    diff = np.abs(fp32["prob"].to_numpy() - again["prob"].to_numpy())
+    assert 0 < diff.max() < 0.05           # bf16 keeps 8 bits of mantissa
+    with pytest.raises(ValueError, match="precision"):
+        _train(cache, tmp_path / "x", 0, epochs=1, precision="fp16")
