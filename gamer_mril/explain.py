@@ -86,6 +86,18 @@ def read_crop_box(path) -> tuple:
         raise ValueError(f"{path}: not a crop box file ({err})") from None
 
 
+def conservation_facts(kept: dict, contrasts: Sequence[str]) -> dict:
+    """The sidecar's conservation record of a session's LRP walk
+    (:func:`gamer_mril.lrp.conservation` of a batch of one): the start value, the
+    relevance summed over each contrast's voxels and over age, their total and the
+    relative error. A combined map records the walk of the individual maps it is made
+    from (the product with the input is not a relevance redistribution)."""
+    return dict(start_value=kept["start_value"][0],
+                relevance_sum={**dict(zip(contrasts, kept["voxel_sums"][0])),
+                               "age": kept["age"][0]},
+                total=kept["total"][0], relative_error=kept["relative_error"][0])
+
+
 def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
                     crop_outputs: Mapping, ndi_outputs: Mapping, *,
                     ig_steps: int = 32, device="auto", log=print) -> dict:
@@ -121,7 +133,9 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
     x = torch.from_numpy(images).unsqueeze(0).to(device)
     age_t = torch.tensor([float(age)], dtype=torch.float32, device=device)
     t0 = time.perf_counter()
-    maps = lrp.scenario_maps(model, x, age_t, scenarios=scenarios, ig_steps=ig_steps)
+    record = {}
+    maps = lrp.scenario_maps(model, x, age_t, scenarios=scenarios, ig_steps=ig_steps,
+                             record=record)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         out = model(x, age_t, return_details=True)
@@ -144,7 +158,12 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
             number=n, start=sc.start, method=sc.method, rule=sc.rule, kind=sc.kind,
             name=sc.name, volumes=list(model.contrasts) if arr.ndim == 4 else ["combined"],
             total_relevance=float(arr.sum(dtype=np.float64)))
-        log(f"scenario {n:2d} ({sc.name}): total {facts['scenarios'][n]['total_relevance']:.4g}")
+        if n in record:
+            facts["scenarios"][n]["conservation"] = conservation_facts(record[n],
+                                                                      model.contrasts)
+        log(f"scenario {n:2d} ({sc.name}): total {facts['scenarios'][n]['total_relevance']:.4g}"
+            + (f", conservation error {record[n]['relative_error'][0]:.2e}"
+               if n in record else ""))
     return facts
 
 

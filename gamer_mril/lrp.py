@@ -960,14 +960,43 @@ def _scenarios() -> dict:
 SCENARIOS = _scenarios()
 
 
+def conservation(explanations: dict, start: str, n_paths: int) -> dict:
+    """The conservation record of one LRP walk, per batch element (lists of length B).
+
+    ``explanations``: {start key: Explanation} of the walk (``"logit"``, or each path
+    index for a start at the attention weights). ``start``: ``"f"`` or ``"aw"``. Returns
+    ``start_value`` (f(x), or sum_l a_l), ``voxel_sums`` (per path: the relevance summed
+    over that contrast's voxels, float64), ``age`` (the relevance of age), ``total``
+    (voxels plus age) and ``relative_error`` = |start_value - total| / |start_value|.
+    """
+    if start == "f":
+        e = explanations["logit"]
+        start_value = e.start.double()
+        sums = e.voxels.double().flatten(2).sum(-1)                    # (B, L)
+        r_age = e.age.double()
+    else:
+        per = [explanations[l] for l in range(n_paths)]
+        start_value = torch.stack([e.start.double() for e in per], 1).sum(1)
+        sums = torch.stack([e.voxels[:, l].double().flatten(1).sum(-1)
+                            for l, e in enumerate(per)], 1)
+        r_age = torch.zeros_like(start_value)
+    total = sums.sum(1) + r_age
+    err = (start_value - total).abs() / start_value.abs().clamp_min(1e-30)
+    return dict(start_value=start_value.tolist(), voxel_sums=sums.tolist(),
+                age=r_age.tolist(), total=total.tolist(), relative_error=err.tolist())
+
+
 def scenario_maps(model: nn.Module, x: torch.Tensor, age: torch.Tensor,
                   scenarios: Iterable[int] = range(1, 13), ig_steps: int = 32,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None,
+                  record: dict | None = None) -> dict:
     """Maps of the requested scenarios: {number: tensor}, individual (B, L, D, H, W),
     combined (B, D, H, W) = sum_l R_l * x_l. All LRP scenarios share one forward pass and
     batched walks; saliency scenarios share one forward pass, IG ones each path point's.
     ``progress``, if given, is called with a short message after each stage; a progress
-    bar over the scenarios goes to the ``gamer_mril`` logger (:mod:`gamer_mril.progress`)."""
+    bar over the scenarios goes to the ``gamer_mril`` logger (:mod:`gamer_mril.progress`).
+    ``record``, if given, receives {number: :func:`conservation` of the walk} for the LRP
+    scenarios (a combined map shares its individual map's walk)."""
     numbers = sorted({int(n) for n in scenarios})
     unknown = [n for n in numbers if n not in SCENARIOS]
     if unknown:
@@ -993,6 +1022,13 @@ def scenario_maps(model: nn.Module, x: torch.Tensor, age: torch.Tensor,
                                                                for l in range(n_paths)]
         maps = _lrp(canon, xc, agec, requests)
         for start, rule in wanted:
+            if record is not None:
+                walk = {k: e for (k, r), e in maps.items() if r == rule and
+                        ((k == "logit") == (start == "f"))}
+                kept = conservation(walk, start, n_paths)
+                for sc in lrp_rows:
+                    if (sc.start, sc.rule) == (start, rule):
+                        record[sc.number] = kept
             if start == "f":
                 individual = maps[("logit", rule)].voxels
             else:

@@ -375,6 +375,31 @@ def test_conservation_from_attention_weight(conservative, rule):
     torch.testing.assert_close(total, torch.ones(2, dtype=DT), rtol=1e-6, atol=0)
 
 
+def test_conservation_record_equals_independent_sums(conservative):
+    """scenario_maps' record: the start value, each contrast's voxel sum and age, from
+    separate explain() calls summed here; conservative model -> errors below 1e-6."""
+    model, x, age, det = conservative
+    record = {}
+    lrp.scenario_maps(model, x, age, scenarios=[1, 3, 6, 11], ig_steps=2, record=record)
+    assert sorted(record) == [1, 3, 6]              # LRP scenarios only; 3 shares 1's walk
+    assert record[3] == record[1]
+    f = lrp.explain(model, x, age, start="logit", rule="lrp-all")
+    rec = record[6]
+    np.testing.assert_allclose(rec["start_value"], det["logit"].tolist(), rtol=1e-12)
+    np.testing.assert_allclose(rec["voxel_sums"], f.voxels.sum(dim=(2, 3, 4)).tolist(),
+                               rtol=1e-9)
+    np.testing.assert_allclose(rec["age"], f.age.tolist(), rtol=1e-12)
+    want = (f.voxels.sum(dim=(1, 2, 3, 4)) + f.age - det["logit"]).abs() / det["logit"].abs()
+    np.testing.assert_allclose(rec["relative_error"], want.tolist(), rtol=1e-6, atol=1e-15)
+    rec = record[1]
+    starts = [lrp.explain(model, x, age, start=l, rule="proposed") for l in range(L)]
+    np.testing.assert_allclose(rec["start_value"], det["a"].sum(1).tolist(), rtol=1e-12)
+    np.testing.assert_allclose(rec["voxel_sums"], torch.stack(
+        [starts[l].voxels[:, l].sum(dim=(1, 2, 3)) for l in range(L)], 1).tolist(), rtol=1e-9)
+    assert rec["age"] == [0.0, 0.0]
+    assert max(record[1]["relative_error"] + record[6]["relative_error"]) < 1e-6
+
+
 def _hand_relevance_at_m(model, det, start, rule):
     """Relevance reaching m (B, L, hidden), written out with explicit loops
     (docs/method.md#64-where-relevance-starts)."""

@@ -60,6 +60,18 @@ def test_every_session_has_twelve_scenarios_in_both_grids(trained):
                 assert facts["model"]["sha256"] == model_hash
                 assert facts["fold"] == fold
                 assert facts["scenario"]["number"] == n
+                # LRP maps carry their conservation record: the start value (f(x), or
+                # the attention weights' sum, 1), the sums over each contrast and age
+                if n <= 8:
+                    cons = facts["scenario"]["conservation"]
+                    start = facts["logit"] if n >= 5 else 1.0
+                    assert cons["start_value"] == pytest.approx(start, abs=1e-5)
+                    assert set(cons["relevance_sum"]) == {"qT1", "MWF", "NDI", "age"}
+                    assert cons["total"] == pytest.approx(sum(cons["relevance_sum"].values()))
+                    assert cons["relative_error"] == pytest.approx(
+                        abs(cons["start_value"] - cons["total"]) / abs(cons["start_value"]))
+                else:
+                    assert "conservation" not in facts["scenario"]
                 assert side["Output"]["sha256"] == sha256(img_path)
                 assert side["Inputs"]["model"][0]["sha256"] == model_hash
 
