@@ -209,3 +209,70 @@ def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_pat
             scenario_facts = dict(common, scenario=facts["scenarios"][n], fold=fold)
             for path in (crop_outputs[n], ndi_outputs[n]):
                 s.sidecar(path, scenario_facts)
+
+
+# ------------------------------------------------------------- conservation summary
+CONSERVATION_COLUMNS = ("subject", "session", "scenario", "start_value", "total",
+                        "relative_error")
+
+
+def conservation_table(maps: Sequence) -> tuple:
+    """The conservation records of LRP maps, read from their sidecars.
+
+    ``maps``: relevance map paths (subject, session and scenario from their names).
+    Returns ``(per_map,
+    summary)``: one row per map (:data:`CONSERVATION_COLUMNS`), and per scenario the
+    number of maps, the median and the largest relative error and the session with the
+    largest. A map whose sidecar has no record (not an LRP map) is an error naming it.
+    """
+    import re
+
+    import pandas as pd
+
+    from .io import sidecar_path
+    from .layout import session_of
+
+    rows = []
+    for path in maps:
+        subject, session = session_of(path)
+        found = re.search(r"_scenario-(\d+)_", Path(path).name)
+        if found is None:
+            raise ValueError(f"{path}: not a relevance map name (no scenario-NN)")
+        n = int(found.group(1))
+        facts = json.loads(sidecar_path(path).read_text()).get("Facts", {})
+        record = (facts.get("scenario") or {}).get("conservation")
+        if record is None:
+            raise ValueError(f"{path}: its sidecar has no conservation record (scenario {n} "
+                             f"of sub-{subject} ses-{session} is not an LRP map, or was "
+                             f"made before the record existed)")
+        rows.append(dict(subject=subject, session=session, scenario=int(n),
+                         start_value=record["start_value"], total=record["total"],
+                         relative_error=record["relative_error"]))
+    per_map = pd.DataFrame(rows, columns=list(CONSERVATION_COLUMNS)).sort_values(
+        ["scenario", "subject", "session"], ignore_index=True)
+    summary = []
+    for n, df in per_map.groupby("scenario", sort=True):
+        worst = df.loc[df["relative_error"].idxmax()]
+        summary.append(dict(scenario=int(n), n_maps=len(df),
+                            median_relative_error=float(df["relative_error"].median()),
+                            max_relative_error=float(worst["relative_error"]),
+                            worst_session=f"sub-{worst['subject']} ses-{worst['session']}"))
+    return per_map, pd.DataFrame(summary, columns=["scenario", "n_maps",
+                                                   "median_relative_error",
+                                                   "max_relative_error", "worst_session"])
+
+
+def run_relevance_conservation(maps: Sequence, per_map_out, summary_out, *, log_file=None,
+                               threads: int = 1) -> None:
+    """Rule relevance_conservation: every LRP map's conservation record in one table, and
+    per scenario the median and largest relative error over the cohort."""
+    from .io import atomic_write_text
+    from .jobs import step
+
+    with step("relevance_conservation",
+              inputs={Path(p).name: p for p in maps},
+              outputs=[per_map_out, summary_out], log_file=log_file, threads=threads):
+        per_map, summary = conservation_table(maps)
+        atomic_write_text(per_map_out, per_map.to_csv(sep="\t", index=False))
+        atomic_write_text(summary_out, summary.to_csv(sep="\t", index=False))
+

@@ -34,6 +34,10 @@ def roles(maps, prefix: str = "") -> dict:
 #: The transforms between the cropped grid and MNI152 (Session.template_xfm); an affine-only
 #: registration (template_transform: Affine) has the first alone.
 TEMPLATE_XFM_KEYS = ("affine", "warp", "inverse_warp")
+#: The relevance scenarios made by LRP (docs/method.md#67-the-twelve-scenarios), whose
+#: maps carry a conservation record; the same as gamer_mril.lrp.SCENARIOS says (tested),
+#: here so that the workflow can plan without importing torch.
+LRP_SCENARIOS = tuple(range(1, 9))
 
 XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
 XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}

@@ -126,3 +126,4 @@ rule assess_all:
         rules.voxel_inverting.output,
         rules.correlations.output,
         rules.group_heatmaps.output,
+        rules.relevance_conservation.output,

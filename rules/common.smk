@@ -122,6 +122,7 @@ TEMPLATE_XFM = {
     if PP["template_transform"] == "SyN" or k == "affine"
 }
 RELMAP_CROP = {f"crop_{n:02d}": S.relmap("NDIcrop", n) for n in SCENARIOS}
+LRP_MAPS = [S.relmap("NDIcrop", n) for n in SCENARIOS if n in layout.LRP_SCENARIOS]
 RELMAP_NDI = {f"ndi_{n:02d}": S.relmap("NDI", n) for n in SCENARIOS}
 QMASKS = {f"mask_{n:02d}": S.qmask(n) for n in SCENARIOS}
 TOP_MASKS = {f"top_{n:02d}": S.top_mask(n, HEAT) for n in SCENARIOS}
@@ -137,6 +138,11 @@ PREDICTIONS = f"{GROUP}/predictions.tsv"
 BASELINE_PREDICTIONS = f"{GROUP}/baseline_predictions.tsv"
 INVERTING_AUC = f"{GROUP}/inverting_auc.tsv"
 CHOSEN = f"{GROUP}/chosen_scenario.json"
+#: The LRP maps' conservation records over the cohort (rule relevance_conservation).
+CONSERVATION = dict(
+    per_map=f"{GROUP}/relevance_conservation.tsv",
+    summary=f"{GROUP}/relevance_conservation_summary.tsv",
+)
 #: The participants table as given, and the validated rows of the selected sessions that
 #: every cohort rule reads (rule select_participants).
 RAW_PARTICIPANTS = config["inputs"]["participants"]

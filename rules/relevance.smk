@@ -120,6 +120,34 @@ rule warp_top_masks:
         "../scripts/warp_top_masks.py"
 
 
+rule relevance_conservation:
+    """docs/method.md#6-layer-wise-relevance-propagation: every LRP map's conservation
+    record (from its sidecar) in one table, and per scenario the median and the largest
+    relative error over the cohort."""
+    input:
+        PARTICIPANTS,
+        maps=[path for p in LRP_MAPS for path in for_sessions(p)],
+    output:
+        per_map=CONSERVATION["per_map"],
+        summary=report(
+            CONSERVATION["summary"],
+            caption="../report/conservation.rst",
+            category="Assessment",
+        ),
+    log:
+        f"{OUT}/logs/relevance_conservation.log",
+    benchmark:
+        f"{OUT}/benchmarks/relevance_conservation.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/relevance_conservation.py"
+
+
 rule explain_all:
     """Every session's relevance maps and their per-session assessment."""
     input:

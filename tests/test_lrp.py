@@ -609,3 +609,10 @@ def test_bad_arguments(generic):
         lrp.explain(model, x, age, rule="zplus")
     with pytest.raises(ValueError):
         lrp.explain(model, x[:, :2], age)
+
+
+def test_layout_knows_the_lrp_scenarios():
+    """The workflow plans the conservation summary from layout.LRP_SCENARIOS (no torch)."""
+    from gamer_mril.layout import LRP_SCENARIOS
+
+    assert set(LRP_SCENARIOS) == {n for n, sc in lrp.SCENARIOS.items() if sc.method == "lrp"}

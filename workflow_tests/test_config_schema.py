@@ -17,6 +17,32 @@ def test_demo_config_validates():
     validate(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)
 
 
+def _merged(base: dict, over: dict) -> dict:
+    """Snakemake's merge of a second --configfile: nested mappings key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def test_quick_demo_config_validates_and_matches_its_cohort():
+    """config.quick.yaml on top of config.yaml validates; its crop is the paper's 96 x 96 x
+    112 at the quick cohort's voxel size (the Makefile's QUICK_SCALE), its maps the quick
+    cohort's."""
+    import re
+
+    quick = yaml.safe_load((REPO / "config.quick.yaml").read_text())
+    config = _merged(yaml.safe_load((REPO / "config.yaml").read_text()), quick)
+    validate(config, SCHEMA)
+    make = (REPO / "Makefile").read_text()
+    scale = float(re.search(r"^QUICK_SCALE\s*\?=\s*(\S+)", make, re.M).group(1))
+    paper = (96, 96, 112)
+    assert all(abs(c - n / scale) <= 1 for c, n in zip(config["preprocessing"]["crop_shape"],
+                                                        paper))
+    assert all(path.startswith("demo/quick/") for path in config["inputs"]["maps"].values())
+    assert config["inputs"]["participants"].startswith("demo/quick/")
+
+
 def test_defaults_are_the_methods():
     config = yaml.safe_load(yaml.safe_dump(MINIMAL))
     validate(config, SCHEMA, set_default=True)

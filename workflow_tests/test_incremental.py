@@ -130,7 +130,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
         assert per_session(jobs, sub) == EXPLANATION, sub
     assert all("Params have changed" in why for r, _, why in jobs if r == "explain_session")
     assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
-                                  "dataset_description", "all"}  # (it records the config)
+                                  "relevance_conservation", "dataset_description",
+                                  "all"}  # (it records the config)
 
     # ---- frozen-model mode on the run's own models: predictions for real (the training
     # run's tables removed first: Snakemake would take its predictions.tsv as current),
@@ -159,7 +160,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert {s for _, s, _ in jobs} == {NEW, None}
     assert cohort_level(jobs) == {"select_participants", "preprocessing_qc", "build_cache",
                                   "predict_sessions", "voxel_inverting", "correlations",
-                                  "group_heatmaps", "all"}
+                                  "group_heatmaps", "relevance_conservation", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
     # training mode: no other subject's preprocessing; re-split, retrain, re-explain
