@@ -684,6 +684,7 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
             f"({int(train_labels.sum())} severe), {len(val_idx)} validation sessions "
             f"({int(val_labels.sum())} severe), {n_params} parameters, {epochs} epochs")
 
+        bar = progress_bar(int(epochs), "training", unit="epoch", disable=not progress)
         for epoch in range(1, int(epochs) + 1):
             t0 = time.perf_counter()
             epoch_lr = float(opt.param_groups[0]["lr"])
@@ -691,8 +692,6 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
             order = train_idx[np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))]
             chunks = _batches(order, batch_size)
             total, count = 0.0, 0
-            bar = progress_bar(len(chunks), f"epoch {epoch}/{epochs}", unit="batch",
-                               disable=not progress)
             for chunk, (x, age, label, edss) in zip(chunks, _batch_stream(
                     cache, chunks, device, prefetch=device.type == "cuda")):
                 if aug is not None:
@@ -708,9 +707,6 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
                 opt.step()
                 total += loss.item() * len(chunk)
                 count += len(chunk)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                bar.update()
-            bar.close()
             train_loss = total / count
             if scheduler is not None:
                 scheduler.step()
@@ -759,9 +755,12 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
             log(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss "
                 f"{val_loss:.4f}, val AUC {val_auc:.4f}, {seconds:.1f} s"
                 + (" (best so far)" if improved else ""))
+            bar.set_postfix(loss=f"{train_loss:.4f}", val_auc=f"{val_auc:.3f}", refresh=False)
+            bar.update()
             if patience and selection != "last" and epoch - best_epoch >= int(patience):
                 log(f"early stop after epoch {epoch}: no better epoch for {patience} epochs")
                 break
+        bar.close()
 
     summary = dict(best_epoch=best_epoch, val_auc=_finite_or_none(best["val_auc"]),
                    val_loss=_finite_or_none(best["val_loss"]), epochs_run=len(rows),

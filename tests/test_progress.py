@@ -29,3 +29,13 @@ def test_voxel_inverting_reports_its_progress(caplog):
                     levels=[40], batch_size=1)
     last = [r.getMessage() for r in caplog.records if "voxel inverting" in r.getMessage()][-1]
     assert "4/4" in last                                 # 2 batches x 2 scenarios
+
+
+def test_a_bar_writes_at_most_one_line_per_interval(caplog):
+    caplog.set_level(logging.INFO, logger="gamer_mril")
+    with bar(50, "quiet", interval=3600) as b:
+        for i in range(50):
+            b.set_postfix(step=i, refresh=False)
+            b.update()
+    lines = [r.getMessage() for r in caplog.records if r.name == "gamer_mril"]
+    assert len(lines) == 2 and "0/50" in lines[0] and "50/50" in lines[1]
