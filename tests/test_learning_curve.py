@@ -3,23 +3,14 @@ consistent (the figures themselves need the full grid; see docs/benchmarks.md)."
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from conftest import import_bench
 
 
 @pytest.fixture(scope="module")
 def learning_curve():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import learning_curve
-    finally:
-        sys.path.remove(str(BENCH))
-    return learning_curve
+    return import_bench("learning_curve")
 
 
 def test_two_point_grid(learning_curve, tmp_path):

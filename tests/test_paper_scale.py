@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from conftest import import_bench
 
 
 @pytest.fixture(scope="module")
 def paper_scale():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import paper_scale
-    finally:
-        sys.path.remove(str(BENCH))
-    return paper_scale
+    return import_bench("paper_scale")
 
 
 def test_estimate_by_hand(paper_scale):
