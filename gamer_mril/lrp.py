@@ -565,9 +565,23 @@ class _CanonDenseLayer(nn.Module):
         self.in_channels = w1.shape[1]
         self.clamp = Clamp(_cast(lo, like), _cast(hi, like))
         self.conv1 = _Conv(_cast(weight, like), _cast(bias, like), layer.conv1)
-        self.conv2 = _Conv(layer.conv2.weight.detach().clone(),
-                           None if layer.conv2.bias is None else layer.conv2.bias.detach(),
-                           layer.conv2)
+        w2 = layer.conv2.weight.detach().to(torch.float64).clone()
+        bias2 = (torch.zeros(w2.shape[0], dtype=torch.float64, device=w2.device)
+                 if layer.conv2.bias is None else layer.conv2.bias.detach().to(torch.float64))
+        # bn2 with gamma = 0 makes a conv1 channel the constant relu(bias): for conv2 a
+        # bias, not an input (with replicate padding it is constant at the borders too),
+        # so no relevance is sent to it and lost there.
+        constant = a2 == 0
+        if constant.any() and (layer.conv2.padding_mode == "replicate"
+                               or not any(_triple(layer.conv2.padding))):
+            value = torch.relu(bias) * constant
+            bias2 = bias2 + w2.sum(dim=(2, 3, 4)) @ value
+            w2[:, constant] = 0.0
+            self.conv2 = _Conv(_cast(w2, like), _cast(bias2, like), layer.conv2)
+        else:
+            self.conv2 = _Conv(layer.conv2.weight.detach().clone(),
+                               None if layer.conv2.bias is None else layer.conv2.bias.detach(),
+                               layer.conv2)
 
     def forward(self, x, store=None):
         c1 = self.clamp(x)
@@ -638,6 +652,8 @@ class CanonicalPath(nn.Module):
             nn.ModuleList(_CanonDenseLayer(layer) for layer in block.layers)
             for block in path.blocks)
         self.transitions = nn.ModuleList(_CanonTransition(t) for t in path.transitions)
+        if (a == 0).any():
+            self._fold_constant_stem_channels(a == 0, torch.relu(bias))
         a, shift, lo, hi = _relu_chain(path.head_bn)
         fc_w = path.head_fc.weight.detach().to(torch.float64)
         c = a.numel()
@@ -651,6 +667,24 @@ class CanonicalPath(nn.Module):
             head_bias = head_bias + path.head_fc.bias.detach().to(torch.float64)
         self.register_buffer("head_bias", _cast(head_bias, like))
         self.feature_shape = tuple(path.feature_shape)
+
+    def _fold_constant_stem_channels(self, constant, value):
+        """A stem BN with gamma = 0 makes that stem channel the constant ``relu(bias)``
+        (max pooling keeps it): for every conv that reads it, the first block's dense
+        layers and the first transition (1x1x1 convs after their clamps), it is a bias,
+        not an input, so no relevance is sent to it (the stem rule could not pass it on)."""
+        idx = torch.nonzero(constant).flatten()
+        consumers = [(layer.clamp, layer.conv1) for layer in self.blocks[0]]
+        consumers += [(t.clamp, t.conv) for t in self.transitions[:1]]
+        for clamp, conv in consumers:
+            if tuple(conv.weight.shape[2:]) != (1, 1, 1):
+                raise ValueError("a constant stem channel needs 1x1x1 convs to read it")
+            w = conv.weight
+            v = value[idx].to(w)
+            v = torch.minimum(torch.maximum(v, clamp.lo.flatten()[idx]), clamp.hi.flatten()[idx])
+            add = (w[:, idx, 0, 0, 0] * v).sum(dim=1)
+            conv.bias = add if conv.bias is None else conv.bias + add
+            w[:, idx] = 0.0
 
     def forward(self, x, store=None):
         """x (B, 1, D, H, W) -> m (B, hidden); with ``store`` (a dict) the rules of the

@@ -375,6 +375,41 @@ def test_conservation_from_attention_weight(conservative, rule):
     torch.testing.assert_close(total, torch.ones(2, dtype=DT), rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("where", ["stem", "dense"])
+def test_a_bn_with_zero_gamma_folded_into_its_conv_keeps_relevance(where):
+    """A BN folded into the conv before it (the stem's; each dense layer's second) with
+    gamma exactly 0 makes that channel a constant, relu(beta): a bias, not an input. Its
+    relevance must not be lost (it used to be, about 6e-2 of a_l)."""
+    x = _images(2, 7)
+    age = _ages(2, 8)
+    model = _conservative_model(21, x)
+    with torch.no_grad():
+        for path in model.paths:
+            # (dense layers past the first block: there every other channel is alive,
+            # so the constant is one input among live ones)
+            bns = [path.stem.bn] if where == "stem" else \
+                [layer.bn2 for block in path.blocks[1:] for layer in block.layers]
+            if where == "stem":                    # its consumers let channel 0 through
+                for mod in [*path.blocks[0].modules(), path.transitions[0].bn]:
+                    if isinstance(mod, nn.BatchNorm3d):
+                        mod.weight.abs_()
+            for bn in bns:
+                bn.weight.abs_()                   # the other channels stay alive
+                bn.weight[0] = 0.0
+                bn.bias[0] = 0.5                   # the constant channel is relu(0.5)
+    det = _details(model, x, age)
+    canon = lrp.canonize(model)
+    with torch.no_grad():
+        torch.testing.assert_close(canon(x, age), det["logit"], rtol=1e-9, atol=1e-12)
+    r = lrp.explain(model, x, age, start="logit", rule="proposed")
+    total = r.voxels.sum(dim=(1, 2, 3, 4)) + r.age
+    torch.testing.assert_close(total, det["logit"], rtol=1e-6, atol=0)
+    for l in range(L):
+        r = lrp.explain(model, x, age, start=l, rule="lrp-all")
+        torch.testing.assert_close(r.voxels[:, l].sum(dim=(1, 2, 3)), det["a"][:, l],
+                                   rtol=1e-6, atol=0)
+
+
 def test_conservation_record_equals_independent_sums(conservative):
     """scenario_maps' record: the start value, each contrast's voxel sum and age, from
     separate explain() calls summed here; conservative model -> errors below 1e-6."""
