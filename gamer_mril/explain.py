@@ -219,14 +219,12 @@ CONSERVATION_COLUMNS = ("subject", "session", "scenario", "start_value", "total"
 def conservation_table(maps: Sequence) -> tuple:
     """The conservation records of LRP maps, read from their sidecars.
 
-    ``maps``: relevance map paths (subject, session and scenario from their names).
-    Returns ``(per_map,
-    summary)``: one row per map (:data:`CONSERVATION_COLUMNS`), and per scenario the
-    number of maps, the median and the largest relative error and the session with the
-    largest. A map whose sidecar has no record (not an LRP map) is an error naming it.
+    ``maps``: relevance map paths (subject and session from their names, the scenario
+    from the sidecar). Returns ``(per_map, summary)``: one row per map
+    (:data:`CONSERVATION_COLUMNS`), and per scenario the number of maps, the median and
+    the largest relative error and the session with the largest. A map whose sidecar has
+    no record (not an LRP map) is an error naming it.
     """
-    import re
-
     import pandas as pd
 
     from .io import sidecar_path
@@ -235,12 +233,10 @@ def conservation_table(maps: Sequence) -> tuple:
     rows = []
     for path in maps:
         subject, session = session_of(path)
-        found = re.search(r"_scenario-(\d+)_", Path(path).name)
-        if found is None:
-            raise ValueError(f"{path}: not a relevance map name (no scenario-NN)")
-        n = int(found.group(1))
         facts = json.loads(sidecar_path(path).read_text()).get("Facts", {})
-        record = (facts.get("scenario") or {}).get("conservation")
+        scenario = facts.get("scenario") or {}
+        n = scenario.get("number")
+        record = scenario.get("conservation")
         if record is None:
             raise ValueError(f"{path}: its sidecar has no conservation record (scenario {n} "
                              f"of sub-{subject} ses-{session} is not an LRP map, or was "

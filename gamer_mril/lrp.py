@@ -565,23 +565,18 @@ class _CanonDenseLayer(nn.Module):
         self.in_channels = w1.shape[1]
         self.clamp = Clamp(_cast(lo, like), _cast(hi, like))
         self.conv1 = _Conv(_cast(weight, like), _cast(bias, like), layer.conv1)
-        w2 = layer.conv2.weight.detach().to(torch.float64).clone()
-        bias2 = (torch.zeros(w2.shape[0], dtype=torch.float64, device=w2.device)
-                 if layer.conv2.bias is None else layer.conv2.bias.detach().to(torch.float64))
+        w2 = layer.conv2.weight.detach().clone()
+        bias2 = None if layer.conv2.bias is None else layer.conv2.bias.detach().clone()
         # bn2 with gamma = 0 makes a conv1 channel the constant relu(bias): for conv2 a
         # bias, not an input (with replicate padding it is constant at the borders too),
         # so no relevance is sent to it and lost there.
         constant = a2 == 0
         if constant.any() and (layer.conv2.padding_mode == "replicate"
                                or not any(_triple(layer.conv2.padding))):
-            value = torch.relu(bias) * constant
-            bias2 = bias2 + w2.sum(dim=(2, 3, 4)) @ value
+            add = w2.to(torch.float64).sum(dim=(2, 3, 4)) @ (torch.relu(bias) * constant)
+            bias2 = _cast(add if bias2 is None else bias2.to(torch.float64) + add, like)
             w2[:, constant] = 0.0
-            self.conv2 = _Conv(_cast(w2, like), _cast(bias2, like), layer.conv2)
-        else:
-            self.conv2 = _Conv(layer.conv2.weight.detach().clone(),
-                               None if layer.conv2.bias is None else layer.conv2.bias.detach(),
-                               layer.conv2)
+        self.conv2 = _Conv(w2, bias2, layer.conv2)
 
     def forward(self, x, store=None):
         c1 = self.clamp(x)

@@ -457,8 +457,6 @@ def balanced_sampler(labels, generator: torch.Generator, num_samples: int | None
 def autocast(device: torch.device, precision: str = "fp32"):
     """The autocast context of ``precision`` (:data:`PRECISIONS`) on ``device``: bfloat16
     autocast for ``"bf16"``, nothing (float32) for ``"fp32"``."""
-    import contextlib
-
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     if precision == "fp32":
@@ -469,8 +467,7 @@ def autocast(device: torch.device, precision: str = "fp32"):
 def model_precision(model_dir) -> str:
     """The precision a saved model was trained in (``model.json``; float32 when absent),
     which its predictions use too."""
-    meta = json.loads((Path(model_dir) / MODEL_JSON).read_text())
-    return (meta.get("training") or {}).get("precision", "fp32")
+    return (read_model_meta(model_dir).get("training") or {}).get("precision", "fp32")
 
 
 def resolve_device(device="auto") -> torch.device:
