@@ -24,8 +24,8 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ["scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi", "crop_to_brain",
-         "register_to_template", "remove_cerebellum", "warp_brain_mask_to_template"]
+STEPS = ["scale_map", "skull_strip", "register_to_template", "make_brain_mask", "coregister_to_ndi",
+         "resample_to_ndi", "crop_to_brain", "remove_cerebellum", "warp_brain_mask_to_template"]
 
 
 def read_benchmarks(results: Path) -> pd.DataFrame:

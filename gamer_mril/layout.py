@@ -31,17 +31,19 @@ def roles(maps, prefix: str = "") -> dict:
     """{role: path} of maps given by contrast ({qT1: path, ...}): qT1 -> t1map, ..."""
     return {prefix + KEY[c]: p for c, p in dict(maps).items()}
 
-#: The transforms between the cropped grid and MNI152 (Session.template_xfm); an affine-only
-#: registration (template_transform: Affine) has the first alone.
-TEMPLATE_XFM_KEYS = ("affine", "warp", "inverse_warp")
+#: The transforms between a session and MNI152: the template registration of step 2b
+#: (Session.template_xfm: affine, warp, inverse warp; an affine-only registration,
+#: template_transform: Affine, has the affine alone) and, for the NDI and cropped grids,
+#: the qT1 -> NDI co-registration of step 3 ("coreg").
+TEMPLATE_XFM_KEYS = ("coreg", "affine", "warp", "inverse_warp")
 #: The relevance scenarios made by LRP (docs/method.md#67-the-twelve-scenarios), whose
 #: maps carry a conservation record; the same as gamer_mril.lrp.SCENARIOS says (tested),
 #: here so that the workflow can plan without importing torch.
 LRP_SCENARIOS = tuple(range(1, 9))
 
 XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
-XFM_TPL = {"from": "NDIcrop", "to": TPL, "mode": "image"}
-XFM_TPL_INV = {"from": TPL, "to": "NDIcrop", "mode": "image"}
+XFM_TPL = {"from": TPL, "to": "T1map", "mode": "image"}
+XFM_TPL_INV = {"from": "T1map", "to": TPL, "mode": "image"}
 
 
 def bids(root, suffix, ext=".nii.gz", datatype="anat", subject="{subject}",
@@ -82,8 +84,21 @@ class Session:
         return self.file(suffix, desc="scaled")
 
     @property
+    def skullstrip_mask(self) -> str:
+        """Step 2a: the mask that strips the head before the template registration."""
+        return self.file("mask", space="T1map", desc="skullstrip")
+
+    @property
+    def template_xfm(self) -> dict:
+        """Step 2b: the registration of MNI152 to the stripped qT1 (the affine, the warp
+        taking template images to the qT1 grid, and its inverse)."""
+        return dict(affine=self.file("xfm", ext=".mat", **XFM_TPL, desc="affine"),
+                    warp=self.file("xfm", **XFM_TPL, desc="warp"),
+                    inverse_warp=self.file("xfm", **XFM_TPL_INV, desc="warp"))
+
+    @property
     def native_brain_mask(self) -> str:
-        """Step 2: the brain mask on the qT1 grid."""
+        """Step 2c: the brain mask on the qT1 grid."""
         return self.file("mask", space="T1map", desc="brain")
 
     def xfm_to_ndi(self, moving) -> str:
@@ -102,13 +117,6 @@ class Session:
     def crop_box(self) -> str:
         """Step 5: the crop box (NDI grid -> cropped grid)."""
         return self.file("xfm", ext=".json", **XFM_CROP)
-
-    @property
-    def template_xfm(self) -> dict:
-        """Step 6: the transforms between the cropped grid and MNI152."""
-        return dict(affine=self.file("xfm", ext=".mat", **XFM_TPL, desc="affine"),
-                    warp=self.file("xfm", **XFM_TPL, desc="warp"),
-                    inverse_warp=self.file("xfm", **XFM_TPL_INV, desc="warp"))
 
     def preproc(self, contrast) -> str:
         """Step 7: a network input (cropped grid, cerebellum removed)."""
@@ -134,7 +142,8 @@ class Session:
 
     @property
     def template_brain_mask(self) -> str:
-        """Quality control of step 6: the brain mask warped to MNI152."""
+        """Quality control of the template registration: the brain mask (cropped grid)
+        warped to MNI152."""
         return self.file("mask", space=TPL, desc="brain")
 
     # ------------------------------------------------------ relevance and assessment

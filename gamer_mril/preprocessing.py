@@ -212,62 +212,150 @@ def _deepbet_mask(image, affine):
     return np.asarray(mask.get_fdata()) > 0.5
 
 
-def _template_mask(fixed_image, affine, workdir, template_res, transform="SyN"):
+SKULLSTRIP_METHODS = ("deepbet_template", "deepbet", "template")
+
+
+def _check_method(method: str) -> None:
+    if method not in SKULLSTRIP_METHODS:
+        raise ValueError(f"unknown skull-strip method {method!r}; choose from {SKULLSTRIP_METHODS}")
+
+
+def skull_strip(qt1_scaled, affine, method: str):
+    """Step 2a: the mask that strips the head before the template registration.
+
+    ``deepbet`` and ``deepbet_template``: the deepbet network (weights inside its wheel)
+    on the pseudo-T1w image; ``template``: the head itself (every voxel with tissue), so
+    the template is registered to the whole head.
+    """
+    _check_method(method)
+    t1w = pseudo_t1w(qt1_scaled)
+    if method == "template":
+        return t1w > 0
+    return _deepbet_mask(t1w, affine)
+
+
+def register_template(qt1_scaled, affine, strip_mask, workdir, template_res: int = 2,
+                      transform: str = "SyN") -> dict:
+    """Step 2b: the MNI152 template (moving) registered to the session's stripped
+    pseudo-T1w on the qT1 grid (fixed); ANTs' result (``fwdtransforms`` carry template
+    images to the qT1 grid, ``invtransforms`` the other way)."""
     from . import registration as reg
     from . import templates
 
     tpl = templates.template_t1w(template_res)
+    fixed = reg.to_ants(np.where(strip_mask, pseudo_t1w(qt1_scaled), 0), affine)
+    return reg.register(fixed, reg.to_ants(tpl.get_fdata(), tpl.affine), transform, workdir)
+
+
+def carry_template_brain_mask(shape, affine, xfm: Mapping, template_res: int = 2):
+    """Step 2c: the MNI152 brain mask carried onto a session grid (``shape``, ``affine``)
+    through the template transforms ``xfm`` (linear, kept above 0.5)."""
+    from . import registration as reg
+    from . import templates
+
     tmask = templates.template_brain_mask(template_res)
-    fixed = reg.to_ants(fixed_image, affine)
-    out = reg.register(fixed, reg.to_ants(tpl.get_fdata(), tpl.affine), transform, workdir)
-    warped = reg.apply(fixed, reg.to_ants(tmask.get_fdata(), tmask.affine), out["fwdtransforms"])
-    data, _ = reg.from_ants(warped)
-    return data > 0.5
+    fixed = reg.to_ants(np.zeros(shape, dtype=np.float32), affine)
+    tlist, inv = from_template_transforms(dict(xfm))
+    warped = reg.apply(fixed, reg.to_ants(tmask.get_fdata(), tmask.affine), tlist, "linear", inv)
+    return reg.from_ants(warped)[0] > 0.5
 
 
-SKULLSTRIP_METHODS = ("deepbet_template", "deepbet", "template")
+def tidy_mask(mask):
+    """The largest connected component of a made mask, its holes filled."""
+    from scipy import ndimage
+
+    from .registration import largest_component
+
+    return ndimage.binary_fill_holes(largest_component(mask))
 
 
 def brain_mask(qt1_scaled, affine, method: str, workdir, template_res: int = 2):
-    """Step 2: a brain mask on the qT1 grid.
+    """Step 2 in one call (steps 2a-2c, as the workflow's three rules make it): a brain
+    mask on the qT1 grid.
 
-    - ``deepbet``: the deepbet network (weights inside its wheel) on the pseudo-T1w image.
+    - ``deepbet``: the deepbet network's mask on the pseudo-T1w image.
     - ``template``: the MNI152 template registered (affine + SyN) to the pseudo-T1w head
       and its brain mask carried back.
     - ``deepbet_template`` (default): deepbet first, then the template registered to the
       skull-stripped image (brain to brain, far more reliable than template to head) and
       the template's brain mask carried back, so every session's mask follows the same
       anatomical definition as the MNI152 mask. See docs/skullstrip.md for the comparison.
+
+    Made masks keep their largest connected component, holes filled.
     """
-    from scipy import ndimage
-
-    from .registration import largest_component
-
-    if method not in SKULLSTRIP_METHODS:
-        raise ValueError(f"unknown skull-strip method {method!r}; choose from {SKULLSTRIP_METHODS}")
-    t1w = pseudo_t1w(qt1_scaled)
-    if method == "template":
-        mask = _template_mask(t1w, affine, workdir, template_res)
-    else:
-        mask = _deepbet_mask(t1w, affine)
-        if method == "deepbet_template":
-            mask = _template_mask(np.where(mask, t1w, 0), affine, workdir, template_res)
-    mask = largest_component(mask)
-    return ndimage.binary_fill_holes(mask)
+    strip = skull_strip(qt1_scaled, affine, method)
+    if method == "deepbet":
+        return tidy_mask(strip)
+    res = register_template(qt1_scaled, affine, strip, workdir, template_res)
+    xfm = template_xfm_of(res)
+    return tidy_mask(carry_template_brain_mask(strip.shape, affine, xfm, template_res))
 
 
-def step_brain_mask(qt1_path, out_path, method, workdir, template_res=2, given_mask=None) -> dict:
+def template_xfm_of(res: dict) -> dict:
+    """{affine, warp, inverse_warp} (the warps for SyN only) of ANTs' registration result
+    ``res`` of :func:`register_template`, as file names."""
+    fwd, inv = res["fwdtransforms"], res["invtransforms"]
+    xfm = {"affine": next(t for t in fwd if t.endswith(".mat"))}
+    warps = [t for t in fwd if t.endswith("Warp.nii.gz") and "Inverse" not in t]
+    if warps:
+        xfm["warp"] = warps[0]
+        xfm["inverse_warp"] = next(t for t in inv if t.endswith("InverseWarp.nii.gz"))
+    return xfm
+
+
+def step_skull_strip(qt1_path, out_path, method, given_mask=None) -> dict:
+    """Step 2a: the stripping mask on the qT1 grid (the given mask, or :func:`skull_strip`)."""
     from .io import save_nifti
 
     q, affine = _load(qt1_path)
     if given_mask is not None:
-        mask = resample_mask_world(given_mask, q.shape, affine)
-        source = "given"
+        mask, source = resample_mask_world(given_mask, q.shape, affine), "given"
     else:
-        mask = brain_mask(q, affine, method, workdir, template_res)
+        mask, source = skull_strip(q, affine, method), method
+    if not mask.any():
+        raise ValueError(f"the skull-strip mask of {qt1_path} is empty")
+    save_nifti(mask.astype(np.uint8), affine, out_path)
+    return {"Method": source, "Voxels": int(mask.sum())}
+
+
+def step_register_template(t1_path, strip_path, template_res, transform, workdir,
+                           out: dict) -> dict:
+    """Step 2b: :func:`register_template`, its transforms kept under the names ``out``
+    (keys ``affine``, ``warp``, ``inverse_warp``; ``affine`` alone for ``Affine``)."""
+    writes = ["affine", "inverse_warp", "warp"] if transform == "SyN" else ["affine"]
+    if sorted(out) != writes:
+        raise ValueError(f"a {transform} registration writes {writes}, not {sorted(out)}")
+    from . import registration as reg
+    from . import templates
+
+    q, affine = _load(t1_path)
+    strip = _load(strip_path)[0] > 0.5
+    res = register_template(q, affine, strip, workdir, template_res, transform)
+    for key, path in template_xfm_of(res).items():
+        reg.keep(path, out[key])
+    return {"Template": templates.TEMPLATE_SPACE, "TemplateResolution_mm": template_res,
+            "Transform": transform, "Metric": "MattesMutualInformation",
+            "Fixed": "stripped pseudo-T1w, qT1 grid", "Moving": "MNI152 T1w"}
+
+
+def step_brain_mask(strip_path, xfm: dict, out_path, method, template_res=2,
+                    given: bool = False) -> dict:
+    """Step 2c: the brain mask on the qT1 grid: the given mask as it is, deepbet's tidied,
+    or the template's brain mask carried back (``template``, ``deepbet_template``)."""
+    from .io import save_nifti
+
+    _check_method(method)
+    strip, affine = _load(strip_path)
+    strip = strip > 0.5
+    if given:
+        mask, source = strip, "given"
+    elif method == "deepbet":
+        mask, source = tidy_mask(strip), method
+    else:
+        mask = tidy_mask(carry_template_brain_mask(strip.shape, affine, xfm, template_res))
         source = method
     if not mask.any():
-        raise ValueError(f"the brain mask of {qt1_path} is empty")
+        raise ValueError(f"the brain mask made from {strip_path} is empty")
     save_nifti(mask.astype(np.uint8), affine, out_path)
     return {"Method": source, "BrainVolume_ml": float(mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000)}
 
@@ -342,49 +430,32 @@ def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, 
     return facts
 
 
-def step_register_template(t1_path, mask_path, template_res, transform, workdir, out: dict) -> dict:
-    """Step 6: the session (cropped NDI grid) to MNI152: affine then SyN.
-
-    ``out``: keys ``affine``, ``warp``, ``inverse_warp`` -> final file names (``affine``
-    alone for an affine-only registration). The moving image is the masked pseudo-T1w,
-    matching the template's T1 weighting.
-    """
-    writes = ["affine", "inverse_warp", "warp"] if transform == "SyN" else ["affine"]
-    if sorted(out) != writes:
-        raise ValueError(f"a {transform} registration writes {writes}, not {sorted(out)}")
-    from . import registration as reg
-    from . import templates
-
-    q, affine = _load(t1_path)
-    mask = _load(mask_path)[0] > 0.5
-    moving = reg.to_ants(np.where(mask, pseudo_t1w(q), 0), affine)
-    tpl = templates.template_t1w(template_res)
-    fixed = reg.to_ants(tpl.get_fdata(), tpl.affine)
-    res = reg.register(fixed, moving, transform, workdir)
-    fwd = res["fwdtransforms"]
-    inv = res["invtransforms"]
-    reg.keep(next(t for t in fwd if t.endswith(".mat")), out["affine"])
-    if transform == "SyN":
-        reg.keep(next(t for t in fwd if t.endswith("Warp.nii.gz") and "Inverse" not in t), out["warp"])
-        reg.keep(next(t for t in inv if t.endswith("InverseWarp.nii.gz")), out["inverse_warp"])
-    return {"Template": templates.TEMPLATE_SPACE, "TemplateResolution_mm": template_res,
-            "Transform": transform, "Metric": "MattesMutualInformation"}
-
-
 def to_template_transforms(xfm: dict):
-    """Transform list (and inversion flags) taking session images to the template grid
-    (``xfm``: affine, and warp unless the registration was affine only)."""
-    if "warp" in xfm:
-        return [xfm["warp"], xfm["affine"]], [False, False]
-    return [xfm["affine"]], [False]
+    """Transform list (and inversion flags) taking session images to the template grid.
+
+    ``xfm``: the template registration of step 2b (``affine``, and ``inverse_warp``
+    unless it was affine only), which relates MNI152 to the qT1 grid, and ``coreg``, the
+    qT1 -> NDI co-registration of step 3, for images of the NDI or cropped grid (without
+    it, images of the qT1 grid). For a template point the list reads: undo the affine,
+    the inverse warp, then undo the co-registration (ANTs applies a list's first transform
+    to the reference grid's points first).
+    """
+    tlist, inv = [xfm["affine"]], [True]
+    if "inverse_warp" in xfm:
+        tlist, inv = tlist + [xfm["inverse_warp"]], inv + [False]
+    if "coreg" in xfm:
+        tlist, inv = tlist + [xfm["coreg"]], inv + [True]
+    return tlist, inv
 
 
 def from_template_transforms(xfm: dict):
     """Transform list (and inversion flags) taking template images into the session grid
-    (``xfm``: affine, and inverse_warp unless the registration was affine only)."""
-    if "inverse_warp" in xfm:
-        return [xfm["affine"], xfm["inverse_warp"]], [True, False]
-    return [xfm["affine"]], [True]
+    (``xfm`` as in :func:`to_template_transforms`, with ``warp`` unless affine only): a
+    session point goes through the co-registration to the qT1 grid, then the warp and the
+    affine to MNI152."""
+    tlist = ([xfm["coreg"]] if "coreg" in xfm else []) + \
+        ([xfm["warp"]] if "warp" in xfm else []) + [xfm["affine"]]
+    return tlist, [False] * len(tlist)
 
 
 def template_cerebellum(margin_mm: float):
@@ -491,20 +562,49 @@ def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, sessio
             raise InputError(f"{s.session}: {len(bad)} bad input map(s):\n" + "\n".join(bad))
 
 
-def run_make_brain_mask(t1map, out, *, method: str, template_resolution: int, seed: int,
-                        given_mask=None, subject=None, session=None, log_file=None,
-                        threads: int = 1) -> None:
-    """Rule make_brain_mask (step 2): the brain mask on the qT1 grid, given or made."""
+def run_skull_strip(t1map, out, *, method: str, given_mask=None, subject=None,
+                    session=None, log_file=None, threads: int = 1) -> None:
+    """Rule skull_strip (step 2a): the mask that strips the head, on the qT1 grid."""
     from .jobs import step
 
-    with step("make_brain_mask",
+    with step("skull_strip",
               inputs={"t1map": t1map, "given": [given_mask] if given_mask else []},
-              params={"method": method, "template_resolution": template_resolution,
+              params={"method": method}, outputs=[out], log_file=log_file, threads=threads,
+              subject=subject, session=session) as s:
+        s.sidecar(out, step_skull_strip(t1map, out, method, given_mask=given_mask))
+
+
+def run_register_to_template(t1map, strip, out: Mapping, *, template_resolution: int,
+                             transform: str, seed: int, subject=None, session=None,
+                             log_file=None, threads: int = 1) -> None:
+    """Rule register_to_template (step 2b): ``out`` keys affine, warp, inverse_warp (SyN)
+    or affine (Affine)."""
+    from .jobs import step
+
+    with step("register_to_template", inputs={"t1map": t1map, "strip": strip},
+              params={"template_resolution": template_resolution, "transform": transform,
                       "seed": seed},
-              outputs=[out], log_file=log_file, threads=threads, seed=seed, subject=subject,
+              outputs=list(out.values()), log_file=log_file, threads=threads, seed=seed,
+              subject=subject, session=session) as s:
+        facts = step_register_template(t1map, strip, template_resolution, transform,
+                                       s.workdir, dict(out))
+        for path in out.values():
+            s.sidecar(path, facts)
+
+
+def run_make_brain_mask(strip, xfm: Mapping, out, *, method: str, template_resolution: int,
+                        given: bool = False, subject=None, session=None, log_file=None,
+                        threads: int = 1) -> None:
+    """Rule make_brain_mask (step 2c): the brain mask on the qT1 grid."""
+    from .jobs import step
+
+    with step("make_brain_mask", inputs={"strip": strip, **dict(xfm)},
+              params={"method": method, "template_resolution": template_resolution,
+                      "given": bool(given)},
+              outputs=[out], log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
-        s.sidecar(out, step_brain_mask(t1map, out, method, s.workdir, template_resolution,
-                                       given_mask=given_mask))
+        s.sidecar(out, step_brain_mask(strip, dict(xfm), out, method, template_resolution,
+                                       given=given))
 
 
 def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, transform: str, seed: int,
@@ -554,24 +654,6 @@ def run_crop_to_brain(maps: Mapping, mask, shape, out: Mapping, out_mask, out_bo
             s.sidecar(path, facts)
 
 
-def run_register_to_template(t1map, mask, out: Mapping, *, template_resolution: int,
-                             transform: str, seed: int, subject=None, session=None,
-                             log_file=None, threads: int = 1) -> None:
-    """Rule register_to_template (step 6): ``out`` keys affine, warp, inverse_warp (SyN)
-    or affine (Affine)."""
-    from .jobs import step
-
-    with step("register_to_template", inputs={"t1map": t1map, "mask": mask},
-              params={"template_resolution": template_resolution, "transform": transform,
-                      "seed": seed},
-              outputs=list(out.values()), log_file=log_file, threads=threads, seed=seed,
-              subject=subject, session=session) as s:
-        facts = step_register_template(t1map, mask, template_resolution, transform,
-                                       s.workdir, dict(out))
-        for path in out.values():
-            s.sidecar(path, facts)
-
-
 def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Mapping,
                           out_cerebellum, out_cerebrum, *, subject=None, session=None,
                           log_file=None, threads: int = 1) -> None:
@@ -592,7 +674,7 @@ def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Ma
 def run_warp_brain_mask_to_template(mask, xfm: Mapping, out, *, template_resolution: int,
                                     subject=None, session=None, log_file=None,
                                     threads: int = 1) -> None:
-    """Rule warp_brain_mask_to_template: quality control of step 6."""
+    """Rule warp_brain_mask_to_template: quality control of the template registration."""
     from .jobs import step
 
     with step("warp_brain_mask_to_template", inputs={"mask": mask, **dict(xfm)},

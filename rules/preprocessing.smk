@@ -57,11 +57,71 @@ rule scale_map:
         "../scripts/scale_map.py"
 
 
-rule make_brain_mask:
-    """Step 2 (docs/method.md#22-brain-mask): brain mask on the qT1 grid (given, or
-    deepbet then the template registered to the stripped brain; docs/skullstrip.md)."""
+rule skull_strip:
+    """Step 2a (docs/method.md#22-brain-mask-and-template-registration): the mask that
+    strips the head before the template registration, on the qT1 grid: the given mask,
+    deepbet's on the pseudo-T1w image, or the head itself (skullstrip: template)."""
     input:
         t1map=SCALED["t1map"],
+        given=given_mask,
+    output:
+        mask=S.skullstrip_mask,
+    log:
+        log_path("skull_strip"),
+    benchmark:
+        bench_path("skull_strip")
+    group:
+        "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=20,
+    params:
+        method=PP["skullstrip"],
+    script:
+        "../scripts/skull_strip.py"
+
+
+rule register_to_template:
+    """Step 2b (docs/method.md#22-brain-mask-and-template-registration): MNI152 registered
+    to the stripped qT1 (affine then SyN, or affine alone); the affine, the warp and its
+    inverse kept. Composed with step 3's co-registration they carry images between every
+    session grid and MNI152 (docs/method.md#26-registration-to-mni152)."""
+    input:
+        t1map=SCALED["t1map"],
+        strip=S.skullstrip_mask,
+    output:
+        **TEMPLATE_XFM,
+    log:
+        log_path("register_to_template"),
+    benchmark:
+        bench_path("register_to_template")
+    group:
+        "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        template_resolution=PP["template_resolution"],
+        transform=PP["template_transform"],
+        seed=PP["seed"],
+    script:
+        "../scripts/register_to_template.py"
+
+
+rule make_brain_mask:
+    """Step 2c (docs/method.md#22-brain-mask-and-template-registration): the brain mask
+    on the qT1 grid: the MNI152 brain mask carried back through step 2b's transforms
+    (skullstrip: deepbet_template or template), deepbet's mask (deepbet), or the given
+    one; largest component, holes filled (docs/skullstrip.md)."""
+    input:
+        **TEMPLATE_XFM,
+        strip=S.skullstrip_mask,
         given=given_mask,
     output:
         mask=S.native_brain_mask,
@@ -75,12 +135,11 @@ rule make_brain_mask:
         "../envs/preprocessing.yaml"
     threads: 1
     resources:
-        mem_mb=6000,
-        runtime=30,
+        mem_mb=2000,
+        runtime=10,
     params:
         method=PP["skullstrip"],
-        template_resolution=PP["skullstrip_template_resolution"],
-        seed=PP["seed"],
+        template_resolution=PP["template_resolution"],
     script:
         "../scripts/make_brain_mask.py"
 
@@ -169,41 +228,13 @@ rule crop_to_brain:
         "../scripts/crop_to_brain.py"
 
 
-rule register_to_template:
-    """Step 6 (docs/method.md#26-registration-to-mni152): the cropped session to MNI152
-    (affine then SyN); forward and inverse transforms kept."""
-    input:
-        t1map=CROP_GRID["t1map"],
-        mask=S.crop_grid("mask"),
-    output:
-        **TEMPLATE_XFM,
-    log:
-        log_path("register_to_template"),
-    benchmark:
-        bench_path("register_to_template")
-    group:
-        "preprocess"
-    conda:
-        "../envs/preprocessing.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    params:
-        template_resolution=PP["template_resolution"],
-        transform=PP["template_transform"],
-        seed=PP["seed"],
-    script:
-        "../scripts/register_to_template.py"
-
-
 rule remove_cerebellum:
     """Step 7 (docs/method.md#27-cerebellum-removal): the AAL3 cerebellum carried from
-    MNI152 into the session through the inverse transforms; its voxels set to 0 in all
-    three contrasts. The outputs are the network's inputs."""
+    MNI152 into the session through the template transforms (step 6); its voxels set to 0
+    in all three contrasts. The outputs are the network's inputs."""
     input:
         **CROP_GRID,
-        **TEMPLATE_XFM,
+        **CROP_TO_TEMPLATE,
         mask=S.crop_grid("mask"),
         cerebellum=TEMPLATE_CEREBELLUM,
     output:
@@ -232,7 +263,7 @@ rule region_means:
     the features of the baseline classifiers (docs/method.md#52-baselines)."""
     input:
         **PREPROC,
-        **TEMPLATE_XFM,
+        **CROP_TO_TEMPLATE,
         cerebrum=S.cerebrum,
     output:
         tsv=S.region_means,
@@ -257,7 +288,7 @@ rule warp_brain_mask_to_template:
     session's brain mask in MNI152 (nearest neighbour); its Dice with the template's brain
     mask goes in the sidecar."""
     input:
-        **TEMPLATE_XFM,
+        **CROP_TO_TEMPLATE,
         mask=S.crop_grid("mask"),
     output:
         mask=S.template_brain_mask,

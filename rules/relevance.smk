@@ -99,7 +99,7 @@ rule warp_top_masks:
     transforms (nearest neighbour)."""
     input:
         **QMASKS,
-        **TEMPLATE_XFM,
+        **CROP_TO_TEMPLATE,
     output:
         **TOP_MASKS,
     log:

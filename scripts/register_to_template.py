@@ -1,8 +1,8 @@
-"""Rule register_to_template (step 6): the cropped session to MNI152."""
+"""Rule register_to_template (step 2b): MNI152 to the stripped qT1."""
 from gamer_mril.preprocessing import run_register_to_template
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-run_register_to_template(i.t1map, i.mask, dict(o.items()),
+run_register_to_template(i.t1map, i.strip, dict(o.items()),
                          template_resolution=p.template_resolution, transform=p.transform,
                          seed=p.seed, subject=w.subject, session=w.session,
                          log_file=snakemake.log[0], threads=snakemake.threads)

@@ -24,7 +24,7 @@ HEADINGS = [
     "## 1. Inputs",
     "## 2. Preprocessing",
     "### 2.1 Range checks and scaling",
-    "### 2.2 Brain mask",
+    "### 2.2 Brain mask and template registration",
     "### 2.3 Co-registration to NDI",
     "### 2.4 Resampling to the NDI grid",
     "### 2.5 Crop",

@@ -19,11 +19,12 @@ def test_names_are_the_bids_derivative_names():
     assert s.xfm_to_ndi("T1map") == f"{anat}_from-T1map_to-NDI_mode-image_xfm.mat"
     assert s.ndi_grid("mask") == f"{anat}_space-NDI_desc-brain_mask.nii.gz"
     assert s.crop_box == f"{anat}_from-NDI_to-NDIcrop_mode-image_xfm.json"
+    assert s.skullstrip_mask == f"{anat}_space-T1map_desc-skullstrip_mask.nii.gz"
     assert s.template_xfm == {
-        "affine": f"{anat}_from-NDIcrop_to-MNI152NLin2009cAsym_mode-image_desc-affine_xfm.mat",
-        "warp": f"{anat}_from-NDIcrop_to-MNI152NLin2009cAsym_mode-image_desc-warp_xfm.nii.gz",
+        "affine": f"{anat}_from-MNI152NLin2009cAsym_to-T1map_mode-image_desc-affine_xfm.mat",
+        "warp": f"{anat}_from-MNI152NLin2009cAsym_to-T1map_mode-image_desc-warp_xfm.nii.gz",
         "inverse_warp":
-            f"{anat}_from-MNI152NLin2009cAsym_to-NDIcrop_mode-image_desc-warp_xfm.nii.gz"}
+            f"{anat}_from-T1map_to-MNI152NLin2009cAsym_mode-image_desc-warp_xfm.nii.gz"}
     assert s.preproc_maps == {c: f"{anat}_space-NDIcrop_desc-preproc_{x}.nii.gz"
                               for c, x in (("qT1", "T1map"), ("MWF", "MWFmap"),
                                            ("NDI", "NDImap"))}

@@ -19,7 +19,7 @@ from gamer_mril.io import sidecar_path
 from gamer_mril.modelfiles import best_fold
 from gamer_mril.split import read_split
 
-from .conftest import FIXTURE_LEVELS, run_snakemake, training_config
+from .conftest import FIXTURE_LEVELS, PREPROCESSING_RULES, run_snakemake, training_config
 
 pytestmark = pytest.mark.slow
 
@@ -208,10 +208,8 @@ def test_warped_masks_and_group_heatmaps(trained):
 
 
 #: The per-session rules, one job per session each.
-PER_SESSION_RULES = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
-                     "crop_to_brain", "register_to_template", "remove_cerebellum",
-                     "warp_brain_mask_to_template", "explain_session", "quantile_masks",
-                     "invert_session", "warp_top_masks")
+PER_SESSION_RULES = PREPROCESSING_RULES + ("explain_session", "quantile_masks",
+                                           "invert_session", "warp_top_masks")
 
 
 def test_every_job_has_its_log_and_benchmark(trained):

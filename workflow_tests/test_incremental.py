@@ -19,7 +19,7 @@ see test_audit_workflow.copy_run) a ninth subject is added with the synthetic ge
   a changed parameter reruns its jobs unless --rerun-triggers leaves out params.
 * Every step is a rule, so a changed setting reruns from its step on: the template
   resolution reruns the template registration and what depends on it, not the steps
-  before it; the integrated-gradients path reruns the relevance maps and what depends on
+  it does not depend on (scaling, skull strip, co-registration); the integrated-gradients path reruns the relevance maps and what depends on
   them, no preprocessing and no training. ``--until register_to_template`` plans the
   steps up to the template registration and nothing else.
 """
@@ -37,7 +37,7 @@ import pytest
 
 from gamer_mril.synthetic import generate_cohort
 
-from .conftest import jobs_run, make_config, run_snakemake, training_config
+from .conftest import PREPROCESSING_RULES, jobs_run, make_config, run_snakemake, training_config
 from .test_audit_workflow import copy_run
 
 pytestmark = pytest.mark.slow
@@ -45,10 +45,10 @@ pytestmark = pytest.mark.slow
 NEW = "009"
 #: A session's jobs: its preprocessing steps (anat/) and its relevance maps with their
 #: per-session assessment (xai/), one job per rule.
-BEFORE_TEMPLATE = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
-                   "crop_to_brain")
-PREPROCESSING = {r: 1 for r in BEFORE_TEMPLATE + (
-    "register_to_template", "remove_cerebellum", "warp_brain_mask_to_template")}
+PREPROCESSING = {r: 1 for r in PREPROCESSING_RULES}
+#: The steps the template registration (step 2b) does not depend on.
+BEFORE_TEMPLATE = ("scale_map", "skull_strip")
+INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
 #: In training mode a session's regional means feed the baseline classifiers too.
 TRAINED_PREPROCESSING = {**PREPROCESSING, "region_means": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
@@ -105,19 +105,20 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
                                dtype=str).subject)
 
     # ---- the template resolution: the template registration and what depends on it
-    # (every session), not the steps before it
+    # (every session), not the steps it does not depend on
     finer = training_config(cohort)
     finer["preprocessing"]["template_resolution"] = 1
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         planned_here = per_session(jobs, sub)
-        assert not set(planned_here) & set(BEFORE_TEMPLATE), (sub, planned_here)
+        assert not set(planned_here) & set(INDEPENDENT_OF_TEMPLATE), (sub, planned_here)
         assert {**TRAINED_PREPROCESSING, **EXPLANATION} == {
-            **{r: 1 for r in BEFORE_TEMPLATE}, **planned_here}, (sub, planned_here)
+            **{r: 1 for r in INDEPENDENT_OF_TEMPLATE}, **planned_here}, (sub, planned_here)
     # (Snakemake names one reason per job: the later steps' inputs are updated anyway)
     params_changed = {r for r, s, why in jobs if s and "Params have changed" in why}
     assert "register_to_template" in params_changed <= {
-        "register_to_template", "warp_brain_mask_to_template", "warp_top_masks"}, params_changed
+        "register_to_template", "make_brain_mask", "warp_brain_mask_to_template",
+        "warp_top_masks"}, params_changed
     # new network inputs: retrained on the same split
     assert TRAINING - {"split_sessions"} <= cohort_level(jobs)
     assert "split_sessions" not in cohort_level(jobs)

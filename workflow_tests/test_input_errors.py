@@ -13,7 +13,7 @@ import pytest
 
 from gamer_mril.jobs import job_stats
 
-from .conftest import MAP_PATTERNS, make_config, run_snakemake
+from .conftest import MAP_PATTERNS, PREPROCESSING_RULES, make_config, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -156,10 +156,7 @@ def test_broken_maps_fail_their_session_only(tmp_path, cohort_copy, tiny_cohort)
         path.write_bytes(src.read_bytes())
     proc = run_snakemake(work, config, "preprocess_all", "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    steps = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
-             "crop_to_brain", "register_to_template", "remove_cerebellum",
-             "warp_brain_mask_to_template")
-    assert job_stats(proc.stdout + proc.stderr) == {**{r: 3 for r in steps},
+    assert job_stats(proc.stdout + proc.stderr) == {**{r: 3 for r in PREPROCESSING_RULES},
                                                     "preprocessing_qc": 1, "preprocess_all": 1}
 
 

@@ -117,7 +117,7 @@ def test_an_affine_template_registration_runs_through(tiny_cohort, tmp_path):
     assert proc.returncode == 0, proc.stderr[-5000:]
     xfms = sorted(p.name for p in (tmp_path / anat).glob("*MNI152*_xfm.*")
                   if p.suffix != ".json")
-    assert xfms == [f"{pre}_from-NDIcrop_to-MNI152NLin2009cAsym_mode-image_desc-affine_xfm.mat"]
+    assert xfms == [f"{pre}_from-MNI152NLin2009cAsym_to-T1map_mode-image_desc-affine_xfm.mat"]
     side = json.loads((tmp_path / anat / f"{pre}_space-MNI152NLin2009cAsym_desc-brain_mask.json")
                       .read_text())
     assert side["Facts"]["DiceWithTemplateBrainMask"] > 0.8

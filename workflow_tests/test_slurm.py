@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, jobs_run, make_config
+from .conftest import PREPROCESSING_RULES, REPO, jobs_run, make_config
 
 SCRIPT = Path(__file__).resolve().parent / "slurm" / "local_slurm.sh"
 PROFILE = REPO / "profiles" / "slurm"
@@ -51,9 +51,7 @@ RUN_LIMIT = 900
 
 #: The per-session preprocessing rules (group "preprocess" in rules/preprocessing.smk),
 #: one job each per session, that a cluster runs as one SLURM job per session.
-SESSION_RULES = ("scale_map", "make_brain_mask", "coregister_to_ndi", "resample_to_ndi",
-                 "crop_to_brain", "register_to_template", "remove_cerebellum",
-                 "warp_brain_mask_to_template")
+SESSION_RULES = PREPROCESSING_RULES
 GROUP = "preprocess"
 #: Flags of a run on this machine's test cluster (see the module docstring).
 TEST_CLUSTER_ARGS = [
