@@ -1,0 +1,349 @@
+"""Do the relevance maps localize the planted region? Relevance mass, pointing game, top-N
+recall and group heatmap enrichment, per scenario and map (the synthetic cohort's planted
+region as ground truth).
+
+For every session of the assessment set (``predictions.tsv``) the generator's planted
+region (``ground_truth/.../*_space-NDI_desc-planted_mask``) is carried into the cropped
+grid of the relevance maps through the session's crop box and limited to the session's
+cerebrum mask, the voxels every assessment of a map works in
+(docs/method.md#72-quantile-masks). Per scenario and map (each contrast of an individual
+scenario, the one map of a combined scenario), with R the region and C the cerebrum:
+
+- ``mass_ratio``: the positive relevance in R over the positive relevance in C, divided by
+  |R| / |C| (1: no spatial preference; |C| / |R| at most);
+- ``pointing``: does the map's maximum within C lie in R (a plateau of equal maxima counts
+  by its share in R); ``pointing_tol1`` the same with R widened by one voxel (26
+  neighbours; one voxel is 5.4 mm in the quick demo, 3.6 mm in the full one); the chances
+  ``pointing_chance`` / ``pointing_tol1_chance`` are the shares of C those regions hold;
+- ``recall_ratio``: the share of R inside the session's top-N mask (``--level``, 40)
+  divided by the mask's share of C, what a random mask of its size would cover. The
+  masks are read from the workflow's level images (``desc-quantiles_mask``: top-N mask =
+  ``(value > 0) & (value <= N)``) when their sidecar lists N, else recomputed with
+  ``gamer_mril.assessment.quantile_mask``;
+- ``heatmap_ratio``: the group heatmap (MNI152; ``results/group/heatmaps``; group
+  ``severe`` for the severe sessions' rows, ``all`` for all) averaged over the planted
+  region, divided by its average over the template cerebrum (MNI152 brain mask minus the
+  workflow's cerebellum mask); the region in MNI152 is the ground truth's
+  ``space-MNI152NLin2009cAsym_res-2_desc-planted_mask`` (the template-space region the
+  subjects' anatomy was warped from). Without that file the column is empty and the
+  output says so.
+
+The per-session figures are averaged over the sessions, once over all assessed sessions
+and once over the severe ones (label 1). Reads the synthetic ground truth, so it lives
+here and not in the workflow:
+
+    python bench/localization.py RESULTS COHORT [--level 40] [--out TABLE.tsv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy.ndimage import binary_dilation
+
+from heatmap_groundtruth import resample_like  # bench/heatmap_groundtruth.py
+from lrp_groundtruth import _load  # bench/lrp_groundtruth.py
+
+from gamer_mril import CONTRASTS
+from gamer_mril.assessment import masks_from_levels, quantile_mask
+from gamer_mril.io import sidecar_path
+from gamer_mril.layout import Session
+from gamer_mril.lrp import SCENARIOS
+from gamer_mril.preprocessing import CropBox, apply_crop
+from gamer_mril.session_assessment import read_level_image
+
+#: The twelve scenarios (docs/method.md#67-the-twelve-scenarios): 1-8 LRP
+#: (gamer_mril.layout.LRP_SCENARIOS), 9-12 saliency and integrated gradients.
+SCENARIO_NUMBERS = tuple(sorted(SCENARIOS))
+#: Session groups the figures are averaged over, and the group heatmap each row is read with.
+GROUPS = {"all": "all", "severe": "severe"}
+COLUMNS = ["scenario", "name", "map", "sessions", "n_sessions", "mass_ratio", "pointing",
+           "pointing_tol1", "pointing_chance", "pointing_tol1_chance", "recall",
+           "recall_chance", "recall_ratio", "mask_source", "heatmap_ratio", "heatmap_level"]
+_TOUCH = np.ones((3, 3, 3), dtype=bool)   # 26-neighbourhood: one voxel in every direction
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def _masks(region, cerebrum):
+    cerebrum = np.asarray(cerebrum, dtype=bool)
+    return np.asarray(region, dtype=bool) & cerebrum, cerebrum
+
+
+def mass_ratio(relevance, region, cerebrum) -> float:
+    """(positive relevance in ``region`` / positive relevance in ``cerebrum``) divided by
+    (region voxels / cerebrum voxels), the region taken within the cerebrum. NaN when the
+    map has no positive relevance in the cerebrum or the region is empty."""
+    region, cerebrum = _masks(region, cerebrum)
+    positive = np.clip(np.asarray(relevance, dtype=np.float64), 0, None)
+    total = positive[cerebrum].sum()
+    if total <= 0 or not region.any():
+        return float("nan")
+    return float(positive[region].sum() / total / (region.sum() / cerebrum.sum()))
+
+
+def pointing_hit(relevance, region, cerebrum, tolerance: int = 0) -> float:
+    """1 when the map's maximum within ``cerebrum`` lies in ``region`` (widened by
+    ``tolerance`` voxels, 26-neighbourhood), else 0; when several voxels share the
+    maximum, the share of them that lie in it. NaN when the map has no positive value in
+    the cerebrum (it points nowhere) or the cerebrum is empty."""
+    region, cerebrum = _masks(region, cerebrum)
+    if tolerance:
+        region = binary_dilation(region, _TOUCH, iterations=int(tolerance))
+    rel = np.asarray(relevance, dtype=np.float64)
+    if not cerebrum.any():
+        return float("nan")
+    top = rel[cerebrum].max()
+    if top <= 0:
+        return float("nan")
+    plateau = cerebrum & (rel == top)
+    return float(region[plateau].mean())
+
+
+def pointing_chance(region, cerebrum, tolerance: int = 0) -> float:
+    """The pointing game's chance: the share of the cerebrum in ``region`` (widened by
+    ``tolerance`` voxels), the hit rate of a maximum placed at random."""
+    region, cerebrum = _masks(region, cerebrum)
+    if tolerance:
+        region = binary_dilation(region, _TOUCH, iterations=int(tolerance)) & cerebrum
+    return float(region.sum() / cerebrum.sum()) if cerebrum.any() else float("nan")
+
+
+def top_recall(mask, region, cerebrum) -> tuple[float, float]:
+    """``(recall, chance)``: the share of ``region`` covered by ``mask`` and the mask's
+    share of ``cerebrum`` (what a random mask of its size covers on average), both within
+    the cerebrum; their ratio is the recall over chance. NaN for an empty region."""
+    region, cerebrum = _masks(region, cerebrum)
+    mask = np.asarray(mask, dtype=bool) & cerebrum
+    if not region.any():
+        return float("nan"), float("nan")
+    return float((mask & region).sum() / region.sum()), float(mask.sum() / cerebrum.sum())
+
+
+def heatmap_ratio(heatmap, region, cerebrum) -> float:
+    """The heatmap's mean over ``region`` (within ``cerebrum``) divided by its mean over
+    ``cerebrum``; equivalently its mass in the region over the region's share (1: no
+    preference). NaN when the heatmap is zero over the cerebrum or the region is empty."""
+    return mass_ratio(heatmap, region, cerebrum)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def scenario_names() -> dict:
+    """{number: name} of the twelve scenarios (gamer_mril.lrp.SCENARIOS)."""
+    return {n: SCENARIOS[n].name for n in SCENARIO_NUMBERS}
+
+
+def region_in_crop(results: Path, cohort: Path, subject: str, session: str):
+    """``(planted region, cerebrum)`` of a session in the cropped grid of its relevance
+    maps: the ground truth's NDI-grid region through the session's crop box (as
+    bench/lrp_groundtruth.py carries it), limited to the cerebrum."""
+    s = Session(results, subject, session)
+    crop = json.loads(Path(s.crop_box).read_text())
+    truth = (cohort / "ground_truth" / f"sub-{subject}" / f"ses-{session}"
+             / f"{s.key}_space-NDI_desc-planted_mask.nii.gz")
+    img = nib.load(str(truth))
+    full = crop.get("FullShape")
+    if full is not None and (tuple(img.shape[:3]) != tuple(full) or not np.allclose(
+            img.affine, np.asarray(crop["FullAffine"]), atol=1e-3)):
+        raise ValueError(f"{truth}: not on the session's NDI grid ({s.crop_box})")
+    planted = apply_crop(np.asarray(img.dataobj) > 0, CropBox.from_dict(crop["CropBox"]))
+    cerebrum = _load(s.cerebrum) > 0
+    return planted & cerebrum, cerebrum
+
+
+def top_masks(session: Session, n: int, rel: np.ndarray, cerebrum, level: int):
+    """``(masks, source)``: the top-``level`` mask of each of a scenario's maps (one per
+    contrast, or one for a combined map), read from the workflow's level image when its
+    sidecar lists the level (``source="read"``), else recomputed (``"computed"``)."""
+    path = Path(session.qmask(n))
+    levels = None
+    if path.exists() and sidecar_path(path).exists():
+        levels = json.loads(sidecar_path(path).read_text()).get("Facts", {}).get("levels")
+    if levels and int(level) in [int(v) for v in levels]:
+        lvl, _ = read_level_image(path)
+        masks = masks_from_levels(lvl, [level])[0]
+        return (list(masks) if masks.ndim == 4 else [masks]), "read"
+    maps = [rel[..., i] for i in range(rel.shape[-1])] if rel.ndim == 4 else [rel]
+    return [quantile_mask(m, cerebrum, level) for m in maps], "computed"
+
+
+def session_rows(results: Path, cohort: Path, subject: str, session: str, level: int,
+                 names: dict) -> list:
+    """One row per scenario and map of one session: every per-session figure."""
+    region, cerebrum = region_in_crop(results, cohort, subject, session)
+    if not region.any():
+        print(f"sub-{subject} ses-{session}: the planted region lies outside the cropped "
+              f"cerebrum; left out", file=sys.stderr)
+        return []
+    s = Session(results, subject, session)
+    chance = {t: pointing_chance(region, cerebrum, t) for t in (0, 1)}
+    rows = []
+    for n in SCENARIO_NUMBERS:
+        path = Path(s.relmap("NDIcrop", n))
+        if not path.exists():
+            continue
+        rel = _load(path).astype(np.float64)
+        if rel.shape[:3] != cerebrum.shape:
+            raise ValueError(f"{path}: grid {rel.shape[:3]} is not the cropped grid "
+                             f"{cerebrum.shape}")
+        maps = [rel[..., i] for i in range(rel.shape[-1])] if rel.ndim == 4 else [rel]
+        labels = list(CONTRASTS) if rel.ndim == 4 else ["combined"]
+        masks, source = top_masks(s, n, rel, cerebrum, level)
+        for label, m, mask in zip(labels, maps, masks):
+            recall, recall_chance = top_recall(mask, region, cerebrum)
+            rows.append(dict(
+                subject=subject, session=session, scenario=n, name=names[n], map=label,
+                mass_ratio=mass_ratio(m, region, cerebrum),
+                pointing=pointing_hit(m, region, cerebrum),
+                pointing_tol1=pointing_hit(m, region, cerebrum, tolerance=1),
+                pointing_chance=chance[0], pointing_tol1_chance=chance[1],
+                recall=recall, recall_chance=recall_chance,
+                recall_ratio=recall / recall_chance if recall_chance > 0 else np.nan,
+                mask_source=source))
+    return rows
+
+
+def template_region(results: Path, cohort: Path, ref):
+    """``(planted region, cerebrum)`` on the grid of the heatmap ``ref`` (MNI152), or
+    None when the ground truth holds no template-space region."""
+    from gamer_mril import templates
+
+    found = sorted((cohort / "ground_truth").glob("space-*_desc-planted_mask.nii.gz"))
+    if not found:
+        return None
+    res = 1 if abs(ref.affine[0, 0]) < 1.5 else 2
+    brain = resample_like(templates.template_brain_mask(res), ref)
+    cereb_files = sorted((results / "templates").glob("tpl-*_desc-cerebellum_mask.nii.gz"))
+    cereb_img = nib.load(str(cereb_files[0])) if cereb_files else templates.cerebellum_mask(res)
+    cerebrum = brain & ~resample_like(cereb_img, ref)
+    return resample_like(nib.load(str(found[0])), ref) & cerebrum, cerebrum
+
+
+def heatmap_rows(results: Path, cohort: Path, names: dict):
+    """``(rows, note)``: per scenario, map and group, the group heatmap's enrichment in
+    the planted region (MNI152), and a sentence when it cannot be given."""
+    folder = results / "group" / "heatmaps"
+    files = {}
+    for n in SCENARIO_NUMBERS:
+        for sessions, group in GROUPS.items():
+            hits = sorted(folder.glob(f"*_scenario-{n:02d}_group-{group}_desc-top*_heatmap.nii.gz"))
+            if hits:
+                files[(n, sessions)] = hits[0]
+    if not files:
+        return [], f"no group heatmaps under {folder}"
+    first = nib.load(str(next(iter(files.values()))))
+    regions = template_region(results, cohort, first)
+    if regions is None:
+        return [], (f"the ground truth ({cohort / 'ground_truth'}) holds no planted region in "
+                    f"template space: no heatmap enrichment")
+    region, cerebrum = regions
+    rows = []
+    for (n, sessions), path in files.items():
+        img = nib.load(str(path))
+        if img.shape[:3] != first.shape[:3] or not np.allclose(img.affine, first.affine):
+            raise ValueError(f"{path}: not on the grid of the other heatmaps")
+        heat = np.asarray(img.dataobj, dtype=np.float64)
+        maps = [heat[..., i] for i in range(heat.shape[-1])] if heat.ndim == 4 else [heat]
+        labels = list(CONTRASTS) if heat.ndim == 4 else ["combined"]
+        level = int(re.search(r"desc-top(\d+)_", path.name).group(1))
+        for label, h in zip(labels, maps):
+            rows.append(dict(scenario=n, map=label, sessions=sessions, heatmap_level=level,
+                             heatmap_ratio=heatmap_ratio(h, region, cerebrum)))
+    return rows, None
+
+
+# ----------------------------------------------------------------------------- table
+
+def localization_table(results: Path, cohort: Path, level: int = 40):
+    """``(table, notes)``: one row per scenario, map and session group (``COLUMNS``), and
+    the sentences the output should carry."""
+    results, cohort = Path(results), Path(cohort)
+    names = scenario_names()
+    pred = pd.read_csv(results / "group" / "predictions.tsv", sep="\t",
+                       dtype={"subject": str, "session": str})
+    rows = []
+    for _, r in pred.iterrows():
+        for row in session_rows(results, cohort, r["subject"], r["session"], level, names):
+            rows.append({**row, "label": int(r["label"])})
+    if not rows:
+        raise SystemExit(f"no session of {results} with relevance maps and a planted region")
+    df = pd.DataFrame(rows)
+    figures = ["mass_ratio", "pointing", "pointing_tol1", "pointing_chance",
+               "pointing_tol1_chance", "recall", "recall_chance", "recall_ratio"]
+    parts = []
+    for sessions in GROUPS:
+        sub = df if sessions == "all" else df[df["label"] == 1]
+        if sub.empty:
+            continue
+        g = sub.groupby(["scenario", "name", "map"], sort=False)
+        part = g[figures].mean()
+        part["n_sessions"] = g.size()
+        part["mask_source"] = g["mask_source"].agg(lambda v: "/".join(sorted(set(v))))
+        part = part.reset_index()
+        part["sessions"] = sessions
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    heat, note = heatmap_rows(results, cohort, names)
+    heat = pd.DataFrame(heat, columns=["scenario", "map", "sessions", "heatmap_level",
+                                       "heatmap_ratio"])
+    table = table.merge(heat, on=["scenario", "map", "sessions"], how="left")
+    order = {c: i for i, c in enumerate([*CONTRASTS, "combined"])}
+    table = table.sort_values(["sessions", "scenario", "map"],
+                              key=lambda c: c.map(order) if c.name == "map" else c)
+    notes = [] if note is None else [note]
+    levels = set(table["heatmap_level"].dropna().astype(int))
+    if levels and levels != {int(level)}:
+        notes.append(f"the group heatmaps are of the top-{sorted(levels)} masks, not top-{level}")
+    return table[COLUMNS].reset_index(drop=True), notes
+
+
+def format_table(table: pd.DataFrame, sessions: str, level: int) -> str:
+    """One session group's rows as printed text."""
+    t = table[table["sessions"] == sessions]
+    lines = [f"{'scen':>4} {'name':<28} {'map':<8} {'mass':>5} {'point':>5} {'pt+1':>5} "
+             f"{'top' + str(level):>6} {'heat':>5}"]
+    for _, r in t.iterrows():
+        lines.append(f"{r['scenario']:>4} {r['name'][:28]:<28} {r['map']:<8} "
+                     f"{r['mass_ratio']:5.2f} {r['pointing']:5.2f} {r['pointing_tol1']:5.2f} "
+                     f"{r['recall_ratio']:6.2f} {r['heatmap_ratio']:5.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", type=Path, help="a finished run's results folder")
+    ap.add_argument("cohort", type=Path, help="the synthetic cohort (with ground_truth/)")
+    ap.add_argument("--level", type=int, default=40, help="top-N quantile mask (default 40)")
+    ap.add_argument("--out", type=Path, help="also write the table as TSV")
+    a = ap.parse_args(argv)
+    table, notes = localization_table(a.results, a.cohort, a.level)
+    for sessions in GROUPS:
+        t = table[table["sessions"] == sessions]
+        if t.empty:
+            print(f"\nno {sessions} session")
+            continue
+        r = t.iloc[0]
+        print(f"\n{sessions} sessions ({int(t['n_sessions'].max())}): mass = relevance mass "
+              f"in the planted region / its share of the cerebrum; point, pt+1 = pointing "
+              f"game (chance {r['pointing_chance']:.3f}, {r['pointing_tol1_chance']:.3f} "
+              f"with 1 voxel); top{a.level} = recall / chance; heat = {GROUPS[sessions]} "
+              f"group heatmap, mean in region / mean in cerebrum (MNI152); 1 = chance")
+        print(format_table(table, sessions, a.level).replace(" nan", "   -"))
+    for note in notes:
+        print(f"note: {note}")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(a.out, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
