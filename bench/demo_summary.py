@@ -40,9 +40,21 @@ def summary(results: Path, level: int = 40, n_peaks: int = 5) -> str:
     parts += ["", "Mean attention weights over correctly classified sessions:", "",
               markdown(att)]
     inv = pd.read_csv(group / "inverting_auc.tsv", sep="\t")
-    at = inv[inv["N"] == level][["scenario", "auc", "baseline_auc", "auc_drop"]]
+    cols = [c for c in ("scenario", "auc", "auc_low", "auc_high", "baseline_auc", "auc_drop",
+                        "lerf_auc", "random_auc", "random_low", "random_high", "informative")
+            if c in inv]
+    at = inv[inv["N"] == level][cols]
     parts += ["", f"Voxel inverting at N = {level} (AUC after inverting each scenario's "
-              f"top-{level} mask):", "", markdown(at.sort_values("scenario"))]
+              f"top-{level} mask, its bootstrap interval, the LeRF and random controls):",
+              "", markdown(at.sort_values("scenario"))]
+    scen = group / "inverting_scenarios.tsv"
+    if scen.exists():
+        sc = pd.read_csv(scen, sep="\t")
+        cols = [c for c in ("scenario", "chosen", "informative", "aopc", "difference",
+                            "difference_low", "difference_high", "p", "p_bh") if c in sc]
+        parts += ["", "Per scenario: AOPC over the control levels; the chosen scenario "
+                  f"against each other at N = {level} (AUC difference, paired bootstrap "
+                  "interval, DeLong p, BH-adjusted):", "", markdown(sc[cols], digits=3)]
     chosen = json.loads((group / "chosen_scenario.json").read_text())
     parts += ["", f"Chosen scenario: {chosen['scenario']} ({chosen['rule']})."]
     t4 = pd.read_csv(group / "table_iv.tsv", sep="\t")

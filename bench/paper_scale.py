@@ -15,7 +15,9 @@ What it measures here (a few minutes on 2 cores):
 3. **Relevance and voxel inverting** per session, in forward and forward+backward passes:
    all twelve scenarios cost ``--relevance-passes`` forward+backward passes (measured by
    ``bench/lrp.py``: about 37 at 32 integrated-gradient steps, docs/benchmarks.md), voxel
-   inverting one forward per scenario and level plus one (12 x 9 + 1).
+   inverting one forward per scenario and level plus one (12 x 9 + 1), and its controls
+   one forward per scenario and control level for the LeRF mask and for each random mask
+   (12 x 9 x 6 at the defaults).
 
 The estimate (printed as a table per number of nodes): preprocessing spread over every
 core of every node; training, one fold per GPU (or per node on CPUs), folds in parallel
@@ -55,7 +57,7 @@ def measure_preprocessing(cores: int) -> float:
 def estimate(pre_cpu_s: float, fwd_s: float, fwd_bwd_s: float, *, sessions: int,
              epochs: int, folds: int, test_fraction: float, cores: int,
              gpus: int, nodes: int, relevance_passes: float, levels: int,
-             scenarios: int) -> dict:
+             scenarios: int, control_levels: int = 0, random_masks: int = 0) -> dict:
     """Wall seconds of each stage on ``nodes`` nodes of ``cores`` CPUs and ``gpus`` GPUs
     (0: the network runs on the CPUs, one job per core)."""
     cv_sessions = sessions * (1 - test_fraction)
@@ -65,7 +67,8 @@ def estimate(pre_cpu_s: float, fwd_s: float, fwd_bwd_s: float, *, sessions: int,
     fold_s = epochs * epoch_s
     workers = nodes * gpus if gpus else nodes        # a CPU fold uses a whole node
     training = math.ceil(folds / workers) * fold_s
-    per_session = relevance_passes * fwd_bwd_s + (scenarios * levels + 1) * fwd_s
+    inverting = scenarios * (levels + control_levels * (1 + random_masks)) + 1
+    per_session = relevance_passes * fwd_bwd_s + inverting * fwd_s
     slots = nodes * gpus if gpus else nodes * cores
     return dict(preprocessing=sessions * pre_cpu_s / (nodes * cores), training=training,
                 relevance=math.ceil(sessions / slots) * per_session,
@@ -85,6 +88,9 @@ def main(argv=None) -> int:
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--relevance-passes", type=float, default=37.0,
                     help="forward+backward passes of all twelve scenarios (bench/lrp.py)")
+    ap.add_argument("--control-levels", type=int, default=9,
+                    help="levels with the LeRF and random controls (assessment.control_levels)")
+    ap.add_argument("--random-masks", type=int, default=5, help="assessment.random_masks")
     ap.add_argument("--measure-cores", type=int, default=2,
                     help="cores for the measured preprocessing run")
     ap.add_argument("--preprocessing-cpu-s", type=float, default=None,
@@ -114,7 +120,8 @@ def main(argv=None) -> int:
     if args.gpus and not gpus:
         print(f"(no GPU measured: the network figures are the CPU's, {args.cores} jobs per node)")
     print(f"paper scale: {args.subjects} subjects, {args.sessions} sessions, "
-          f"{args.epochs} epochs, {args.folds} folds, all twelve scenarios, 9 levels; "
+          f"{args.epochs} epochs, {args.folds} folds, all twelve scenarios, 9 levels, "
+          f"controls at {args.control_levels} levels with {args.random_masks} random masks; "
           f"nodes of {args.cores} cores" + (f" and {gpus} GPU(s)" if gpus else ""))
     header = f"{'nodes':>5}  {'preprocessing':>13}  {'training':>9}  {'relevance':>9}  {'total':>9}"
     print(header)
@@ -122,7 +129,8 @@ def main(argv=None) -> int:
         e = estimate(pre, fwd, fwd_bwd, sessions=args.sessions,
                      epochs=args.epochs, folds=args.folds, test_fraction=args.test_fraction,
                      cores=args.cores, gpus=gpus, nodes=nodes,
-                     relevance_passes=args.relevance_passes, levels=9, scenarios=12)
+                     relevance_passes=args.relevance_passes, levels=9, scenarios=12,
+                     control_levels=args.control_levels, random_masks=args.random_masks)
         total = e["preprocessing"] + e["training"] + e["relevance"]
         print(f"{nodes:>5}  " + "  ".join(f"{e[k] / 60:>{w}.1f}" for k, w in
                                          (("preprocessing", 13), ("training", 9),
@@ -131,7 +139,8 @@ def main(argv=None) -> int:
     e1 = estimate(pre, fwd, fwd_bwd, sessions=args.sessions,
                   epochs=args.epochs, folds=args.folds, test_fraction=args.test_fraction,
                   cores=args.cores, gpus=gpus, nodes=1, relevance_passes=args.relevance_passes,
-                  levels=9, scenarios=12)
+                  levels=9, scenarios=12, control_levels=args.control_levels,
+                  random_masks=args.random_masks)
     print(f"one epoch {e1['epoch']:.0f} s; relevance and inverting {e1['relevance_per_session']:.1f} "
           f"s per session")
     return 0

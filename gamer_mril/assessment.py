@@ -426,6 +426,32 @@ def spearman_rho(values, edss) -> float:
     return float(stats.spearmanr(x, y).statistic)
 
 
+def spearman_columns(values, edss) -> np.ndarray:
+    """Spearman's rho of every column of ``values`` (n, p) with ``edss`` (n,), each over
+    its pairs without NaN (as :func:`spearman_rho`, column by column, vectorized where a
+    column is complete); NaN where undefined."""
+    from scipy.stats import rankdata
+
+    x = np.asarray(values, dtype=np.float64)
+    y = np.asarray(edss, dtype=np.float64).reshape(-1)
+    if x.ndim == 1:
+        x = x[:, None]
+    out = np.full(x.shape[1], np.nan)
+    whole = np.isfinite(x).all(axis=0) & np.isfinite(y).all()
+    if whole.any() and y.size >= 3 and np.ptp(y) > 0:
+        rx = rankdata(x[:, whole], axis=0)
+        rx -= rx.mean(axis=0)
+        ry = rankdata(y)
+        ry -= ry.mean()
+        denom = np.sqrt((rx * rx).sum(axis=0) * float(ry @ ry))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = (ry @ rx) / denom
+        out[whole] = np.where(denom > 0, rho, np.nan)
+    for j in np.flatnonzero(~whole):
+        out[j] = spearman_rho(x[:, j], y)
+    return out
+
+
 def spearman_permutation(values, edss, n_resamples: int = 20000, seed: int = 0):
     """``(rho, p)``: Spearman's rho and its two-sided permutation p-value.
 
@@ -483,7 +509,8 @@ def bh_adjust(pvalues) -> np.ndarray:
 def correlation_table(means: pd.DataFrame, edss, scenario: int,
                       n: int = TABLE_IV_LEVEL, table_iii_levels: Sequence = TABLE_III_LEVELS,
                       contrasts: Sequence[str] = CONTRASTS, n_resamples: int = 20000,
-                      seed: int = 0) -> pd.DataFrame:
+                      seed: int = 0, subjects: Mapping | None = None,
+                      n_bootstrap: int = 2000) -> pd.DataFrame:
     """Spearman correlations with EDSS for Tables III and IV.
 
     ``means``: tidy frame, one row per session, scenario, level and contrast, columns
@@ -497,7 +524,10 @@ def correlation_table(means: pd.DataFrame, edss, scenario: int,
     ``p`` and ``p_bh`` and the flags ``table_iii`` (level in ``table_iii_levels``) and
     ``table_iv`` (the chosen scenario at level ``n``). ``p`` (permutation test) is
     computed for the Table IV rows only, and ``p_bh`` adjusts them as one family (the
-    contrasts); NaN elsewhere. Use :func:`table_iii` and :func:`table_iv` for wide forms.
+    contrasts); NaN elsewhere. With ``subjects`` ({session: subject}) every rho gets a
+    subject-grouped bootstrap 95% interval (``rho_low``, ``rho_high``; ``n_bootstrap``
+    resamples seeded with ``seed``). Use :func:`table_iii` and :func:`table_iv` for wide
+    forms.
     """
     need = {"session", "scenario", "N", "contrast", "value"}
     if not need <= set(means.columns):
@@ -537,20 +567,57 @@ def correlation_table(means: pd.DataFrame, edss, scenario: int,
                                      "p_bh", "table_iii", "table_iv"])
     iv = df["table_iv"].to_numpy(bool)
     df.loc[iv, "p_bh"] = bh_adjust(df.loc[iv, "p"].to_numpy(np.float64))
+    if subjects is not None:
+        low, high = _rho_intervals(means, edss, subjects, df, n_bootstrap, seed)
+        df.insert(df.columns.get_loc("rho") + 1, "rho_low", low)
+        df.insert(df.columns.get_loc("rho_low") + 1, "rho_high", high)
     return df
 
 
+def _rho_intervals(means, edss, subjects, df, n_bootstrap, seed):
+    """Subject-grouped bootstrap intervals of the rho of every row of ``df``."""
+    from .bootstrap import grouped_bootstrap
+
+    keys = list(zip(df["scenario"], df["N"], df["contrast"]))
+    wide = means.pivot_table(index="session", columns=["scenario", "N", "contrast"],
+                             values="value", aggfunc="first", dropna=False)
+    sessions = list(wide.index)
+    names = [f"c{j}" for j in range(len(keys))]
+    frame = pd.DataFrame({c: wide[k].to_numpy(np.float64) if k in wide else np.nan
+                          for c, k in zip(names, keys)})
+    frame["edss"] = edss.loc[sessions].to_numpy(np.float64)
+    frame["subject"] = [str(subjects[s]) for s in sessions]
+
+    def statistic(a):
+        return dict(zip(names, spearman_columns(np.column_stack([a[c] for c in names]),
+                                                a["edss"])))
+
+    ci = grouped_bootstrap(frame, statistic, n_resamples=n_bootstrap, seed=seed,
+                           columns=names + ["edss"])
+    return [ci[c][0] for c in names], [ci[c][1] for c in names]
+
+
 def table_iii(corr: pd.DataFrame) -> pd.DataFrame:
-    """Wide Table III: rows (scenario, N), one rho column per contrast."""
+    """Wide Table III: rows (scenario, N), one rho column per contrast (and, with
+    intervals, ``<contrast>_low`` and ``<contrast>_high`` after them)."""
     sub = corr[corr["table_iii"]]
     order = list(dict.fromkeys(sub["contrast"]))
-    return sub.pivot(index=["scenario", "N"], columns="contrast", values="rho")[order]
+    table = sub.pivot(index=["scenario", "N"], columns="contrast", values="rho")[order]
+    if "rho_low" in sub:
+        for end in ("low", "high"):
+            wide = sub.pivot(index=["scenario", "N"], columns="contrast", values=f"rho_{end}")
+            for c in order:
+                table[f"{c}_{end}"] = wide[c]
+    return table
 
 
 def table_iv(corr: pd.DataFrame) -> pd.DataFrame:
-    """Wide Table IV: rows rho, p, p_bh; one column per contrast."""
+    """Wide Table IV: rows rho (with rho_low, rho_high when there are intervals), p,
+    p_bh; one column per contrast."""
     sub = corr[corr["table_iv"]].set_index("contrast")
-    return sub[["rho", "p", "p_bh"]].T
+    rows = ["rho", "rho_low", "rho_high", "p", "p_bh"] if "rho_low" in sub else \
+        ["rho", "p", "p_bh"]
+    return sub[rows].T
 
 
 # --------------------------------------------------------------------------------------
@@ -692,8 +759,10 @@ def _scenario_colour(s: int):
 def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | None = None,
                    title: str | None = None) -> None:
     """Fig. 4: AUC after inverting vs the top-N level, one panel per scenario group
-    ((a) 1-4, (b) 5-8 and 3, (c) 9-12 and 3); the baseline AUC as a dashed line.
-    Scenarios absent from ``df`` are skipped. ``names``: optional {scenario: legend}."""
+    ((a) 1-4, (b) 5-8 and 3, (c) 9-12 and 3); the baseline AUC as a dashed line; where
+    ``df`` has the random controls (``random_auc``, ``random_low``, ``random_high``)
+    each scenario's random band shaded in its colour, its mean dotted. Scenarios absent
+    from ``df`` are skipped. ``names``: optional {scenario: legend}."""
     fig = _new_figure(5.0 * len(panels), 4.2)
     baseline = df["baseline_auc"].dropna()
     for p, (panel_title, scenarios) in enumerate(panels):
@@ -705,6 +774,12 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
             label = (names or {}).get(s, f"scenario {s}")
             ax.plot(sub["N"], sub["auc"], marker="o", ms=4, color=_scenario_colour(s),
                     lw=2.2 if s == 3 else 1.4, label=label)
+            if "random_low" in sub and sub["random_low"].notna().any():
+                band = sub[sub["random_low"].notna()]
+                ax.fill_between(band["N"], band["random_low"], band["random_high"],
+                                color=_scenario_colour(s), alpha=0.12, lw=0)
+                ax.plot(band["N"], band["random_auc"], ls=":", lw=0.9,
+                        color=_scenario_colour(s))
         if len(baseline):
             ax.axhline(float(baseline.iloc[0]), ls="--", color="0.5", lw=1,
                        label="no inverting")
@@ -966,42 +1041,99 @@ def _keyed(df: pd.DataFrame) -> pd.Series:
 
 
 def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, figure_out,
-                        *, log_file=None, threads: int = 1) -> None:
+                        scenarios_out, *, level: int = TABLE_IV_LEVEL,
+                        n_bootstrap: int = 2000, seed: int = 0, log_file=None,
+                        threads: int = 1) -> None:
     """Rule voxel_inverting: AUC over the assessment set after inverting, per scenario
-    and N (Fig. 4), from every session's inverting table."""
+    and N (Fig. 4), from every session's inverting table, with its subject-grouped
+    bootstrap interval and the LeRF and random controls where they were run
+    (:mod:`gamer_mril.inverting`); per scenario (``scenarios_out``) the AOPC, the figures
+    at ``level`` and the paired comparison with the chosen scenario."""
+    from .inverting import aopc, control_summary, inverting_intervals, paired_comparisons
     from .jobs import step
 
     with step("voxel_inverting", inputs={"sessions": list(inverting_paths),
                                          "predictions": predictions_path},
-              outputs=[table_out, figure_out], log_file=log_file, threads=threads):
+              params={"level": int(level), "n_bootstrap": int(n_bootstrap),
+                      "seed": int(seed)},
+              outputs=[table_out, figure_out, scenarios_out], log_file=log_file,
+              threads=threads):
         probs = pd.concat([pd.read_csv(p, sep="\t", dtype=_IDS) for p in inverting_paths],
                           ignore_index=True)
         probs["key"] = _keyed(probs)
         pred = pd.read_csv(predictions_path, sep="\t", dtype=_IDS)
         pred["key"] = _keyed(pred)
         labels = dict(zip(pred["key"], pred["label"].astype(int)))
+        subjects = dict(zip(pred["key"], pred["subject"]))
         # the model that scored each session: its fold's for validation, the best
         # fold's for the test (or, frozen, the new) sessions
         groups = dict(zip(pred["key"], pred["set"].astype(str) + " fold "
                           + pred["fold"].astype(str)))
-        base = probs[probs["scenario"] == 0].set_index("key")["prob"]
+        morf = probs[probs["order"] == "MoRF"]
+        base = morf[morf["scenario"] == 0].set_index("key")["prob"]
         diff = (base - pred.set_index("key")["prob"].reindex(base.index)).abs().max()
         log.info("baseline probability vs predictions.tsv: largest difference %.3g", diff)
-        table = auc_table(probs.rename(columns={"session": "ses", "key": "session"}), labels,
-                          groups)
-        for _, r in table[table["N"] == TABLE_IV_LEVEL].iterrows():
-            log.info("scenario %2d N=%d: AUC %.3f (drop %.3f); within models %.3f (drop "
-                     "%.3f)", r["scenario"], r["N"], r["auc"], r["auc_drop"],
-                     r["auc_within"], r["auc_drop_within"])
+        long = probs.rename(columns={"session": "ses", "key": "session"})
+        table = auc_table(long[long["order"] == "MoRF"], labels, groups)
+        summary = control_summary(inverting_intervals(long, labels, subjects,
+                                                      n_resamples=n_bootstrap, seed=seed))
+        keep = ["scenario", "N", "auc_low", "auc_high", "lerf_auc", "random_auc",
+                "random_low", "random_high", "n_random", "informative"]
+        table = table.merge(summary[keep], on=["scenario", "N"], how="left")
+        for _, r in table[table["N"] == level].iterrows():
+            log.info("scenario %2d N=%d: AUC %.3f [%.3f, %.3f] (drop %.3f); random %.3f "
+                     "[%.3f, %.3f]; within models %.3f", r["scenario"], r["N"], r["auc"],
+                     r["auc_low"], r["auc_high"], r["auc_drop"], r["random_auc"],
+                     r["random_low"], r["random_high"], r["auc_within"])
+        chosen = choose_scenario(table, n=level)
+        per = table[table["N"] == level].set_index("scenario")
+        comp = paired_comparisons(long, labels, subjects, chosen, level,
+                                  n_resamples=n_bootstrap, seed=seed).set_index("scenario")
+        rows = []
+        for scn, area in aopc(summary).items():
+            r = per.loc[scn] if scn in per.index else None
+            row = dict(scenario=int(scn), chosen=int(scn) == chosen, N=int(level),
+                       auc=None if r is None else r["auc"],
+                       auc_low=None if r is None else r["auc_low"],
+                       auc_high=None if r is None else r["auc_high"],
+                       auc_drop=None if r is None else r["auc_drop"],
+                       random_low=None if r is None else r["random_low"],
+                       random_high=None if r is None else r["random_high"],
+                       informative=None if r is None else r["informative"], aopc=area)
+            if scn in comp.index:
+                c = comp.loc[scn]
+                row.update(difference=c["difference"], difference_low=c["difference_low"],
+                           difference_high=c["difference_high"], z=c["z"], p=c["p"],
+                           p_bh=c["p_bh"])
+            rows.append(row)
+        scen_table = pd.DataFrame(rows, columns=[
+            "scenario", "chosen", "N", "auc", "auc_low", "auc_high", "auc_drop",
+            "random_low", "random_high", "informative", "aopc", "difference",
+            "difference_low", "difference_high", "z", "p", "p_bh"])
         with atomic_path(table_out) as tmp:
             table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        with atomic_path(scenarios_out) as tmp:
+            scen_table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        c = per.loc[chosen]
+        if np.isfinite(c["random_low"]):
+            verdict = (f"below the random band [{c['random_low']:.2f}, {c['random_high']:.2f}]"
+                       if c["auc"] < c["random_low"] else
+                       f"inside the random band [{c['random_low']:.2f}, "
+                       f"{c['random_high']:.2f}]: not informative")
+        else:
+            verdict = "no random control at this level"
+        log.info("chosen scenario %d: AUC %.3f at N = %d, %s", chosen, c["auc"], level,
+                 verdict)
         plot_inverting(table, figure_out,
-                       title=f"Voxel inverting, {table['n_sessions'].iloc[0]} sessions")
+                       title=f"Voxel inverting, {table['n_sessions'].iloc[0]} sessions; "
+                             f"chosen scenario {chosen}: AUC {c['auc']:.2f} at N = {level}, "
+                             f"{verdict}")
 
 
 def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chosen_out,
                      long_out, table_iii_out, table_iv_out, figure_out, n_permutations: int,
-                     seed: int, log_file=None, threads: int = 1) -> None:
+                     seed: int, n_bootstrap: int = 2000, log_file=None,
+                     threads: int = 1) -> None:
     """Rule correlations: the scenario with the largest AUC drop at N = 40; Spearman
     correlation of the mean normalized value in its top-N masks with EDSS (Tables III,
     IV). ``value_paths``: every session's mask-values table."""
@@ -1012,7 +1144,8 @@ def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chos
     inputs = {"values": list(value_paths), "inverting": inverting_auc,
               "participants": participants}
     with step("correlations", inputs=inputs,
-              params={"n_permutations": n_permutations, "seed": seed},
+              params={"n_permutations": n_permutations, "seed": seed,
+                      "n_bootstrap": n_bootstrap},
               outputs=[chosen_out, long_out, table_iii_out, table_iv_out, figure_out],
               log_file=log_file, threads=threads) as s:
         inv = pd.read_csv(inverting_auc, sep="\t")
@@ -1026,8 +1159,10 @@ def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chos
         table = load_participants(participants)
         edss = pd.Series(table["edss"].to_numpy(float),
                          index=table["subject"] + "\t" + table["session"])
+        subjects = dict(zip(table["subject"] + "\t" + table["session"], table["subject"]))
         corr = correlation_table(means, edss, chosen, n=TABLE_IV_LEVEL,
-                                 n_resamples=n_permutations, seed=seed)
+                                 n_resamples=n_permutations, seed=seed, subjects=subjects,
+                                 n_bootstrap=n_bootstrap)
         with atomic_path(long_out) as tmp:
             corr.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         t3 = table_iii(corr).reset_index()

@@ -103,25 +103,40 @@ def run_quantile_masks(maps: Sequence, cerebrum, relmaps: Mapping, out: Mapping,
 
 
 def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: Mapping,
-                       out, *, age: float, levels: Sequence, subject, session,
-                       log_file=None, threads: int = 1) -> None:
+                       out, *, age: float, levels: Sequence, relmaps: Mapping, cerebrum,
+                       control_levels: Sequence = (), n_random: int = 5, seed: int = 0,
+                       subject, session, log_file=None, threads: int = 1) -> None:
     """Rule invert_session: the probability of the model that explains the session
     (:func:`gamer_mril.explain.choose_model`) after inverting inside every scenario's
-    top-N mask, and without inverting (scenario 0, N 0). ``qmasks``: {scenario: level
-    image}; ``split_path``: None in frozen-model mode."""
+    top-N mask (order MoRF), and without inverting (scenario 0, N 0); at
+    ``control_levels`` also inside the least-relevant-first mask (LeRF) and ``n_random``
+    random masks (random, draw 0, 1, ...) of the same voxel counts in the cerebrum
+    (:func:`gamer_mril.inverting.control_masks`). ``qmasks`` / ``relmaps``: {scenario:
+    level image / relevance map}; ``split_path``: None in frozen-model mode."""
+    import nibabel as nib
+    import pandas as pd
     import torch
 
     from . import assessment as A
     from .explain import choose_model, load_session_images, model_files
+    from .inverting import control_masks
     from .split import read_split
     from .training import autocast, load_model, model_precision, resolve_device
 
     scenarios = sorted(int(n) for n in qmasks)
     levels = [int(n) for n in levels]
+    control_levels = [int(n) for n in control_levels]
+    if not set(control_levels) <= set(levels):
+        raise ValueError(f"control levels {control_levels} must be among {levels}")
+    if sorted(int(n) for n in relmaps) != scenarios:
+        raise ValueError("a relevance map for every scenario's masks is needed")
     inputs = {**_maps(maps), **({} if split_path is None else {"split": split_path}),
-              **{f"mask_{n:02d}": qmasks[n] for n in scenarios}}
+              **{f"mask_{n:02d}": qmasks[n] for n in scenarios},
+              **{f"relmap_{n:02d}": relmaps[n] for n in scenarios}, "cerebrum": cerebrum}
     with step("invert_session", inputs=inputs,
-              params={"age": float(age), "scenarios": scenarios, "levels": levels},
+              params={"age": float(age), "scenarios": scenarios, "levels": levels,
+                      "control_levels": control_levels, "random_masks": int(n_random),
+                      "seed": int(seed)},
               outputs=[out], log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
         split = None if split_path is None else read_split(split_path)
@@ -134,6 +149,7 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
         images, _ = load_session_images(list(maps), model.contrasts)
         # The network input of training and explanation: clipped to [0, 1], float16 values.
         images = np.clip(images, 0.0, 1.0).astype(np.float16).astype(np.float32)
+        region = np.asarray(nib.load(cerebrum).dataobj) > 0
 
         precision = model_precision(model_dir)
 
@@ -143,17 +159,40 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
                 a = torch.from_numpy(np.asarray(ages, dtype=np.float32)).to(device)
                 return model(x, a, return_details=True)["p"].double().cpu().numpy()
 
-        one = {n: [A.masks_from_levels(read_level_image(qmasks[n])[0], levels)]
-               for n in scenarios}                                           # one session
-        _, probs = A.inverting_auc(predict, images[None], [float(age)], [0], one, levels,
-                                   batch_size=INVERT_BATCH[device.type == "cuda"],
-                                   return_probabilities=True)
-        probs = probs.drop(columns="session")
+        batch_size = INVERT_BATCH[device.type == "cuda"]
+        top = {n: A.masks_from_levels(read_level_image(qmasks[n])[0], levels)
+               for n in scenarios}
+
+        def invert(masks: Mapping, at_levels, order: str, draw: int = 0):
+            _, p = A.inverting_auc(predict, images[None], [float(age)], [0],
+                                   {n: [m] for n, m in masks.items()}, at_levels,
+                                   batch_size=batch_size, return_probabilities=True)
+            p.insert(0, "draw", draw)
+            p.insert(0, "order", order)
+            return p if order == "MoRF" else p[p["scenario"] > 0]
+
+        parts = [invert(top, levels, "MoRF")]
+        if control_levels:
+            ks = [levels.index(n) for n in control_levels]
+            controls = {}
+            for n in scenarios:
+                rel = np.asarray(nib.load(relmaps[n]).dataobj, dtype=np.float32)
+                if rel.ndim == 4:                              # individual: (D, H, W, V)
+                    rel = np.moveaxis(rel, -1, 0)
+                # top[n]: (levels, V, D, H, W), or (levels, D, H, W) for a combined map
+                controls[n] = control_masks(rel, region, top[n][ks], n_random, seed,
+                                            subject, session)
+            parts.append(invert({n: c["LeRF"] for n, c in controls.items()}, control_levels,
+                                "LeRF"))
+            for d in range(int(n_random)):
+                parts.append(invert({n: c["random"][d] for n, c in controls.items()},
+                                    control_levels, "random", d))
+        probs = pd.concat(parts, ignore_index=True).drop(columns="session")
         probs.insert(0, "fold", fold)
         probs.insert(0, "session", session)
         probs.insert(0, "subject", subject)
-        log.info("baseline probability %.6f",
-                 float(probs.loc[probs["scenario"] == 0, "prob"].iloc[0]))
+        base = probs.loc[probs["scenario"] == 0, "prob"]
+        log.info("baseline probability %.6f", float(base.iloc[0]))
         with atomic_path(out) as tmp:
             probs.to_csv(tmp, sep="\t", index=False)
 

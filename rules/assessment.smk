@@ -7,7 +7,10 @@
 
 
 rule voxel_inverting:
-    """AUC over the assessment set after inverting, per scenario and N (Fig. 4)."""
+    """AUC over the assessment set after inverting, per scenario and N (Fig. 4), with
+    bootstrap intervals and the LeRF and random controls; per scenario the AOPC and the
+    paired comparison with the chosen scenario (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting).
+    """
     input:
         sessions=for_sessions(S.inverting),
         predictions=PREDICTIONS,
@@ -20,6 +23,11 @@ rule voxel_inverting:
             caption="../report/fig4.rst",
             category="Assessment",
         ),
+        scenarios=report(
+            INVERTING_SCENARIOS,
+            caption="../report/inverting_scenarios.rst",
+            category="Assessment",
+        ),
     log:
         f"{OUT}/logs/voxel_inverting.log",
     benchmark:
@@ -29,7 +37,10 @@ rule voxel_inverting:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=10,
+    params:
+        n_bootstrap=ASM["n_bootstrap"],
+        seed=ASM["seed"],
     script:
         "../scripts/voxel_inverting.py"
 
@@ -72,6 +83,7 @@ rule correlations:
     params:
         n_permutations=ASM["n_permutations"],
         seed=ASM["seed"],
+        n_bootstrap=ASM["n_bootstrap"],
     script:
         "../scripts/correlations.py"
 

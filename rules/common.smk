@@ -101,6 +101,13 @@ SCENARIOS = [int(n) for n in REL["scenarios"]]
 #: Top-N levels of the quantile masks: the configured ones and the heatmap level.
 HEAT = int(ASM["heatmap_level"])
 LEVELS = sorted({int(n) for n in ASM["levels"]} | {HEAT})
+#: Levels of the LeRF and random controls of voxel inverting (unset: every level).
+CONTROL_LEVELS = sorted(int(n) for n in ASM.get("control_levels") or LEVELS)
+if not set(CONTROL_LEVELS) <= set(LEVELS):
+    raise WorkflowError(
+        f"bad config: assessment.control_levels {CONTROL_LEVELS} must be among the "
+        f"levels {LEVELS}"
+    )
 #: Scenarios of the paper's Fig. 6 (besides the chosen one), those computed.
 FIG6_SCENARIOS = [n for n in (3, 4) if n in SCENARIOS]
 HEATMAP_GROUPS = ("severe", "mild", "all")
@@ -141,6 +148,8 @@ CACHE = dict(images=f"{GROUP}/cache/images.npy", index=f"{GROUP}/cache/index.tsv
 PREDICTIONS = f"{GROUP}/predictions.tsv"
 BASELINE_PREDICTIONS = f"{GROUP}/baseline_predictions.tsv"
 INVERTING_AUC = f"{GROUP}/inverting_auc.tsv"
+#: Per scenario: AOPC, the random band at N = 40, the comparison with the chosen scenario.
+INVERTING_SCENARIOS = f"{GROUP}/inverting_scenarios.tsv"
 CHOSEN = f"{GROUP}/chosen_scenario.json"
 #: The LRP maps' conservation records over the cohort (rule relevance_conservation).
 CONSERVATION = dict(

@@ -68,11 +68,15 @@ rule quantile_masks:
 rule invert_session:
     """docs/method.md#73-voxel-inverting: voxel inverting (x -> 1 - x) inside every
     scenario's top-N masks, through the model that explains the session; its probability
-    for each."""
+    for each. At the control levels also inside the least-relevant-first mask and
+    random masks of the same size in the cerebrum (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting).
+    """
     input:
         **PREPROC,
         **explaining_models(),
         **QMASKS,
+        **RELMAP_CROP,
+        cerebrum=S.cerebrum,
     output:
         tsv=S.inverting,
     log:
@@ -89,12 +93,15 @@ rule invert_session:
     params:
         age=session_age,
         levels=LEVELS,
+        control_levels=CONTROL_LEVELS,
+        random_masks=ASM["random_masks"],
+        seed=ASM["seed"],
     script:
         "../scripts/invert_session.py"
 
 
 rule warp_top_masks:
-    """docs/method.md#75-template-space-and-group-heatmaps: every scenario's top-N mask
+    """docs/method.md#76-template-space-and-group-heatmaps: every scenario's top-N mask
     (N = assessment.heatmap_level) carried to MNI152 through the session's template
     transforms (nearest neighbour)."""
     input:

@@ -2,5 +2,7 @@
 from gamer_mril.assessment import run_voxel_inverting
 
 i, o = snakemake.input, snakemake.output
-run_voxel_inverting(list(i.sessions), i.predictions, o.tsv, o.figure,
+p = snakemake.params
+run_voxel_inverting(list(i.sessions), i.predictions, o.tsv, o.figure, o.scenarios,
+                    n_bootstrap=p.n_bootstrap, seed=p.seed,
                     log_file=snakemake.log[0], threads=snakemake.threads)

@@ -412,6 +412,48 @@ def test_correlation_table_hand_computed():
         A.correlation_table(means, edss, scenario=5)
 
 
+def test_spearman_columns_equal_scipy_column_by_column():
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    y = np.round(rng.uniform(0, 8, 30) * 2) / 2                      # EDSS steps, ties
+    x = np.round(rng.normal(size=(30, 5)) + 0.2 * y[:, None], 1)
+    x[3, 1] = np.nan                                                  # a pair dropped
+    x[:, 4] = 0.7                                                     # constant: undefined
+    got = A.spearman_columns(x, y)
+    for j in range(4):
+        ok = np.isfinite(x[:, j])
+        assert got[j] == pytest.approx(stats.spearmanr(x[ok, j], y[ok]).statistic, abs=1e-12)
+    assert np.isnan(got[4])
+
+
+def test_correlation_intervals_resample_subjects():
+    """With subjects, every rho gets a grouped-bootstrap interval: a perfect monotone
+    relation stays +-1 in every resample with at least three distinct EDSS."""
+    sessions = [f"s{i}" for i in range(10)]
+    subjects = {s: f"p{i // 2}" for i, s in enumerate(sessions)}      # two sessions each
+    edss = dict(zip(sessions, np.linspace(1, 7, 10)))
+    rows = []
+    for n in (30, 40, 50):
+        for c, vals in (("qT1", np.linspace(0.9, 0.1, 10)), ("MWF", np.full(10, 0.3)),
+                        ("NDI", np.linspace(0.1, 0.9, 10)[[1, 0, 2, 3, 5, 4, 6, 7, 9, 8]])):
+            rows += [dict(session=s, scenario=1, N=n, contrast=c, value=v)
+                     for s, v in zip(sessions, vals)]
+    corr = A.correlation_table(pd.DataFrame(rows), edss, scenario=1, n=40, n_resamples=99,
+                               subjects=subjects, n_bootstrap=300, seed=2)
+    r = corr.set_index(["N", "contrast"])
+    assert (r.xs("qT1", level="contrast")[["rho_low", "rho_high"]] == -1.0).all().all()
+    assert r[["rho_low", "rho_high"]].xs("MWF", level="contrast").isna().all().all()
+    nd = r.xs("NDI", level="contrast")
+    # ties within subjects' pairs: resamples vary, never above 1
+    assert (nd["rho_low"] < nd["rho"]).all() and (nd["rho_high"] <= 1.0).all()
+    t4 = A.table_iv(corr)
+    assert list(t4.index) == ["rho", "rho_low", "rho_high", "p", "p_bh"]
+    t3 = A.table_iii(corr)
+    assert list(t3.columns) == ["qT1", "MWF", "NDI", "qT1_low", "MWF_low", "NDI_low",
+                                "qT1_high", "MWF_high", "NDI_high"]
+
+
 # --------------------------------------------------------------------------------------
 # Group heatmap and peaks
 # --------------------------------------------------------------------------------------

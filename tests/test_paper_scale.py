@@ -22,6 +22,9 @@ def test_estimate_by_hand(paper_scale):
     assert gpu["relevance_per_session"] == 10 * 2 + (12 * 9 + 1) * 1
     assert gpu["relevance"] == 50 * 129                 # 100 sessions on 2 GPUs
     assert gpu["preprocessing"] == pytest.approx(100 * 30 / 32)
+    # the controls at 3 levels with 5 random masks: 12 x 3 x 6 forwards more
+    ctl = paper_scale.estimate(30.0, 1.0, 2.0, gpus=1, control_levels=3, random_masks=5, **kw)
+    assert ctl["relevance_per_session"] == 129 + 12 * 3 * 6
     cpu = paper_scale.estimate(30.0, 1.0, 2.0, gpus=0, **kw)
     assert cpu["training"] == 2 * 1400                  # a fold per node
     assert cpu["relevance"] == 4 * 129                  # 32 cores: ceil(100 / 32) rounds

@@ -91,7 +91,8 @@ FIXTURE_LEVELS = [30, 40, 50]
 def training_config(cohort: Path, **training) -> dict:
     """A fast configuration: the generator's true brain masks are given (no skull strip),
     an affine template registration (SyN is checked on the tiny cohort), two folds, a few
-    epochs without augmentation, three quantile levels."""
+    epochs without augmentation, three quantile levels, the inverting controls at N = 40
+    with two random masks."""
     config = make_config(cohort / "rawdata", template_transform="Affine")
     config["inputs"]["brain_mask"] = str(
         cohort / "ground_truth" / "sub-{subject}" / "ses-{session}"
@@ -100,7 +101,8 @@ def training_config(cohort: Path, **training) -> dict:
     config["training"] = {"epochs": 8, "batch_size": 4, "lr": 1e-3, "seed": 0,
                           "augment": False, **training}
     config["relevance"] = {"ig_steps": 8}
-    config["assessment"] = {"levels": list(FIXTURE_LEVELS)}
+    config["assessment"] = {"levels": list(FIXTURE_LEVELS), "control_levels": [40],
+                            "random_masks": 2}
     return config
 
 

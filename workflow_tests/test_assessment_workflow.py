@@ -114,6 +114,14 @@ def test_inverting_tsv_is_complete_and_auc_consistent(trained):
     for _, row in split.iterrows():
         s, t = row["subject"], row["session"]
         df = pd.read_csv(_xai(results, s, t, "space-NDIcrop_inverting.tsv"), sep="\t", dtype=IDS)
+        # the controls: LeRF and two random masks at N = 40 (training_config)
+        controls = df[df["order"] != "MoRF"]
+        assert sorted(set(zip(controls["order"], controls["draw"], controls["scenario"],
+                              controls["N"]))) == sorted(
+            {("LeRF", 0, n, 40) for n in SCENARIOS}
+            | {("random", d, n, 40) for n in SCENARIOS for d in (0, 1)})
+        assert len(controls) == 3 * len(SCENARIOS)
+        df = df[df["order"] == "MoRF"].drop(columns=["order", "draw"])
         assert len(df) == 1 + len(SCENARIOS) * len(LEVELS)
         assert not df.duplicated(["scenario", "N"]).any()
         assert set(zip(df["scenario"], df["N"])) == \
@@ -132,8 +140,28 @@ def test_inverting_tsv_is_complete_and_auc_consistent(trained):
     table = pd.read_csv(results / "group" / "inverting_auc.tsv", sep="\t")
     assert len(table) == len(SCENARIOS) * len(LEVELS)
     assert table["n_sessions"].eq(len(split)).all()
-    pd.testing.assert_frame_equal(table.reset_index(drop=True), expect, check_dtype=False)
+    pd.testing.assert_frame_equal(table[list(expect.columns)].reset_index(drop=True), expect,
+                                  check_dtype=False)
+    assert (table["auc_low"] <= table["auc_high"]).all()
+    assert table[["auc_low", "auc_high"]].stack().between(0, 1).all()
+    # the random band where the controls ran (N = 40), and only there
+    at40 = table[table["N"] == 40]
+    assert at40["n_random"].eq(2).all() and (at40["random_low"] <= at40["random_high"]).all()
+    assert (at40["informative"].astype(str) == (at40["auc"] < at40["random_low"]).astype(str)).all()
+    assert table.loc[table["N"] != 40, "random_low"].isna().all()
     assert (results / "group" / "fig4_inverting.png").stat().st_size > 10_000
+    # per scenario: AOPC, and the paired comparisons with the chosen scenario
+    scen = pd.read_csv(results / "group" / "inverting_scenarios.tsv", sep="\t")
+    chosen = A.choose_scenario(table, n=40)
+    assert sorted(scen["scenario"]) == sorted(SCENARIOS)
+    assert list(scen.loc[scen["chosen"], "scenario"]) == [chosen]
+    others = scen[~scen["chosen"]]
+    assert others["p"].between(0, 1).all() and (others["p_bh"] >= others["p"] - 1e-12).all()
+    assert np.allclose(others["difference"],
+                       at40.set_index("scenario").loc[chosen, "auc"]
+                       - at40.set_index("scenario").loc[others["scenario"], "auc"].to_numpy())
+    assert np.allclose(scen["aopc"], (at40.set_index("scenario")["random_auc"]
+                                      - at40.set_index("scenario")["auc"]).loc[scen["scenario"]])
 
 
 def test_correlation_tables(trained, training_cohort):
@@ -146,10 +174,16 @@ def test_correlation_tables(trained, training_cohort):
     t3 = pd.read_csv(group / "table_iii.tsv", sep="\t")
     assert len(t3) == len(SCENARIOS) * 3
     assert set(zip(t3["scenario"], t3["N"])) == {(n, lv) for n in SCENARIOS for lv in (30, 40, 50)}
-    assert list(t3.columns[-3:]) == list(CONTRASTS)
+    assert list(t3.columns[-9:]) == list(CONTRASTS) + [f"{c}_{end}" for end in ("low", "high")
+                                                       for c in CONTRASTS]
+    for c in CONTRASTS:
+        ok = t3[c].notna()
+        assert (t3.loc[ok, f"{c}_low"] <= t3.loc[ok, f"{c}_high"]).all()
+        assert t3.loc[ok, [f"{c}_low", f"{c}_high"]].abs().le(1 + 1e-12).all().all()
     assert (t3["chosen"] == (t3["scenario"] == chosen["scenario"])).all()
     t4 = pd.read_csv(group / "table_iv.tsv", sep="\t").set_index("statistic")
-    assert list(t4.index) == ["rho", "p", "p_bh"] and list(t4.columns) == list(CONTRASTS)
+    assert list(t4.index) == ["rho", "rho_low", "rho_high", "p", "p_bh"]
+    assert list(t4.columns) == list(CONTRASTS)
     # rho recomputed from the per-session values and the participants table's EDSS
     table = load_participants(training_cohort / "rawdata" / "participants.tsv")
     edss = dict(zip(table["subject"] + "_" + table["session"], table["edss"]))

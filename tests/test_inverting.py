@@ -1,0 +1,182 @@
+"""Controls and uncertainty of voxel inverting (gamer_mril.inverting): the LeRF and random
+masks match the top-N masks voxel for voxel and lie in the region; AUCs, bands, AOPC and
+the paired comparisons against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.multitest import multipletests
+
+from gamer_mril import assessment as A
+from gamer_mril import inverting as I
+from gamer_mril.roc import delong_test
+
+SHAPE = (9, 10, 11)
+
+
+def _case(seed=0, n_volumes=3):
+    rng = np.random.default_rng(seed)
+    region = np.zeros(SHAPE, dtype=bool)
+    region[1:8, 2:9, 1:10] = True
+    region[4, 5, 5] = False                                   # a hole: not in the region
+    # relevance with ties (rounded) and negative values
+    rel = np.round(rng.normal(size=(n_volumes,) + SHAPE), 1).astype(np.float32)
+    top = A.quantile_masks(rel, region, [10, 40, 70], kind="individual")
+    return rel, region, top
+
+
+def test_lerf_masks_are_the_least_relevant_voxels_of_the_region():
+    rel, region, top = _case()
+    counts = [0, 5, 37, 120]
+    m = I.lerf_masks(rel[0], region, counts)
+    assert m.shape == (4,) + SHAPE
+    assert [int(x.sum()) for x in m] == counts
+    assert not (m & ~region).any()
+    for k in range(1, 4):
+        assert not (m[k - 1] & ~m[k]).any()                  # nested
+        inside, outside = rel[0][m[k]], rel[0][region & ~m[k]]
+        assert inside.max() <= outside.min()                  # nothing lower left out
+
+
+def test_random_masks_are_uniform_draws_of_the_region():
+    _, region, _ = _case()
+    counts = [3, 40, 200]
+    a = I.random_masks(region, counts, np.random.default_rng(1))
+    b = I.random_masks(region, counts, np.random.default_rng(1))
+    c = I.random_masks(region, counts, np.random.default_rng(2))
+    assert (a == b).all() and not (a == c).all()
+    assert [int(x.sum()) for x in a] == counts
+    assert not (a & ~region).any()
+    assert not (a[0] & ~a[1]).any() and not (a[1] & ~a[2]).any()
+    # each region voxel is drawn with probability count / |region|
+    n = int(region.sum())
+    freq = np.mean([I.random_masks(region, [40], np.random.default_rng(s))[0][region]
+                    for s in range(400)], axis=0)
+    assert abs(freq.mean() - 40 / n) < 1e-12
+    assert np.abs(freq - 40 / n).max() < 0.12
+
+
+def test_control_masks_match_the_top_masks_voxel_for_voxel():
+    rel, region, top = _case()
+    counts = top.reshape(top.shape[:2] + (-1,)).sum(-1)
+    assert len(set(counts[1])) > 1                            # contrasts differ in size
+    ctl = I.control_masks(rel, region, top, n_random=3, seed=7, subject="01", session="2")
+    assert ctl["LeRF"].shape == top.shape and len(ctl["random"]) == 3
+    for masks in [ctl["LeRF"], *ctl["random"]]:
+        assert (masks.reshape(top.shape[:2] + (-1,)).sum(-1) == counts).all()
+        assert not (masks & ~region).any()
+    # draws differ; the same seed, subject and session give the same draws
+    assert not (ctl["random"][0] == ctl["random"][1]).all()
+    again = I.control_masks(rel, region, top, n_random=3, seed=7, subject="01", session="2")
+    assert all((x == y).all() for x, y in zip(ctl["random"], again["random"]))
+    other = I.control_masks(rel, region, top, n_random=1, seed=7, subject="01", session="3")
+    assert not (other["random"][0] == ctl["random"][0]).all()
+
+
+def test_control_masks_of_a_combined_map_are_shared_by_the_contrasts():
+    rel, region, _ = _case(n_volumes=1)
+    top = A.quantile_masks(rel[0], region, [20, 50], kind="combined")[:, 0]   # (L, D, H, W)
+    ctl = I.control_masks(rel[0], region, top, n_random=2, seed=0, subject="a", session="b")
+    assert ctl["LeRF"].shape == top.shape
+    for masks in [ctl["LeRF"], *ctl["random"]]:
+        assert [int(m.sum()) for m in masks] == [int(m.sum()) for m in top]
+        assert not (masks & ~region).any()
+
+
+def test_control_masks_reject_sizes_beyond_the_region():
+    rel, region, top = _case()
+    small = np.zeros(SHAPE, dtype=bool)
+    small[0, 0, :3] = True
+    with pytest.raises(ValueError, match="mask sizes"):
+        I.control_masks(rel, small, top, 1, 0, "a", "b")
+
+
+def test_auc_columns_equals_sklearn_with_ties():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 40)
+    s = np.round(rng.normal(size=(40, 6)) + y[:, None], 1)
+    expect = [roc_auc_score(y, s[:, j]) for j in range(6)]
+    assert np.allclose(I.auc_columns(y, s), expect, atol=1e-12)
+    assert np.isnan(I.auc_columns(np.ones(5), np.arange(5.0))).all()
+
+
+def _probs(seed=0, n_subjects=10, with_controls=True):
+    """A long inverting frame of sessions (two per subject for half of them)."""
+    rng = np.random.default_rng(seed)
+    rows, labels, subjects = [], {}, {}
+    for i in range(n_subjects):
+        for t in range(1 + i % 2):
+            key = f"{i:02d}_{t}"
+            y = int(i % 3 == 0 or (i == 1 and t == 1))
+            labels[key], subjects[key] = y, f"{i:02d}"
+            base = 0.3 + 0.4 * y + rng.normal(0, 0.1)
+            rows.append(dict(session=key, order="MoRF", draw=0, scenario=0, N=0, prob=base))
+            for scn in (1, 2, 3):
+                for n in (30, 40):
+                    rows.append(dict(session=key, order="MoRF", draw=0, scenario=scn, N=n,
+                                     prob=base - 0.1 * scn * y + rng.normal(0, 0.05)))
+                    if with_controls:
+                        rows.append(dict(session=key, order="LeRF", draw=0, scenario=scn,
+                                         N=n, prob=base + rng.normal(0, 0.05)))
+                        for d in range(4):
+                            rows.append(dict(session=key, order="random", draw=d,
+                                             scenario=scn, N=n,
+                                             prob=base - 0.02 * y + rng.normal(0, 0.05)))
+    return pd.DataFrame(rows), labels, subjects
+
+
+def test_intervals_hold_the_direct_auc():
+    probs, labels, subjects = _probs()
+    out = I.inverting_intervals(probs, labels, subjects, n_resamples=300, seed=1)
+    assert len(out) == 1 + 3 * 2 * (1 + 1 + 4)
+    for r in out.itertuples():
+        sel = probs[(probs["order"] == r.order) & (probs["scenario"] == r.scenario)
+                    & (probs["N"] == r.N) & (probs["draw"] == r.draw)]
+        y = [labels[s] for s in sel["session"]]
+        assert r.auc == pytest.approx(roc_auc_score(y, sel["prob"]), abs=1e-12)
+        assert r.auc_low <= r.auc + 1e-12 and r.auc <= r.auc_high + 1e-12
+        assert 0 < r.n_valid <= 300
+    # the same seed gives the same intervals
+    again = I.inverting_intervals(probs, labels, subjects, n_resamples=300, seed=1)
+    pd.testing.assert_frame_equal(out, again)
+
+
+def test_control_summary_band_informative_and_aopc_by_hand():
+    rows = [dict(order="MoRF", scenario=0, N=0, draw=0, auc=0.9, auc_low=0.8, auc_high=1.0)]
+    for scn, morf in ((1, 0.40), (2, 0.75)):
+        for n in (30, 40):
+            rows.append(dict(order="MoRF", scenario=scn, N=n, draw=0, auc=morf - 0.1 * (n == 40),
+                             auc_low=0, auc_high=1))
+            rows.append(dict(order="LeRF", scenario=scn, N=n, draw=0, auc=0.85, auc_low=0,
+                             auc_high=1))
+            for d, a in enumerate((0.6, 0.7, 0.8, 0.9, 0.65)):
+                rows.append(dict(order="random", scenario=scn, N=n, draw=d, auc=a,
+                                 auc_low=0, auc_high=1))
+    summary = I.control_summary(pd.DataFrame(rows))
+    band = np.quantile([0.6, 0.7, 0.8, 0.9, 0.65], [0.025, 0.975])
+    assert np.allclose(summary["random_low"], band[0]) and np.allclose(summary["random_high"], band[1])
+    assert np.allclose(summary["random_auc"], 0.73)
+    assert (summary["baseline_auc"] == 0.9).all() and (summary["lerf_auc"] == 0.85).all()
+    got = summary.set_index(["scenario", "N"])["informative"].to_dict()
+    # scenario 1: 0.40 and 0.30, below the band's 0.605; scenario 2: 0.75 inside, 0.65 too
+    assert got == {(1, 30): True, (1, 40): True, (2, 30): False, (2, 40): False}
+    area = I.aopc(summary)
+    assert area[1] == pytest.approx(0.73 - (0.40 + 0.30) / 2)
+    assert area[2] == pytest.approx(0.73 - (0.75 + 0.65) / 2)
+
+
+def test_paired_comparisons_are_delong_with_bh():
+    probs, labels, subjects = _probs(seed=4, n_subjects=16, with_controls=False)
+    out = I.paired_comparisons(probs, labels, subjects, chosen=3, level=40, n_resamples=300)
+    assert list(out["scenario"]) == [1, 2]
+    at = probs[(probs["N"] == 40)].pivot(index="session", columns="scenario", values="prob")
+    y = [labels[s] for s in at.index]
+    for r in out.itertuples():
+        d = delong_test(y, at[3], at[r.scenario])
+        assert r.difference == pytest.approx(d.difference, abs=1e-12)
+        assert r.p == pytest.approx(d.p_value, abs=1e-12)
+        assert r.difference_low <= r.difference <= r.difference_high
+    assert np.allclose(out["p_bh"], multipletests(out["p"], method="fdr_bh")[1])
