@@ -69,7 +69,7 @@ def session_features(cache, planted: dict) -> dict:
 
 
 def one_point(cache, table, features, n_subjects, runs: Path, *, seed, epochs, batch_size,
-              lr, folds, test_fraction, log) -> list[dict]:
+              lr, folds, test_fraction, log, selection="val_auc") -> list[dict]:
     """Every classifier's Table II figures for the first ``n_subjects`` subjects."""
     subjects = sorted(table["subject"].unique())[:n_subjects]
     part = table[table["subject"].isin(subjects)].reset_index(drop=True)
@@ -89,6 +89,7 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, epochs, b
         out = runs / f"n{n_subjects}-s{seed}-f{k}"
         train_fold(cache, tr, va, out, epochs=epochs, batch_size=batch_size, lr=lr,
                    seed=seed + k, device="auto", progress=False, log=lambda *_: None,
+                   selection=selection,
                    augment_cfg=dict(p_flip=0, p_rot90=0, max_rotation_deg=5,
                                     max_scale=0.05, noise_sd=0.05))
         model = load_model(out)
@@ -116,7 +117,8 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, epochs, b
 
 
 def run(out: Path, sizes, effects, seeds, *, epochs=30, batch_size=4, lr=3e-4, scale=2.0,
-        crop=(48, 48, 56), folds=3, test_fraction=0.2, log=print) -> pd.DataFrame:
+        crop=(48, 48, 56), folds=3, test_fraction=0.2, selection="val_auc",
+        log=print) -> pd.DataFrame:
     rows = []
     for effect in effects:
         for seed in seeds:
@@ -134,7 +136,8 @@ def run(out: Path, sizes, effects, seeds, *, epochs=30, batch_size=4, lr=3e-4, s
                 for r in one_point(cache, table, features, n, cohort / "runs", seed=seed,
                                    epochs=epochs,
                                    batch_size=batch_size, lr=lr, folds=folds,
-                                   test_fraction=test_fraction, log=log):
+                                   test_fraction=test_fraction, log=log,
+                                   selection=selection):
                     rows.append(dict(effect_scale=effect, **r))
     return pd.DataFrame(rows)
 
@@ -174,11 +177,13 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--scale", type=float, default=2.0, help="voxel size x 1.8 mm")
     ap.add_argument("--crop", type=int, nargs=3, default=(48, 48, 56))
+    ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--selection", default="val_auc", help="training.selection")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     table = run(a.out, a.sizes, a.effects, a.seeds, epochs=a.epochs, scale=a.scale,
-                crop=tuple(a.crop))
+                crop=tuple(a.crop), test_fraction=a.test_fraction, selection=a.selection)
     table.to_csv(a.out / "learning_curve.tsv", sep="\t", index=False)
     plot(table, a.out / "learning_curve.png")
     cols = ["effect_scale", "n_subjects", "n_test", "seed", "classifier", "test_auc",
