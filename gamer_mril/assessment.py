@@ -761,19 +761,25 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
     """Fig. 4: AUC after inverting vs the top-N level, one panel per scenario group
     ((a) 1-4, (b) 5-8 and 3, (c) 9-12 and 3); the baseline AUC as a dashed line; where
     ``df`` has the random controls (``random_auc``, ``random_low``, ``random_high``)
-    each scenario's random band shaded in its colour, its mean dotted. Scenarios absent
+    each scenario's random band shaded in its colour, its mean dotted, and where it has
+    intervals (``auc_low``, ``auc_high``) thin bars beside each point. Scenarios absent
     from ``df`` are skipped. ``names``: optional {scenario: legend}."""
     fig = _new_figure(5.0 * len(panels), 4.2)
     baseline = df["baseline_auc"].dropna()
     for p, (panel_title, scenarios) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), p + 1)
-        for s in scenarios:
+        for i, s in enumerate(scenarios):
             sub = df[df["scenario"] == s].sort_values("N")
             if sub.empty:
                 continue
             label = (names or {}).get(s, f"scenario {s}")
             ax.plot(sub["N"], sub["auc"], marker="o", ms=4, color=_scenario_colour(s),
                     lw=2.2 if s == 3 else 1.4, label=label)
+            if "auc_low" in sub and sub["auc_low"].notna().any():
+                # the bootstrap intervals, side by side around each level
+                x = sub["N"] + (i - (len(scenarios) - 1) / 2) * 0.8
+                ax.vlines(x, sub["auc_low"], sub["auc_high"], color=_scenario_colour(s),
+                          lw=0.8, alpha=0.45)
             if "random_low" in sub and sub["random_low"].notna().any():
                 band = sub[sub["random_low"].notna()]
                 ax.fill_between(band["N"], band["random_low"], band["random_high"],
@@ -1130,6 +1136,15 @@ def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, 
                              f"{verdict}")
 
 
+def _band_of(row) -> dict:
+    """The random band of a scenario's row of inverting_auc.tsv and whether its AUC falls
+    below it (None where the controls did not run at that level)."""
+    low, high = (float(row.get(k, np.nan)) for k in ("random_low", "random_high"))
+    if not np.isfinite(low):
+        return dict(random_band=None, clears_random_band=None)
+    return dict(random_band=[low, high], clears_random_band=bool(row["auc"] < low))
+
+
 def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chosen_out,
                      long_out, table_iii_out, table_iv_out, figure_out, n_permutations: int,
                      seed: int, n_bootstrap: int = 2000, log_file=None,
@@ -1182,6 +1197,7 @@ def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chos
             auc=float(at.loc[chosen, "auc"]), auc_drop=float(at.loc[chosen, "auc_drop"]),
             auc_drop_by_scenario={int(k): (None if not np.isfinite(d) else float(d))
                                   for k, d in at["auc_drop"].items()},
+            **_band_of(at.loc[chosen]),
             n_permutations=int(n_permutations), seed=int(seed),
             provenance=s.provenance()))
         sub = means[(means["scenario"] == chosen) & (means["N"] == TABLE_IV_LEVEL)]

@@ -171,6 +171,9 @@ def test_correlation_tables(trained, training_cohort):
     chosen = json.loads((group / "chosen_scenario.json").read_text())
     assert chosen["scenario"] == A.choose_scenario(inv, n=40)
     assert chosen["level"] == 40
+    row = inv[(inv["N"] == 40) & (inv["scenario"] == chosen["scenario"])].iloc[0]
+    assert chosen["random_band"] == pytest.approx([row["random_low"], row["random_high"]])
+    assert chosen["clears_random_band"] == bool(row["auc"] < row["random_low"])
     t3 = pd.read_csv(group / "table_iii.tsv", sep="\t")
     assert len(t3) == len(SCENARIOS) * 3
     assert set(zip(t3["scenario"], t3["N"])) == {(n, lv) for n in SCENARIOS for lv in (30, 40, 50)}
