@@ -107,7 +107,7 @@ rule register_to_template:
         mem_mb=4000,
         runtime=30,
     params:
-        template_resolution=PP["template_resolution"],
+        template_resolution=PP["skullstrip_template_resolution"],
         transform=PP["template_transform"],
         seed=PP["seed"],
     script:
@@ -139,7 +139,7 @@ rule make_brain_mask:
         runtime=10,
     params:
         method=PP["skullstrip"],
-        template_resolution=PP["template_resolution"],
+        template_resolution=PP["skullstrip_template_resolution"],
     script:
         "../scripts/make_brain_mask.py"
 

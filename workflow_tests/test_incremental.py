@@ -17,9 +17,10 @@ see test_audit_workflow.copy_run) a ninth subject is added with the synthetic ge
   it; touching a file without changing it reruns nothing when Snakemake has its checksum
   (files up to --max-checksum-file-size, 1 MB by default) and reruns by date otherwise;
   a changed parameter reruns its jobs unless --rerun-triggers leaves out params.
-* Every step is a rule, so a changed setting reruns from its step on: the template
-  resolution reruns the template registration and what depends on it, not the steps
-  it does not depend on (scaling, skull strip, co-registration); the integrated-gradients path reruns the relevance maps and what depends on
+* Every step is a rule, so a changed setting reruns from its step on: the resolution of
+  the template registration reruns the registration and what depends on it, not the
+  steps it does not depend on (scaling, skull strip, co-registration); the MNI152 grid
+  of the outputs reruns only the warps to it and the heatmaps; the integrated-gradients path reruns the relevance maps and what depends on
   them, no preprocessing and no training. ``--until register_to_template`` plans the
   steps up to the template registration and nothing else.
 """
@@ -104,10 +105,10 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     sessions = set(pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t",
                                dtype=str).subject)
 
-    # ---- the template resolution: the template registration and what depends on it
-    # (every session), not the steps it does not depend on
+    # ---- the template registration's resolution: the registration and what depends on
+    # it (every session), not the steps it does not depend on
     finer = training_config(cohort)
-    finer["preprocessing"]["template_resolution"] = 1
+    finer["preprocessing"]["skullstrip_template_resolution"] = 1
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         planned_here = per_session(jobs, sub)
@@ -117,11 +118,21 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     # (Snakemake names one reason per job: the later steps' inputs are updated anyway)
     params_changed = {r for r, s, why in jobs if s and "Params have changed" in why}
     assert "register_to_template" in params_changed <= {
-        "register_to_template", "make_brain_mask", "warp_brain_mask_to_template",
-        "warp_top_masks"}, params_changed
+        "register_to_template", "make_brain_mask"}, params_changed
     # new network inputs: retrained on the same split
     assert TRAINING - {"split_sessions"} <= cohort_level(jobs)
     assert "split_sessions" not in cohort_level(jobs)
+
+    # ---- the MNI152 grid of the outputs: the warps to MNI152 and the heatmaps only, no
+    # preprocessing step before them, no training
+    finer = training_config(cohort)
+    finer["preprocessing"]["template_resolution"] = 1
+    jobs = dry_run(run, finer, "all")
+    for sub in sessions:
+        assert per_session(jobs, sub) == {"warp_brain_mask_to_template": 1,
+                                          "warp_top_masks": 1}, sub
+    assert not TRAINING & cohort_level(jobs)
+    assert "group_heatmaps" in cohort_level(jobs)
 
     # ---- the integrated-gradients path: relevance maps and what depends on them only
     ig = training_config(cohort)
