@@ -1095,39 +1095,26 @@ def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, 
         per = table[table["N"] == level].set_index("scenario")
         comp = paired_comparisons(long, labels, subjects, chosen, level,
                                   n_resamples=n_bootstrap, seed=seed).set_index("scenario")
-        rows = []
-        for scn, area in aopc(summary).items():
-            r = per.loc[scn] if scn in per.index else None
-            row = dict(scenario=int(scn), chosen=int(scn) == chosen, N=int(level),
-                       auc=None if r is None else r["auc"],
-                       auc_low=None if r is None else r["auc_low"],
-                       auc_high=None if r is None else r["auc_high"],
-                       auc_drop=None if r is None else r["auc_drop"],
-                       random_low=None if r is None else r["random_low"],
-                       random_high=None if r is None else r["random_high"],
-                       informative=None if r is None else r["informative"], aopc=area)
-            if scn in comp.index:
-                c = comp.loc[scn]
-                row.update(difference=c["difference"], difference_low=c["difference_low"],
-                           difference_high=c["difference_high"], z=c["z"], p=c["p"],
-                           p_bh=c["p_bh"])
-            rows.append(row)
-        scen_table = pd.DataFrame(rows, columns=[
-            "scenario", "chosen", "N", "auc", "auc_low", "auc_high", "auc_drop",
-            "random_low", "random_high", "informative", "aopc", "difference",
-            "difference_low", "difference_high", "z", "p", "p_bh"])
+        scen_table = per[["N", "auc", "auc_low", "auc_high", "auc_drop", "random_low",
+                          "random_high", "informative"]].copy()
+        scen_table.insert(0, "chosen", scen_table.index == chosen)
+        scen_table["aopc"] = aopc(summary)
+        scen_table = scen_table.join(comp[["difference", "difference_low",
+                                           "difference_high", "z", "p", "p_bh"]])
+        scen_table = scen_table.reset_index()
         with atomic_path(table_out) as tmp:
             table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         with atomic_path(scenarios_out) as tmp:
             scen_table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         c = per.loc[chosen]
-        if np.isfinite(c["random_low"]):
-            verdict = (f"below the random band [{c['random_low']:.2f}, {c['random_high']:.2f}]"
-                       if c["auc"] < c["random_low"] else
-                       f"inside the random band [{c['random_low']:.2f}, "
-                       f"{c['random_high']:.2f}]: not informative")
-        else:
+        band = _band_of(c)
+        if band["random_band"] is None:
             verdict = "no random control at this level"
+        else:
+            low, high = band["random_band"]
+            verdict = (f"below the random band [{low:.2f}, {high:.2f}]"
+                       if band["clears_random_band"] else
+                       f"inside the random band [{low:.2f}, {high:.2f}]: not informative")
         log.info("chosen scenario %d: AUC %.3f at N = %d, %s", chosen, c["auc"], level,
                  verdict)
         plot_inverting(table, figure_out,

@@ -23,15 +23,10 @@ counts and a seed, so a session's inverting table is reproducible from its input
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-
-#: The orders of a mask: most relevant first (the top-N mask), least relevant first, and
-#: random draws of the same size.
-ORDERS = ("MoRF", "LeRF", "random")
-
 
 def _counts(top) -> np.ndarray:
     """Voxel counts (levels, volumes) of top-N masks (levels, volumes, D, H, W)."""
@@ -145,12 +140,6 @@ def auc_columns(labels, scores) -> np.ndarray:
     return (ranks[y].sum(axis=0) - m * (m + 1) / 2) / (m * n)
 
 
-def _wide(probs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Sessions x (keys...) probabilities."""
-    return probs.pivot_table(index="session", columns=list(keys), values="prob",
-                             aggfunc="first")
-
-
 def inverting_intervals(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
                         n_resamples: int = 2000, seed: int = 0,
                         confidence: float = 0.95) -> pd.DataFrame:
@@ -163,7 +152,7 @@ def inverting_intervals(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
     from .bootstrap import grouped_bootstrap
 
     keys = ["order", "scenario", "N", "draw"]
-    wide = _wide(probs, keys)
+    wide = probs.pivot_table(index="session", columns=keys, values="prob", aggfunc="first")
     if wide.isna().any().any():
         raise ValueError("a session lacks some of the inverting probabilities")
     sessions = list(wide.index)

@@ -284,10 +284,19 @@ def brain_mask(qt1_scaled, affine, method: str, workdir, template_res: int = 2):
     Made masks keep their largest connected component, holes filled.
     """
     strip = skull_strip(qt1_scaled, affine, method)
+    xfm = None if method == "deepbet" else template_xfm_of(
+        register_template(qt1_scaled, affine, strip, workdir, template_res))
+    return mask_from_strip(strip, affine, method, xfm, template_res)
+
+
+def mask_from_strip(strip, affine, method: str, xfm: Mapping | None = None,
+                    template_res: int = 2):
+    """Step 2c on arrays: deepbet's stripping mask tidied (``deepbet``), or the template's
+    brain mask carried back through ``xfm`` and tidied (``template``,
+    ``deepbet_template``)."""
+    _check_method(method)
     if method == "deepbet":
         return tidy_mask(strip)
-    res = register_template(qt1_scaled, affine, strip, workdir, template_res)
-    xfm = template_xfm_of(res)
     return tidy_mask(carry_template_brain_mask(strip.shape, affine, xfm, template_res))
 
 
@@ -344,16 +353,12 @@ def step_brain_mask(strip_path, xfm: dict, out_path, method, template_res=2,
     or the template's brain mask carried back (``template``, ``deepbet_template``)."""
     from .io import save_nifti
 
-    _check_method(method)
     strip, affine = _load(strip_path)
     strip = strip > 0.5
     if given:
         mask, source = strip, "given"
-    elif method == "deepbet":
-        mask, source = tidy_mask(strip), method
     else:
-        mask = tidy_mask(carry_template_brain_mask(strip.shape, affine, xfm, template_res))
-        source = method
+        mask, source = mask_from_strip(strip, affine, method, xfm, template_res), method
     if not mask.any():
         raise ValueError(f"the brain mask made from {strip_path} is empty")
     save_nifti(mask.astype(np.uint8), affine, out_path)
