@@ -991,7 +991,8 @@ def warp_masks_to_template(masks, affine, xfm: Mapping, template_resolution: int
     """Session masks (V, D, H, W) in the cropped NDI grid to MNI152, nearest neighbour,
     through the session's saved transforms (``xfm``: affine, warp, inverse_warp paths, as
     :func:`gamer_mril.preprocessing.step_warp_mask_to_template`). Returns ``(bool (V, X,
-    Y, Z), template affine)``."""
+    Y, Z), template affine)``; all masks in one resampling (24 to a volume, as bits),
+    voxel for voxel what one nearest-neighbour resampling per mask gives."""
     from . import registration as reg
     from . import templates
     from .preprocessing import to_template_transforms
@@ -1000,9 +1001,7 @@ def warp_masks_to_template(masks, affine, xfm: Mapping, template_resolution: int
     tmask = templates.template_brain_mask(template_resolution)
     fixed = reg.to_ants(np.asarray(tmask.dataobj, dtype=np.float32), tmask.affine)
     tlist, inv = to_template_transforms(xfm)
-    warped = reg.apply_to_volumes(fixed, masks.astype(np.float32), affine, tlist,
-                                  "nearestNeighbor", inv)
-    return warped > 0.5, tmask.affine
+    return reg.warp_masks(fixed, masks, affine, tlist, inv), tmask.affine
 
 
 def plot_heatmap_grid(panels: Sequence, template_img, path, vmax: float | None = None,

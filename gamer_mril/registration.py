@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import nibabel as nib
@@ -23,10 +25,27 @@ def configure(threads: int = 1, seed: int = 42) -> None:
     os.environ["ANTS_RANDOM_SEED"] = str(int(seed))
 
 
-def _ants():
-    import ants
+#: ANTsPy subpackages the workflow never calls. ``import ants`` imports them all eagerly
+#: (with matplotlib, scikit-learn and ANTsPy's deep-learning helpers: 0.5 CPU s of every
+#: ANTs job's start-up, 2.1 -> 1.6 s, measured on the 2-core machine), so the first import here
+#: leaves them out: while ANTsPy's ``__init__`` runs, each is an empty placeholder module,
+#: removed again afterwards, so that a later ``import ants.plotting`` (by a user, in the
+#: same process) loads the real one. No other ANTsPy subpackage imports them.
+ANTS_UNUSED = ("learn", "plotting", "deeplearn", "contrib")
 
-    return ants
+
+def _ants():
+    if "ants" not in sys.modules:
+        placeholders = {n: types.ModuleType(n) for n in (f"ants.{m}" for m in ANTS_UNUSED)
+                        if n not in sys.modules}
+        sys.modules.update(placeholders)
+        try:
+            import ants  # noqa: F401
+        finally:
+            for n, module in placeholders.items():
+                if sys.modules.get(n) is module:
+                    del sys.modules[n]
+    return sys.modules["ants"]
 
 
 def to_ants(data, affine):
@@ -96,6 +115,38 @@ def apply_to_volumes(fixed, volumes, affine, transforms, interpolator="linear",
         raise ValueError(f"ANTs returned volumes of shape {data.shape[1:]}, expected "
                          f"{tuple(fixed.shape)}")
     return data
+
+
+#: Masks per packed volume: float32 holds every integer below 2**24 exactly.
+MASK_BITS = 24
+
+
+def pack_masks(masks) -> np.ndarray:
+    """Boolean masks (V, X, Y, Z) as float32 volumes (ceil(V / 24), X, Y, Z) whose value
+    is the sum of 2**k over the masks k holding the voxel (mask i in bit i % 24 of volume
+    i // 24): exact integers, so nearest-neighbour resampling carries every mask at once
+    and :func:`unpack_masks` gives back exactly the masks a per-mask resampling would."""
+    masks = np.asarray(masks, dtype=bool)
+    packed = np.zeros((-(-masks.shape[0] // MASK_BITS),) + masks.shape[1:], dtype=np.int64)
+    for i, m in enumerate(masks):
+        packed[i // MASK_BITS] |= m.astype(np.int64) << (i % MASK_BITS)
+    return packed.astype(np.float32)
+
+
+def unpack_masks(packed, n: int) -> np.ndarray:
+    """The ``n`` boolean masks of :func:`pack_masks`'s volumes (after resampling)."""
+    values = np.rint(np.asarray(packed, dtype=np.float64)).astype(np.int64)
+    return np.stack([(values[i // MASK_BITS] >> (i % MASK_BITS)) & 1 for i in range(int(n))]
+                    ).astype(bool)
+
+
+def warp_masks(fixed, masks, affine, transforms, invert=None) -> np.ndarray:
+    """Boolean masks (V, X, Y, Z) on one grid into ``fixed``'s grid, nearest neighbour,
+    24 masks per resampled volume (:func:`pack_masks`). Returns bool (V, X', Y', Z')."""
+    masks = np.asarray(masks, dtype=bool)
+    warped = apply_to_volumes(fixed, pack_masks(masks), affine, transforms,
+                              "nearestNeighbor", invert)
+    return unpack_masks(warped, masks.shape[0])
 
 
 def keep(src, dst) -> None:

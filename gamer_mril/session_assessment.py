@@ -119,7 +119,7 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
 
     from . import assessment as A
     from .explain import choose_model, load_session_images, model_files
-    from .inverting import control_masks
+    from .inverting import DistinctImages, control_masks
     from .split import read_split
     from .training import autocast, load_model, model_precision, resolve_device
 
@@ -145,7 +145,9 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
         s.params["fold"] = fold
         log.info("inverted by the model of fold %d (%s)", fold, model_dir)
         device = resolve_device("auto")
-        model = load_model(model_dir, device=device)
+        # channels-last 3D memory: a third less time per forward pass on one CPU thread
+        # (34 -> 22 ms per image at the quick demo's grid), the same probabilities
+        model = load_model(model_dir, device=device).to(memory_format=torch.channels_last_3d)
         images, _ = load_session_images(list(maps), model.contrasts)
         # The network input of training and explanation: clipped to [0, 1], float16 values.
         images = np.clip(images, 0.0, 1.0).astype(np.float16).astype(np.float32)
@@ -153,11 +155,16 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
 
         precision = model_precision(model_dir)
 
-        def predict(batch, ages):
+        def forward(batch, ages):
             with torch.no_grad(), autocast(device, precision):
                 x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
                 a = torch.from_numpy(np.asarray(ages, dtype=np.float32)).to(device)
+                x = x.contiguous(memory_format=torch.channels_last_3d)
                 return model(x, a, return_details=True)["p"].double().cpu().numpy()
+
+        # identical inverted images (the baseline, random draws shared by scenarios of
+        # the same mask size, scenarios that pick the same voxels) go through the model once
+        predict = DistinctImages(forward)
 
         batch_size = INVERT_BATCH[device.type == "cuda"]
         top = {n: A.masks_from_levels(read_level_image(qmasks[n])[0], levels)
@@ -187,6 +194,8 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
             for d in range(int(n_random)):
                 parts.append(invert({n: c["random"][d] for n, c in controls.items()},
                                     control_levels, "random", d))
+        log.info("%d inverted images asked for, %d distinct ones through the model in %d "
+                 "calls", predict.asked, predict.images, predict.calls)
         probs = pd.concat(parts, ignore_index=True).drop(columns="session")
         probs.insert(0, "fold", fold)
         probs.insert(0, "session", session)

@@ -180,3 +180,37 @@ def test_paired_comparisons_are_delong_with_bh():
         assert r.p == pytest.approx(d.p_value, abs=1e-12)
         assert r.difference_low <= r.difference <= r.difference_high
     assert np.allclose(out["p_bh"], multipletests(out["p"], method="fdr_bh")[1])
+
+
+# ------------------------------------------------------------------ DistinctImages
+
+def test_distinct_images_sends_each_distinct_input_once():
+    from gamer_mril.inverting import DistinctImages
+
+    seen = []
+
+    def forward(batch, ages):
+        seen.append(len(batch))
+        return batch.reshape(len(batch), -1).sum(axis=1) / 100 + np.asarray(ages) / 1000
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 2, 3, 3, 3)).astype(np.float32)
+    predict = DistinctImages(forward)
+    first = predict(np.stack([a, b, a]), [40.0, 40.0, 40.0])     # a twice in one batch
+    again = predict(np.stack([b, a, a]), [40.0, 40.0, 50.0])     # a at another age is new
+    np.testing.assert_allclose(first, forward(np.stack([a, b, a]), [40.0] * 3))
+    np.testing.assert_allclose(again, forward(np.stack([b, a, a]), [40.0, 40.0, 50.0]))
+    assert seen[:2] == [2, 1]                    # (a, b), then only (a, 50)
+    assert (predict.asked, predict.images, predict.calls) == (6, 3, 2)
+    b2 = b.copy()
+    b2[0, 0, 0, 0] = np.nextafter(b2[0, 0, 0, 0], 2)                   # one ulp differs
+    predict(b2[None], [40.0])
+    assert predict.images == 4
+
+
+def test_distinct_images_checks_the_answer_count():
+    from gamer_mril.inverting import DistinctImages
+
+    predict = DistinctImages(lambda batch, ages: np.zeros(len(batch) + 1))
+    with pytest.raises(ValueError, match="2 values for 1 images"):
+        predict(np.zeros((1, 1, 2, 2, 2), np.float32), [1.0])
