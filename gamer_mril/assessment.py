@@ -247,7 +247,7 @@ def _predict(predict, batch, ages) -> np.ndarray:
 
 def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
                   levels: Sequence = LEVELS, batch_size: int = 4,
-                  return_probabilities: bool = False):
+                  return_probabilities: bool = False, with_aucs: bool = True):
     """The voxel inverting experiment (docs/method.md#73-voxel-inverting, Fig. 4).
 
     ``predict(images_batch, ages_batch) -> probabilities``: images_batch a numpy array
@@ -274,7 +274,8 @@ def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
     row), ``auc_drop`` (``baseline_auc - auc``) and ``n_sessions``. With
     ``return_probabilities=True``, also a long frame (``session``: the index in the
     assessment set, ``scenario``, ``N``, ``prob``), where the baseline has scenario 0 and
-    N 0: ``(results, probabilities)``.
+    N 0: ``(results, probabilities)``; with ``with_aucs=False`` as well, the AUCs are not
+    computed (one session's, whose AUCs mean nothing) and ``results`` is None.
     """
     n_sessions = len(images)
     ages = np.asarray(ages, dtype=np.float64).reshape(-1)
@@ -288,6 +289,8 @@ def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
               for n in (_check_level(n) for n in levels)]
     if len(set(levels)) != len(levels) or not levels:
         raise ValueError(f"levels must be distinct and non-empty, got {levels}")
+    if not (with_aucs or return_probabilities):
+        raise ValueError("with_aucs=False needs return_probabilities=True")
     batch_size = int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
@@ -335,9 +338,9 @@ def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
         del batch, flipped
     bar.close()
 
-    base_auc = auc(labels, baseline)
+    base_auc = auc(labels, baseline) if with_aucs else np.nan
     rows = []
-    for s in scenarios:
+    for s in scenarios if with_aucs else []:
         for k, n in enumerate(levels):
             a = auc(labels, probs[s][k])
             rows.append(dict(scenario=int(s), N=n, auc=a, baseline_auc=base_auc,
@@ -346,6 +349,8 @@ def inverting_auc(predict: Callable, images, ages, labels, masks: Mapping,
                                          "auc_drop", "n_sessions"])
     if not return_probabilities:
         return result
+    if not with_aucs:
+        result = None
     idx = np.arange(n_sessions)
     parts = [pd.DataFrame(dict(session=idx, scenario=0, N=0, prob=baseline))]
     for s in scenarios:

@@ -11,6 +11,7 @@ jobs of the workflow's preprocessing rules (one each).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -397,10 +398,13 @@ def step_resample_to_ndi(ndi_path, moving: dict, xfms: dict, mask_path, outputs:
     """Step 4: qT1 and MWF into the NDI grid (linear), the mask (nearest), mask applied.
 
     ``moving``/``xfms``: contrast -> scaled native image / its transform to NDI (qT1, MWF).
-    The mask is on the qT1 grid and follows the qT1 transform.
+    The mask is on the qT1 grid and follows the qT1 transform. The facts give, per moved
+    contrast, its normalized mutual information with NDI inside the mask (quality
+    control of step 3, :func:`gamer_mril.qc.normalized_mutual_information`).
     """
     from . import registration as reg
     from .io import save_nifti
+    from .qc import normalized_mutual_information
 
     ndi, affine = _load(ndi_path)
     fixed = reg.to_ants(ndi, affine)
@@ -410,9 +414,12 @@ def step_resample_to_ndi(ndi_path, moving: dict, xfms: dict, mask_path, outputs:
     for c, path in moving.items():
         images[c] = reg.from_ants(reg.apply(fixed, reg.to_ants(*_load(path)), [xfms[c]], "linear"))[0]
     for c, out in outputs.items():
-        save_nifti(np.clip(apply_mask(images[c], mask), 0, 1), affine, out)
+        images[c] = np.clip(apply_mask(images[c], mask), 0, 1)
+        save_nifti(images[c], affine, out)
     save_nifti(mask.astype(np.uint8), affine, mask_out)
-    return {"MaskVoxels": int(mask.sum())}
+    # quality control: how well each moved map matches NDI inside the brain
+    nmi = {c: normalized_mutual_information(images[c], ndi, mask) for c in moving}
+    return {"MaskVoxels": int(mask.sum()), "NormalizedMutualInformationWithNDI": nmi}
 
 
 def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, provenance) -> dict:
@@ -511,12 +518,14 @@ def step_remove_cerebellum(images: dict, mask_path, xfm: dict, cerebellum_path,
     return {"CerebellumVolume_ml": float(cereb.sum() * vox_ml)}
 
 
-def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path) -> dict:
-    """A session mask (cropped NDI grid) to MNI152, nearest neighbour; Dice with the
-    template's own brain mask is returned for quality control."""
+def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path, workdir) -> dict:
+    """A session mask (cropped NDI grid) to MNI152, nearest neighbour; its Dice and
+    Jaccard with the template's own brain mask (nipype's Overlap, run in ``workdir``) are
+    returned for quality control."""
     from . import registration as reg
     from . import templates
     from .io import save_nifti
+    from .qc import overlap
 
     tmask = templates.template_brain_mask(template_res)
     fixed = reg.to_ants(tmask.get_fdata(), tmask.affine)
@@ -524,7 +533,11 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path) -> 
     warped = reg.apply(fixed, reg.to_ants(*_load(mask_path)), tlist, "nearestNeighbor", inv)
     data = reg.from_ants(warped)[0] > 0.5
     save_nifti(data.astype(np.uint8), tmask.affine, out_path)
-    return {"DiceWithTemplateBrainMask": dice(data, np.asarray(tmask.dataobj) > 0)}
+    reference = Path(workdir) / "template_brain_mask.nii.gz"
+    save_nifti((np.asarray(tmask.dataobj) > 0).astype(np.uint8), tmask.affine, reference)
+    both = overlap(out_path, reference, workdir)
+    return {"DiceWithTemplateBrainMask": both["dice"],
+            "JaccardWithTemplateBrainMask": both["jaccard"]}
 
 
 # ------------------------------------------------------------------ the rules' jobs
@@ -634,14 +647,18 @@ def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping,
     """Rule resample_to_ndi (step 4): qT1 and MWF into the NDI grid, the mask applied.
 
     ``moving`` / ``xfms``: {qT1, MWF: scaled map / transform}; ``out``: all three."""
-    from .jobs import step
+    from .jobs import log, step
 
     inputs = {"ndi": ndi, **roles(moving), **roles(xfms, "xfm_"), "mask": mask}
     with step("resample_to_ndi", inputs=inputs, outputs=[*out.values(), out_mask],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
         facts = step_resample_to_ndi(ndi, dict(moving), dict(xfms), mask, dict(out), out_mask)
-        for path in [*out.values(), out_mask]:
-            s.sidecar(path, facts)
+        nmi = facts.pop("NormalizedMutualInformationWithNDI")
+        for c, value in nmi.items():
+            log.info("%s: normalized mutual information with NDI %.3f", c, value)
+        for c, path in [*out.items(), (None, out_mask)]:
+            s.sidecar(path, {**facts, **({"NormalizedMutualInformationWithNDI": nmi[c]}
+                                         if c in nmi else {})})
 
 
 def run_crop_to_brain(maps: Mapping, mask, shape, out: Mapping, out_mask, out_box, *,
@@ -685,4 +702,5 @@ def run_warp_brain_mask_to_template(mask, xfm: Mapping, out, *, template_resolut
     with step("warp_brain_mask_to_template", inputs={"mask": mask, **dict(xfm)},
               params={"template_resolution": template_resolution}, outputs=[out],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
-        s.sidecar(out, step_warp_mask_to_template(mask, dict(xfm), template_resolution, out))
+        s.sidecar(out, step_warp_mask_to_template(mask, dict(xfm), template_resolution, out,
+                                                  s.workdir))

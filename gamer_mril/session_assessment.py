@@ -173,7 +173,8 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
         def invert(masks: Mapping, at_levels, order: str, draw: int = 0):
             _, p = A.inverting_auc(predict, images[None], [float(age)], [0],
                                    {n: [m] for n, m in masks.items()}, at_levels,
-                                   batch_size=batch_size, return_probabilities=True)
+                                   batch_size=batch_size, return_probabilities=True,
+                                   with_aucs=False)
             p.insert(0, "draw", draw)
             p.insert(0, "order", order)
             return p if order == "MoRF" else p[p["scenario"] > 0]

@@ -1,7 +1,7 @@
 # Assessment of the relevance maps over the cohort (docs/method.md#7-assessment): the
 # voxel inverting experiment (Fig. 4), correlation with EDSS (Tables III, IV) and the
 # group heatmaps in MNI152 (Fig. 6), from the per-session files of rules/relevance.smk.
-# The assessment set is every session of the table: validation sessions are explained and
+# The assessment set is every analysed session (the table without qc.exclude's): validation sessions are explained and
 # re-run by their own fold's model, test (and frozen-mode) sessions by the best fold's.
 # The logic: gamer_mril/assessment.py.
 
@@ -12,7 +12,7 @@ rule voxel_inverting:
     paired comparison with the chosen scenario (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting).
     """
     input:
-        sessions=for_sessions(S.inverting),
+        sessions=for_analysed(S.inverting),
         predictions=PREDICTIONS,
     output:
         tsv=report(
@@ -49,9 +49,9 @@ rule correlations:
     """The scenario with the largest AUC drop at N = 40; Spearman correlation of the mean
     normalized value in the top-N mask with EDSS (Tables III and IV)."""
     input:
-        values=for_sessions(S.mask_values),
+        values=for_analysed(S.mask_values),
         inverting=INVERTING_AUC,
-        participants=PARTICIPANTS,
+        participants=ANALYSED_TABLE,
     output:
         chosen=CHOSEN,
         long=f"{GROUP}/correlations.tsv",
@@ -94,7 +94,7 @@ rule group_heatmaps:
     figure (Fig. 6) and the peaks table for the chosen scenario and scenarios 3 and 4.
     """
     input:
-        **{k: for_sessions(v) for k, v in TOP_MASKS.items()},
+        **{k: for_analysed(v) for k, v in TOP_MASKS.items()},
         chosen=CHOSEN,
         predictions=PREDICTIONS,
     output:

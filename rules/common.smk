@@ -20,6 +20,7 @@ from gamer_mril.inputs import (
     select_sessions,
 )
 from gamer_mril.modelfiles import MODEL_JSON, MODEL_WEIGHTS, find_fold_models
+from gamer_mril.qc import analysed, check_exclusions, exclusions
 from gamer_mril.templates import TEMPLATE_SPACE as TPL
 
 #: Root of the BIDS-derivative output dataset (run elsewhere with --directory).
@@ -79,14 +80,46 @@ def session_age(wildcards):
     return _AGES[(wildcards.subject, wildcards.session)]
 
 
-def for_sessions(pattern):
-    """Expand a {subject}/{session} path pattern over every session of the table."""
+def _analysed_sessions():
+    """The sessions of the table that qc.exclude does not leave out, and the excluded
+    ones with their reasons."""
+    try:
+        excluded = exclusions(config["qc"]["exclude"])
+        if len(SESSIONS):
+            check_exclusions(excluded, zip(SESSIONS["subject"], SESSIONS["session"]))
+    except ValueError as err:
+        raise WorkflowError(f"bad config: {err}") from None
+    if excluded:
+        logger.info(
+            f"{len(excluded)} sessions left out of training and assessment (qc.exclude): "
+            + ", ".join(f"sub-{s}_ses-{t} ({r})" for (s, t), r in excluded.items())
+        )
+    return analysed(SESSIONS, excluded), excluded
+
+
+#: The sessions trained on and assessed: the table without those of qc.exclude (which are
+#: still preprocessed and checked).
+ANALYSED, EXCLUDED = _analysed_sessions()
+
+
+def _for(table, pattern):
     return expand(
         pattern,
         zip,
-        subject=list(SESSIONS["subject"]),
-        session=list(SESSIONS["session"]),
+        subject=list(table["subject"]),
+        session=list(table["session"]),
     )
+
+
+def for_sessions(pattern):
+    """Expand a {subject}/{session} path pattern over every session of the table."""
+    return _for(SESSIONS, pattern)
+
+
+def for_analysed(pattern):
+    """Expand a {subject}/{session} path pattern over the analysed sessions (the table
+    without those of qc.exclude): training, relevance maps and assessment."""
+    return _for(ANALYSED, pattern)
 
 
 # ----------------------------------------------------------- configuration constants
@@ -160,6 +193,9 @@ CONSERVATION = dict(
 #: every cohort rule reads (rule select_participants).
 RAW_PARTICIPANTS = config["inputs"]["participants"]
 PARTICIPANTS = f"{OUT}/participants.tsv"
+#: The rows of the sessions analysed, those of qc.exclude left out (written by the
+#: analysed_sessions rule): the table of every training and assessment rule.
+ANALYSED_TABLE = f"{GROUP}/analysed_sessions.tsv"
 
 
 def heatmap(n, group):
@@ -239,7 +275,7 @@ def default_audit_targets():
     then the group heatmaps (called when the audit runs, after every rule is defined).
     """
     targets = []
-    for subject, session in zip(SESSIONS["subject"], SESSIONS["session"]):
+    for subject, session in zip(ANALYSED["subject"], ANALYSED["session"]):
         s = layout.Session(OUT, subject, session)
         targets += list(s.preproc_maps.values())
         targets += [

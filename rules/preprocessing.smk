@@ -285,8 +285,8 @@ rule region_means:
 
 rule warp_brain_mask_to_template:
     """Quality control of step 6 (docs/method.md#28-quality-control-numbers): the
-    session's brain mask in MNI152 (nearest neighbour); its Dice with the template's brain
-    mask goes in the sidecar."""
+    session's brain mask in MNI152 (nearest neighbour); its Dice and Jaccard with the
+    template's brain mask (nipype's Overlap) go in the sidecar."""
     input:
         **CROP_TO_TEMPLATE,
         mask=S.crop_grid("mask"),
@@ -311,14 +311,16 @@ rule warp_brain_mask_to_template:
 
 
 rule preprocessing_qc:
-    """One row per session: non-finite voxels, brain and cerebellum volumes, Dice of the
-    warped brain mask with the template's (read from the step sidecars), and a flag with
-    its reasons when a figure leaves robust bounds (docs/method.md#28-quality-control-numbers).
+    """One row per session: non-finite and clipped voxels, brain and cerebellum volumes,
+    the co-registered maps' similarity with NDI, Dice and Jaccard of the warped brain mask
+    with the template's (read from the step sidecars), and a flag with its reasons when a
+    figure leaves robust bounds (docs/method.md#28-quality-control-numbers).
     """
     input:
         table=PARTICIPANTS,
         brain_mask=for_sessions(S.native_brain_mask),
         scaled=[for_sessions(p) for p in SCALED.values()],
+        ndi_grid=[for_sessions(NDI_GRID[k]) for k in XFM_TO_NDI],
         cerebellum=for_sessions(S.cerebellum),
         template_mask=for_sessions(S.template_brain_mask),
     output:
@@ -337,6 +339,9 @@ rule preprocessing_qc:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        min_dice=config["qc"]["min_dice"],
+        mad_limit=config["qc"]["mad_limit"],
     script:
         "../scripts/preprocessing_qc.py"
 

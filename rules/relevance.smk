@@ -132,8 +132,8 @@ rule relevance_conservation:
     record (from its sidecar) in one table, and per scenario the median and the largest
     relative error over the cohort."""
     input:
-        PARTICIPANTS,
-        maps=[path for p in LRP_MAPS for path in for_sessions(p)],
+        ANALYSED_TABLE,
+        maps=[path for p in LRP_MAPS for path in for_analysed(p)],
     output:
         per_map=CONSERVATION["per_map"],
         summary=report(
@@ -158,8 +158,8 @@ rule relevance_conservation:
 rule explain_all:
     """Every session's relevance maps and their per-session assessment."""
     input:
-        PARTICIPANTS,
-        [for_sessions(p) for p in RELMAP_CROP.values()],
-        for_sessions(S.inverting),
-        for_sessions(S.mask_values),
-        [for_sessions(p) for p in TOP_MASKS.values()],
+        ANALYSED_TABLE,
+        [for_analysed(p) for p in RELMAP_CROP.values()],
+        for_analysed(S.inverting),
+        for_analysed(S.mask_values),
+        [for_analysed(p) for p in TOP_MASKS.values()],

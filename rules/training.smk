@@ -9,8 +9,8 @@ rule build_cache:
     """Every session's three preprocessed maps decoded once into an uncompressed,
     memory-mapped array, so no training step decompresses NIfTI."""
     input:
-        **{k: for_sessions(v) for k, v in PREPROC.items()},
-        table=PARTICIPANTS,
+        **{k: for_analysed(v) for k, v in PREPROC.items()},
+        table=ANALYSED_TABLE,
     output:
         **CACHE,
     log:
@@ -33,7 +33,7 @@ if not FROZEN:
         """Held-out test subjects, then stratified subject-grouped folds
         (docs/method.md#3-split)."""
         input:
-            table=PARTICIPANTS,
+            table=ANALYSED_TABLE,
         output:
             tsv=SPLIT,
         log:
@@ -104,8 +104,8 @@ if not FROZEN:
         on the fold's training sessions, scoring its validation sessions and the test
         set as the network's fold models do."""
         input:
-            means=for_sessions(S.region_means),
-            participants=PARTICIPANTS,
+            means=for_analysed(S.region_means),
+            participants=ANALYSED_TABLE,
             split=SPLIT,
         output:
             tsv=BASELINE_PREDICTIONS,

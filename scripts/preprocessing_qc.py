@@ -1,7 +1,7 @@
-"""Rule preprocessing_qc: one row of quality-control figures per session."""
-from gamer_mril.provenance import run_preprocessing_qc
+"""Rule preprocessing_qc: one row of quality-control figures per session, flagged."""
+from gamer_mril.qc import run_preprocessing_qc
 
-i = snakemake.input
-run_preprocessing_qc([*i.brain_mask, *i.scaled, *i.cerebellum, *i.template_mask],
-                     snakemake.output.tsv,
+i, p = snakemake.input, snakemake.params
+run_preprocessing_qc([*i.brain_mask, *i.scaled, *i.ndi_grid, *i.cerebellum, *i.template_mask],
+                     snakemake.output.tsv, min_dice=p.min_dice, mad_limit=p.mad_limit,
                      log_file=snakemake.log[0], threads=snakemake.threads)

@@ -22,7 +22,8 @@ see test_audit_workflow.copy_run) a ninth subject is added with the synthetic ge
   steps it does not depend on (scaling, skull strip, co-registration); the MNI152 grid
   of the outputs reruns only the warps to it and the heatmaps; the integrated-gradients path reruns the relevance maps and what depends on
   them, no preprocessing and no training. ``--until register_to_template`` plans the
-  steps up to the template registration and nothing else.
+  steps up to the template registration and nothing else. A session left out by
+  ``qc.exclude`` keeps its preprocessing and leaves the split, training and assessment.
 """
 
 from __future__ import annotations
@@ -144,6 +145,25 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
                                   "relevance_conservation", "dataset_description",
                                   "all"}  # (it records the config)
+
+    # ---- qc.exclude: the session stays preprocessed and checked, and leaves the split,
+    # the training and the assessment (every other session is re-explained by the new
+    # models); nothing of its own runs
+    left_out = sorted(sessions)[0]
+    excluded = training_config(cohort)
+    excluded["qc"] = {"exclude": {f"sub-{left_out}_ses-1": "constructed failure"}}
+    jobs = dry_run(run, excluded, "all")
+    assert not per_session(jobs, left_out)
+    for sub in sorted(sessions)[1:]:
+        assert per_session(jobs, sub) == EXPLANATION, sub
+    assert {"analysed_sessions", "build_cache"} | TRAINING <= cohort_level(jobs)
+    assert "preprocessing_qc" not in cohort_level(jobs)
+    unknown = training_config(cohort)
+    unknown["qc"] = {"exclude": ["sub-999_ses-1"]}
+    proc = run_snakemake(run, unknown, "all", "-n")
+    assert proc.returncode != 0
+    assert "qc.exclude names sessions that are not among the selected ones: sub-999_ses-1" \
+        in proc.stderr
 
     # ---- frozen-model mode on the run's own models: predictions for real (the training
     # run's tables removed first: Snakemake would take its predictions.tsv as current),

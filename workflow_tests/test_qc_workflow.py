@@ -1,0 +1,115 @@
+"""Quality control on the finished 8-session run (the ``trained`` fixture): constructed
+failures are flagged with the right reason, and the QC table's figures are the steps'.
+
+* an MWF map shifted 15 mm against NDI after its co-registration (the scaled map's
+  header moved, then resampled through the session's own transform) loses its similarity
+  with NDI and is flagged for it;
+* a brain mask eroded by 5 voxels loses brain volume and overlap with the template's
+  brain mask, and is flagged for both.
+
+The failures are made by the steps' own functions on copies of one session's files, and
+judged against the other sessions' recorded figures, as the cohort's QC table would.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.ndimage import binary_erosion
+
+from gamer_mril.layout import Session
+from gamer_mril.preprocessing import step_resample_to_ndi, step_warp_mask_to_template
+from gamer_mril.qc import MIN_DICE, qc_flags
+
+pytestmark = pytest.mark.slow
+
+
+def _qc(run):
+    return pd.read_csv(run / "results" / "group" / "preprocessing_qc.tsv", sep="\t",
+                       dtype={"subject": str, "session": str})
+
+
+def _session(run):
+    table = _qc(run)
+    row = table.iloc[0]
+    return table, Session(run / "results", row["subject"], row["session"])
+
+
+def test_qc_table_has_the_steps_figures_and_flags_nothing_on_a_good_run(trained):
+    table = _qc(trained)
+    assert len(table) == 8
+    for column in ("brain_ml", "nmi_ndi_T1map", "nmi_ndi_MWFmap", "cerebellum_ml",
+                   "dice_template_brain", "jaccard_template_brain"):
+        assert table[column].notna().all(), column
+    # Jaccard and Dice of the same masks: J = D / (2 - D)
+    np.testing.assert_allclose(table["jaccard_template_brain"],
+                               table["dice_template_brain"]
+                               / (2 - table["dice_template_brain"]), rtol=1e-9)
+    assert table["nmi_ndi_MWFmap"].between(0.05, 1).all()
+    assert not table["qc_flag"].any(), table["qc_reasons"].tolist()
+
+
+def test_mwf_shifted_after_coregistration_is_flagged(trained, tmp_path):
+    table, s = _session(trained)
+    moving = {c: s.scaled(suffix) for c, suffix in (("qT1", "T1map"), ("MWF", "MWFmap"))}
+    xfms = {c: s.xfm_to_ndi(suffix) for c, suffix in (("qT1", "T1map"), ("MWF", "MWFmap"))}
+    ndi = s.scaled("NDImap")
+
+    def resample(moving_maps, where):
+        where.mkdir()
+        outs = {c: where / f"{c}.nii.gz" for c in ("qT1", "MWF", "NDI")}
+        return step_resample_to_ndi(ndi, moving_maps, xfms, s.native_brain_mask, outs,
+                                    where / "mask.nii.gz")
+
+    # the same step again gives the figure the run recorded
+    again = resample(moving, tmp_path / "again")["NormalizedMutualInformationWithNDI"]
+    assert again["MWF"] == pytest.approx(table.loc[0, "nmi_ndi_MWFmap"], rel=1e-9)
+
+    img = nib.load(moving["MWF"])
+    shifted_affine = img.affine.copy()
+    shifted_affine[0, 3] += 15.0                          # 15 mm along x, after step 3
+    shifted = tmp_path / "shifted_MWFmap.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted_affine, img.header), shifted)
+    nmi = resample({**moving, "MWF": str(shifted)},
+                   tmp_path / "shifted")["NormalizedMutualInformationWithNDI"]
+    assert nmi["qT1"] == pytest.approx(again["qT1"], rel=1e-9)      # qT1 untouched
+    assert nmi["MWF"] < again["MWF"]
+
+    broken = table.drop(columns=["qc_flag", "qc_reasons"])
+    broken.loc[0, "nmi_ndi_MWFmap"] = nmi["MWF"]
+    flagged = qc_flags(broken)
+    assert flagged["qc_flag"].tolist() == [True] + [False] * 7, flagged["qc_reasons"]
+    assert flagged.loc[0, "qc_reasons"].startswith("nmi_ndi_MWFmap ")
+    assert "co-registration to NDI suspect" in flagged.loc[0, "qc_reasons"]
+
+
+def test_brain_mask_eroded_by_five_voxels_is_flagged(trained, tmp_path):
+    table, s = _session(trained)
+    mask_img = nib.load(s.crop_grid("mask"))
+    mask = np.asarray(mask_img.dataobj) > 0
+    eroded = binary_erosion(mask, iterations=5)
+    path = tmp_path / "eroded_mask.nii.gz"
+    nib.save(nib.Nifti1Image(eroded.astype(np.uint8), mask_img.affine), path)
+    # step 6's transforms (the fixture's template registration is affine: no warps)
+    xfm = {"coreg": s.xfm_to_ndi("T1map"),
+           **{k: v for k, v in s.template_xfm.items() if os.path.exists(v)}}
+    facts = step_warp_mask_to_template(path, xfm, 2, tmp_path / "warped.nii.gz",
+                                       tmp_path / "work")
+    assert facts["DiceWithTemplateBrainMask"] < MIN_DICE
+    assert facts["DiceWithTemplateBrainMask"] < table.loc[0, "dice_template_brain"]
+
+    assert eroded.sum() < 0.7 * mask.sum()
+    broken = table.drop(columns=["qc_flag", "qc_reasons"])
+    broken.loc[0, "dice_template_brain"] = facts["DiceWithTemplateBrainMask"]
+    broken.loc[0, "jaccard_template_brain"] = facts["JaccardWithTemplateBrainMask"]
+    # the brain volume of the eroded mask (in the cropped grid, where nothing was cut)
+    broken.loc[0, "brain_ml"] = table.loc[0, "brain_ml"] * eroded.sum() / mask.sum()
+    flagged = qc_flags(broken)
+    assert flagged["qc_flag"].tolist() == [True] + [False] * 7, flagged["qc_reasons"]
+    reasons = flagged.loc[0, "qc_reasons"]
+    assert "Dice with the template brain mask" in reasons
+    assert "brain_ml" in reasons
