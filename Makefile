@@ -34,13 +34,15 @@ demo: $(VENV)/.installed $(DEMO_DIR)/quick/rawdata/participants.tsv
 	@start=$$(date +%s); \
 	$(SNAKEMAKE) --cores $(CORES) --configfile config.yaml config.quick.yaml && \
 	$(SNAKEMAKE) --configfile config.yaml config.quick.yaml --report results/report.html && \
+	$(SNAKEMAKE) --configfile config.yaml config.quick.yaml --report results/report.zip && \
 	echo "Workflow and report in $$(( $$(date +%s) - start )) s (environment and cohort not counted)"
-	@echo "Outputs: results/ (per session under results/sub-*/ses-*/{anat,xai}, findings in results/group/, the report: results/report.html)"
+	@echo "Outputs: results/ (per session under results/sub-*/ses-*/{anat,xai}, findings in results/group/, the report: results/report.html, also as results/report.zip)"
 
 demo-full: $(VENV)/.installed $(DEMO_DIR)/cohort/rawdata/participants.tsv
 	$(SNAKEMAKE) --cores $(CORES)
 	$(SNAKEMAKE) --report results/report.html
-	@echo "Outputs: results/ (per session under results/sub-*/ses-*/{anat,xai}, findings in results/group/, the report: results/report.html)"
+	$(SNAKEMAKE) --report results/report.zip
+	@echo "Outputs: results/ (per session under results/sub-*/ses-*/{anat,xai}, findings in results/group/, the report: results/report.html, also as results/report.zip)"
 
 test: lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q

@@ -43,6 +43,7 @@ validate(config, "schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/inputs.smk"
 include: "rules/preprocessing.smk"
+include: "rules/qc.smk"
 include: "rules/training.smk"
 include: "rules/relevance.smk"
 include: "rules/assessment.smk"
@@ -57,4 +58,5 @@ rule all:
         rules.preprocess_all.input,
         rules.train_all.input,
         rules.assess_all.input,
+        for_analysed(S.reportlet("relevance")),
         rules.dataset_description.output,

@@ -1,4 +1,5 @@
-"""Seconds per session for each preprocessing step, and peak memory.
+"""Seconds per session for each preprocessing step and quality-control output, and peak
+memory.
 
     python bench/preprocess.py --results results            # read a finished run
     python bench/preprocess.py --run COHORT [--cores 2]     # run preprocessing, then read
@@ -26,12 +27,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["scale_map", "skull_strip", "register_to_template", "make_brain_mask", "coregister_to_ndi",
          "resample_to_ndi", "crop_to_brain", "remove_cerebellum", "warp_brain_mask_to_template"]
+#: The per-session quality-control outputs, beside the steps: the preprocessing reportlets
+#: (and the relevance reportlet, when the run went that far).
+QC = ["qc_reportlets", "relevance_reportlet"]
 
 
 def read_benchmarks(results: Path) -> pd.DataFrame:
     """One row per step and session from the per-session benchmark files."""
     rows = []
-    for step in STEPS:
+    for step in STEPS + QC:
         for f in sorted((results / "benchmarks" / step).glob("sub-*_ses-*.tsv")):
             b = pd.read_csv(f, sep="\t").iloc[0]
             rows.append(dict(step=step, session=f.stem, seconds=float(b["s"]),
@@ -45,11 +49,17 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                                    seconds_max=("seconds", "max"),
                                    cpu_seconds_mean=("cpu_seconds", "mean"),
                                    peak_rss_mb=("max_rss_mb", "max"))
-    table = table.reindex([s for s in STEPS if s in table.index])
-    total = df.groupby("session")[["seconds", "cpu_seconds"]].sum()
-    table.loc["TOTAL (steps)"] = [len(total), total["seconds"].mean(), total["seconds"].max(),
-                                  total["cpu_seconds"].mean(), table["peak_rss_mb"].max()]
-    return table
+    steps = table.reindex([s for s in STEPS if s in table.index])
+    total = df[df["step"].isin(STEPS)].groupby("session")[["seconds", "cpu_seconds"]].sum()
+    steps.loc["TOTAL (steps)"] = [len(total), total["seconds"].mean(), total["seconds"].max(),
+                                  total["cpu_seconds"].mean(), steps["peak_rss_mb"].max()]
+    qc = table.reindex([s for s in QC if s in table.index])
+    if len(qc):
+        qc_total = df[df["step"].isin(QC)].groupby("session")[["seconds", "cpu_seconds"]].sum()
+        qc.loc["TOTAL (QC outputs)"] = [len(qc_total), qc_total["seconds"].mean(),
+                                        qc_total["seconds"].max(),
+                                        qc_total["cpu_seconds"].mean(), qc["peak_rss_mb"].max()]
+    return pd.concat([steps, qc])
 
 
 def run(cohort: Path, cores: int, crop) -> tuple[Path, float, int]:

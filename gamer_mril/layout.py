@@ -41,6 +41,11 @@ TEMPLATE_XFM_KEYS = ("coreg", "affine", "warp", "inverse_warp")
 #: here so that the workflow can plan without importing torch.
 LRP_SCENARIOS = tuple(range(1, 9))
 
+#: The preprocessing reportlets of a session (gamer_mril.reportlets): brain mask (step
+#: 2c), co-registration of qT1 and MWF to NDI (steps 3-4), the session in MNI152 (step
+#: 6), the cerebellum removed (step 7). The relevance reportlet comes after assessment.
+REPORTLETS = ("brainmask", "coregT1map", "coregMWFmap", "template", "cerebellum")
+
 XFM_CROP = {"from": "NDI", "to": "NDIcrop", "mode": "image"}
 XFM_TPL = {"from": TPL, "to": "T1map", "mode": "image"}
 XFM_TPL_INV = {"from": "T1map", "to": TPL, "mode": "image"}
@@ -145,6 +150,17 @@ class Session:
         """Quality control of the template registration: the brain mask (cropped grid)
         warped to MNI152."""
         return self.file("mask", space=TPL, desc="brain")
+
+    @property
+    def template_t1map(self) -> str:
+        """Quality control of the template registration: the qT1 map (cropped grid,
+        brain) carried to MNI152, for the MNI152 reportlet."""
+        return self.file("T1map", space=TPL, desc="brain")
+
+    def reportlet(self, name) -> str:
+        """A visual quality-control figure (SVG, nireports) of the session: one of
+        REPORTLETS or ``relevance``."""
+        return self.file(name, ext=".svg", datatype="figures", desc="qc")
 
     # ------------------------------------------------------ relevance and assessment
     def relmap(self, space, n) -> str:

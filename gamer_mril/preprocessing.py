@@ -518,10 +518,12 @@ def step_remove_cerebellum(images: dict, mask_path, xfm: dict, cerebellum_path,
     return {"CerebellumVolume_ml": float(cereb.sum() * vox_ml)}
 
 
-def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path, workdir) -> dict:
+def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path, workdir,
+                               image_path=None, image_out=None) -> dict:
     """A session mask (cropped NDI grid) to MNI152, nearest neighbour; its Dice and
     Jaccard with the template's own brain mask (nipype's Overlap, run in ``workdir``) are
-    returned for quality control."""
+    returned for quality control. With ``image_path``, that map (same grid) is carried
+    along too (linear) and written to ``image_out``, for the MNI152 reportlet."""
     from . import registration as reg
     from . import templates
     from .io import save_nifti
@@ -533,6 +535,9 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path, wor
     warped = reg.apply(fixed, reg.to_ants(*_load(mask_path)), tlist, "nearestNeighbor", inv)
     data = reg.from_ants(warped)[0] > 0.5
     save_nifti(data.astype(np.uint8), tmask.affine, out_path)
+    if image_path is not None:
+        image = reg.apply(fixed, reg.to_ants(*_load(image_path)), tlist, "linear", inv)
+        save_nifti(reg.from_ants(image)[0], tmask.affine, image_out)
     reference = Path(workdir) / "template_brain_mask.nii.gz"
     save_nifti((np.asarray(tmask.dataobj) > 0).astype(np.uint8), tmask.affine, reference)
     both = overlap(out_path, reference, workdir)
@@ -694,13 +699,19 @@ def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Ma
 
 
 def run_warp_brain_mask_to_template(mask, xfm: Mapping, out, *, template_resolution: int,
-                                    subject=None, session=None, log_file=None,
-                                    threads: int = 1) -> None:
-    """Rule warp_brain_mask_to_template: quality control of the template registration."""
+                                    t1map=None, out_t1map=None, subject=None, session=None,
+                                    log_file=None, threads: int = 1) -> None:
+    """Rule warp_brain_mask_to_template: quality control of the template registration,
+    the brain mask (and the qT1 map, for the reportlet) carried to MNI152."""
     from .jobs import step
 
-    with step("warp_brain_mask_to_template", inputs={"mask": mask, **dict(xfm)},
-              params={"template_resolution": template_resolution}, outputs=[out],
+    inputs = {"mask": mask, **({"t1map": t1map} if t1map else {}), **dict(xfm)}
+    outputs = [out] + ([out_t1map] if out_t1map else [])
+    with step("warp_brain_mask_to_template", inputs=inputs,
+              params={"template_resolution": template_resolution}, outputs=outputs,
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
-        s.sidecar(out, step_warp_mask_to_template(mask, dict(xfm), template_resolution, out,
-                                                  s.workdir))
+        facts = step_warp_mask_to_template(mask, dict(xfm), template_resolution, out,
+                                           s.workdir, t1map, out_t1map)
+        s.sidecar(out, facts)
+        if out_t1map:
+            s.sidecar(out_t1map)

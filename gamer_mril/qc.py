@@ -78,9 +78,10 @@ def overlap(mask, reference, workdir) -> dict:
     os.environ.setdefault("NIPYPE_NO_ET", "1")    # no version check over the network
     from nipype.algorithms.metrics import Overlap
 
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    node = Overlap(volume1=str(mask), volume2=str(reference),
+    # absolute paths: nipype runs in workdir
+    node = Overlap(volume1=str(Path(mask).resolve()), volume2=str(Path(reference).resolve()),
                    out_file=str(workdir / "overlap_diff.nii.gz"))
     cwd = os.getcwd()
     try:

@@ -132,10 +132,39 @@ rule group_heatmaps:
         "../scripts/group_heatmaps.py"
 
 
+rule heatmap_viewer:
+    """The chosen scenario's severe-group heatmap in nilearn's interactive viewer, one
+    self-contained HTML page (docs/method.md#76-template-space-and-group-heatmaps)."""
+    input:
+        **{f"heat_{n:02d}": heatmap(n, "severe") for n in SCENARIOS},
+        chosen=CHOSEN,
+    output:
+        html=report(
+            f"{GROUP}/heatmap_viewer.html",
+            caption="../report/heatmap_viewer.rst",
+            category="Assessment",
+        ),
+    log:
+        f"{OUT}/logs/heatmap_viewer.log",
+    benchmark:
+        f"{OUT}/benchmarks/heatmap_viewer.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        template_resolution=PP["template_resolution"],
+    script:
+        "../scripts/heatmap_viewer.py"
+
+
 rule assess_all:
     """Cohort-level target of the assessment (docs/method.md#7-assessment)."""
     input:
         rules.voxel_inverting.output,
         rules.correlations.output,
         rules.group_heatmaps.output,
+        rules.heatmap_viewer.output,
         rules.relevance_conservation.output,

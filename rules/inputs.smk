@@ -7,7 +7,6 @@
 
 localrules:
     select_participants,
-    analysed_sessions,
 
 
 rule select_participants:
@@ -35,27 +34,3 @@ rule select_participants:
         brain_mask=lambda wildcards: config["inputs"].get("brain_mask"),
     script:
         "../scripts/select_participants.py"
-
-
-rule analysed_sessions:
-    """The selected sessions without those of qc.exclude (docs/method.md#28-quality-control-numbers):
-    the table every training and assessment rule reads. The sidecar names each session
-    left out and why; the excluded sessions stay preprocessed and in the QC table."""
-    input:
-        table=PARTICIPANTS,
-    output:
-        tsv=ANALYSED_TABLE,
-    log:
-        f"{OUT}/logs/analysed_sessions.log",
-    benchmark:
-        f"{OUT}/benchmarks/analysed_sessions.tsv"
-    conda:
-        "../envs/training.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        exclude={f"sub-{s}_ses-{t}": reason for (s, t), reason in EXCLUDED.items()},
-    script:
-        "../scripts/analysed_sessions.py"

@@ -286,12 +286,15 @@ rule region_means:
 rule warp_brain_mask_to_template:
     """Quality control of step 6 (docs/method.md#28-quality-control-numbers): the
     session's brain mask in MNI152 (nearest neighbour); its Dice and Jaccard with the
-    template's brain mask (nipype's Overlap) go in the sidecar."""
+    template's brain mask (nipype's Overlap) go in the sidecar. The qT1 map goes along
+    (linear) for the MNI152 reportlet."""
     input:
         **CROP_TO_TEMPLATE,
         mask=S.crop_grid("mask"),
+        t1map=CROP_GRID["t1map"],
     output:
         mask=S.template_brain_mask,
+        t1map=S.template_t1map,
     log:
         log_path("warp_brain_mask_to_template"),
     benchmark:
@@ -308,42 +311,6 @@ rule warp_brain_mask_to_template:
         template_resolution=PP["template_resolution"],
     script:
         "../scripts/warp_brain_mask_to_template.py"
-
-
-rule preprocessing_qc:
-    """One row per session: non-finite and clipped voxels, brain and cerebellum volumes,
-    the co-registered maps' similarity with NDI, Dice and Jaccard of the warped brain mask
-    with the template's (read from the step sidecars), and a flag with its reasons when a
-    figure leaves robust bounds (docs/method.md#28-quality-control-numbers).
-    """
-    input:
-        table=PARTICIPANTS,
-        brain_mask=for_sessions(S.native_brain_mask),
-        scaled=[for_sessions(p) for p in SCALED.values()],
-        ndi_grid=[for_sessions(NDI_GRID[k]) for k in XFM_TO_NDI],
-        cerebellum=for_sessions(S.cerebellum),
-        template_mask=for_sessions(S.template_brain_mask),
-    output:
-        tsv=report(
-            QC_TABLE,
-            caption="../report/preprocessing_qc.rst",
-            category="Quality control",
-        ),
-    log:
-        f"{OUT}/logs/preprocessing_qc.log",
-    benchmark:
-        f"{OUT}/benchmarks/preprocessing_qc.tsv"
-    conda:
-        "../envs/preprocessing.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        min_dice=config["qc"]["min_dice"],
-        mad_limit=config["qc"]["mad_limit"],
-    script:
-        "../scripts/preprocessing_qc.py"
 
 
 rule dataset_description:
@@ -372,6 +339,7 @@ rule dataset_description:
 
 rule preprocess_all:
     """Participant-level target: every session preprocessed and checked (the QC table
-    needs every session's last steps)."""
+    needs every session's last steps), with its reportlets."""
     input:
         QC_TABLE,
+        [for_sessions(S.reportlet(name)) for name in layout.REPORTLETS],

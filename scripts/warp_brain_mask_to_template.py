@@ -6,5 +6,6 @@ i, w = snakemake.input, snakemake.wildcards
 run_warp_brain_mask_to_template(i.mask, {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},
                                 snakemake.output.mask,
                                 template_resolution=snakemake.params.template_resolution,
+                                t1map=i.t1map, out_t1map=snakemake.output.t1map,
                                 subject=w.subject, session=w.session,
                                 log_file=snakemake.log[0], threads=snakemake.threads)

@@ -3,6 +3,8 @@ sessions left out, against hand-computed cases."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,7 +96,7 @@ def test_low_similarity_is_flagged_on_one_side_only():
 
 # ---------------------------------------------------------------- nipype's Overlap
 
-def test_overlap_by_nipype_against_hand_counts(tmp_path):
+def test_overlap_by_nipype_against_hand_counts(tmp_path, monkeypatch):
     import nibabel as nib
 
     from gamer_mril.qc import overlap
@@ -105,7 +107,9 @@ def test_overlap_by_nipype_against_hand_counts(tmp_path):
     b.reshape(-1)[6:12] = 1                                        # 6 voxels, 4 shared
     for name, data in (("a", a), ("b", b)):
         nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}.nii.gz")
-    got = overlap(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz", tmp_path / "work")
+    monkeypatch.chdir(tmp_path)                   # relative paths, as Snakemake gives them
+    got = overlap("a.nii.gz", "b.nii.gz", "work")
+    assert Path.cwd() == tmp_path
     assert got["dice"] == pytest.approx(2 * 4 / (10 + 6))
     assert got["jaccard"] == pytest.approx(4 / 12)
     assert not list(tmp_path.glob("overlap_diff*"))          # nipype wrote in work/

@@ -21,11 +21,11 @@ MAP_PATTERNS = {
 }
 
 
-#: The per-session preprocessing rules (rules/preprocessing.smk, group "preprocess"), one
-#: job each per session, in the order they run.
+#: The per-session preprocessing rules (rules/preprocessing.smk and the reportlets of
+#: rules/qc.smk, group "preprocess"), one job each per session, in the order they run.
 PREPROCESSING_RULES = ("scale_map", "skull_strip", "register_to_template", "make_brain_mask",
                        "coregister_to_ndi", "resample_to_ndi", "crop_to_brain",
-                       "remove_cerebellum", "warp_brain_mask_to_template")
+                       "remove_cerebellum", "warp_brain_mask_to_template", "qc_reportlets")
 
 
 def make_config(rawdata: Path, **preprocessing) -> dict:

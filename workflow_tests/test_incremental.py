@@ -54,7 +54,9 @@ INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
 #: In training mode a session's regional means feed the baseline classifiers too.
 TRAINED_PREPROCESSING = {**PREPROCESSING, "region_means": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
-                              "warp_top_masks")}
+                              "warp_top_masks", "relevance_reportlet")}
+#: A new chosen scenario (the cohort's) redraws every session's relevance reportlet.
+REDRAWN = {"relevance_reportlet": 1}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
 #: A job in a dry run's listing (indented when it is part of a group job, as the
 #: preprocessing steps of a session are).
@@ -131,9 +133,9 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         assert per_session(jobs, sub) == {"warp_brain_mask_to_template": 1,
-                                          "warp_top_masks": 1}, sub
+                                          "warp_top_masks": 1, "qc_reportlets": 1}, sub
     assert not TRAINING & cohort_level(jobs)
-    assert "group_heatmaps" in cohort_level(jobs)
+    assert {"group_heatmaps", "heatmap_viewer"} <= cohort_level(jobs)
 
     # ---- the integrated-gradients path: relevance maps and what depends on them only
     ig = training_config(cohort)
@@ -143,8 +145,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
         assert per_session(jobs, sub) == EXPLANATION, sub
     assert all("Params have changed" in why for r, _, why in jobs if r == "explain_session")
     assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
-                                  "relevance_conservation", "dataset_description",
-                                  "all"}  # (it records the config)
+                                  "heatmap_viewer", "relevance_conservation",
+                                  "dataset_description", "all"}  # (it records the config)
 
     # ---- qc.exclude: the session stays preprocessed and checked, and leaves the split,
     # the training and the assessment (every other session is re-explained by the new
@@ -186,13 +188,16 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     after = pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t", dtype=str)
     assert after.iloc[:8].equals(before) and list(after.subject[8:]) == [NEW]
 
-    # frozen: that subject's per-session jobs and the cohort-level jobs, nothing else
+    # frozen: that subject's per-session jobs and the cohort-level jobs; of the others,
+    # only the relevance reportlet (the chosen scenario is chosen again)
     jobs = dry_run(run, frozen, "all")
     assert per_session(jobs, NEW) == {**PREPROCESSING, **EXPLANATION}
-    assert {s for _, s, _ in jobs} == {NEW, None}
-    assert cohort_level(jobs) == {"select_participants", "preprocessing_qc", "build_cache",
-                                  "predict_sessions", "voxel_inverting", "correlations",
-                                  "group_heatmaps", "relevance_conservation", "all"}
+    for sub in sorted(sessions):
+        assert per_session(jobs, sub) == REDRAWN, sub
+    assert cohort_level(jobs) == {"select_participants", "analysed_sessions",
+                                  "preprocessing_qc", "build_cache", "predict_sessions",
+                                  "voxel_inverting", "correlations", "group_heatmaps",
+                                  "heatmap_viewer", "relevance_conservation", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
     # training mode: no other subject's preprocessing; re-split, retrain, re-explain
@@ -212,7 +217,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     proc = run_snakemake(run, frozen, "preprocess_all", "train_all")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert jobs_run(proc) == {**PREPROCESSING, "select_participants": 1,
-                              "preprocessing_qc": 1, "build_cache": 1,
+                              "analysed_sessions": 1, "preprocessing_qc": 1, "build_cache": 1,
                               "predict_sessions": 1, "preprocess_all": 1, "train_all": 1}
     predictions = pd.read_csv(run / "results" / "group" / "predictions.tsv", sep="\t",
                               dtype={"subject": str, "session": str})
@@ -220,7 +225,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert nothing_to_do(run_snakemake(run, frozen, "preprocess_all", "train_all", "-n"))
     # what is left of `all`: the new subject's relevance maps and the cohort assessment
     jobs = dry_run(run, frozen, "all")
-    assert per_session(jobs, NEW) == EXPLANATION and {s for _, s, _ in jobs} == {NEW, None}
+    assert per_session(jobs, NEW) == EXPLANATION
+    assert all(per_session(jobs, sub) == REDRAWN for sub in sessions)
 
     # ---- one input file: touched (same bytes) or changed
     raw = cohort / "rawdata" / "sub-003" / "ses-1" / "anat"

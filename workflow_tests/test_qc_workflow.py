@@ -113,3 +113,24 @@ def test_brain_mask_eroded_by_five_voxels_is_flagged(trained, tmp_path):
     reasons = flagged.loc[0, "qc_reasons"]
     assert "Dice with the template brain mask" in reasons
     assert "brain_ml" in reasons
+
+
+def test_every_session_has_its_reportlets_and_the_viewer_is_offline(trained):
+    import xml.etree.ElementTree as ET
+
+    from gamer_mril.layout import REPORTLETS
+
+    table = _qc(trained)
+    for subject, session in zip(table["subject"], table["session"]):
+        s = Session(trained / "results", subject, session)
+        for name in (*REPORTLETS, "relevance"):
+            root = ET.parse(s.reportlet(name)).getroot()
+            assert root.tag == "{http://www.w3.org/2000/svg}svg", (subject, name)
+            flicker = {g.get("class") for g in root.iter("{http://www.w3.org/2000/svg}g")
+                       if g.get("class")}
+            assert flicker == ({"background-svg", "foreground-svg"}
+                               if name in ("coregT1map", "coregMWFmap", "template")
+                               else set()), (subject, name)
+    viewer = (trained / "results" / "group" / "heatmap_viewer.html").read_text()
+    assert "brainsprite" in viewer and "<iframe" in viewer
+    assert "src=&quot;http" not in viewer and 'src="http' not in viewer    # nothing fetched

@@ -1,0 +1,151 @@
+"""Visual quality control per session (docs/method.md#28-quality-control-numbers): the
+NiPreps reportlets, drawn with nireports, one SVG file each.
+
+* brain mask: its contour over the scaled qT1 map (step 2c);
+* co-registration: NDI against qT1 (and MWF) resampled into its grid, as a flicker
+  (step 3, after step 4), the NDI brain mask's contour on both;
+* MNI152: the template's T1w against the session's qT1 map carried into MNI152 through
+  the session's transforms (step 6), the template's brain outline on both;
+* cerebellum: the mask removed (step 7), with the brain's contour, over the qT1 map;
+* relevance: the chosen scenario's top-N mask over the session's NDI map.
+
+nireports draws with nilearn and matplotlib and writes standalone SVG; nothing is fetched
+(the template images come from nilearn's own files).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+#: Cuts per view (axial, sagittal, coronal), as NiPreps draw them; ``qc.reportlet_cuts``.
+CUTS = 7
+
+
+def _nireports():
+    """nireports' reportlet functions, imported once (nipype's network check off), the
+    objects of the imports frozen out of the garbage collector: nilearn calls
+    ``gc.collect()`` for every image it reads, which otherwise walks them all each time
+    (a third of a reportlet's time)."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nireports.reportlets import mosaic, utils
+
+    gc.collect()
+    gc.freeze()
+    return mosaic, utils
+
+
+def _img(x):
+    return x if isinstance(x, nib.spatialimages.SpatialImage) else nib.load(str(x))
+
+
+def _write(out, svg_text_from):
+    """Write the SVG composed by ``svg_text_from(tmp_path)`` atomically at ``out``."""
+    from .io import atomic_path
+
+    with atomic_path(out) as tmp:
+        svg_text_from(tmp)
+
+
+def _views(mosaic, utils, image, contour, label, div, cuts, bbox=None):
+    contour = _img(contour)
+    return mosaic.plot_registration(
+        _img(image), div, estimate_brightness=True,
+        cuts=utils.cuts_from_bbox(_img(bbox) if bbox is not None else contour, cuts=cuts),
+        label=label, contour=contour, compress=False)
+
+
+def contour_reportlet(image, mask, out, label=None, bbox=None, cuts: int = CUTS) -> None:
+    """The contour of ``mask`` (red) over ``image``, cuts through ``bbox`` (default: the
+    mask): nireports' ``plot_registration`` of one image, as a static reportlet."""
+    mosaic, utils = _nireports()
+    svgs = _views(mosaic, utils, image, mask, label, "contour", cuts, bbox)
+    _write(out, lambda tmp: utils.compose_view(svgs, fg_svgs=None, out_file=tmp))
+
+
+def masks_reportlet(image, masks, out, bbox) -> None:
+    """The contours of several ``masks`` (one colour each) over ``image``, cuts through
+    ``bbox``: nireports' ``plot_segs``, as its ``ROIsPlot`` interface draws them."""
+    mosaic, utils = _nireports()
+    svgs = mosaic.plot_segs(image_nii=_img(image), seg_niis=[_img(m) for m in masks],
+                            bbox_nii=_img(bbox), masked=False, compress=False)
+    _write(out, lambda tmp: utils.compose_view(svgs, fg_svgs=None, out_file=tmp))
+
+
+def flicker_reportlet(fixed, moving, contour, out, labels=("fixed", "moving"),
+                      cuts: int = CUTS) -> None:
+    """``fixed`` and ``moving`` (already in ``fixed``'s grid) as a before/after flicker,
+    ``contour`` drawn on both: nireports' ``plot_registration`` and ``compose_view``, as
+    its ``SimpleBeforeAfterRPT`` draws them."""
+    mosaic, utils = _nireports()
+    views = [_views(mosaic, utils, img, contour, label, div, cuts)
+             for img, div, label in ((fixed, "fixed-image", labels[0]),
+                                     (moving, "moving-image", labels[1]))]
+    _write(out, lambda tmp: utils.compose_view(views[0], views[1], out_file=tmp))
+
+
+def run_preprocessing_reportlets(maps: Mapping, out: Mapping, *, template_resolution: int,
+                                 cuts: int = CUTS, subject, session, log_file=None,
+                                 threads: int = 1) -> None:
+    """Rule qc_reportlets: a session's preprocessing reportlets.
+
+    ``maps``: ``t1map`` (scaled, native), ``native_mask`` (step 2c), ``ndimap``,
+    ``t1map_ndi``, ``mwfmap_ndi``, ``ndi_mask`` (step 4), ``t1map_crop``, ``crop_mask``,
+    ``cerebellum`` (steps 5, 7), ``t1map_template`` (the qT1 map in MNI152); ``out``:
+    one SVG per name of :data:`gamer_mril.layout.REPORTLETS`.
+    """
+    from . import templates
+    from .jobs import step
+
+    with step("qc_reportlets", inputs=dict(maps), outputs=list(out.values()),
+              params={"template_resolution": template_resolution, "cuts": int(cuts)},
+              log_file=log_file, threads=threads, subject=subject, session=session) as s:
+        contour_reportlet(maps["t1map"], maps["native_mask"], out["brainmask"],
+                          label="brain mask", cuts=cuts)
+        for c, suffix in (("qT1", "T1map"), ("MWF", "MWFmap")):
+            flicker_reportlet(maps["ndimap"], maps[f"{suffix.lower()}_ndi"],
+                              maps["ndi_mask"], out[f"coreg{suffix}"],
+                              labels=("NDI", f"{c} in the NDI grid"), cuts=cuts)
+        template_mask = templates.template_brain_mask(template_resolution)
+        template_mask = nib.Nifti1Image((np.asarray(template_mask.dataobj) > 0)
+                                        .astype(np.uint8), template_mask.affine)
+        flicker_reportlet(templates.template_t1w(template_resolution),
+                          maps["t1map_template"], template_mask, out["template"],
+                          labels=("MNI152 template", "qT1 in MNI152"), cuts=cuts)
+        contour_reportlet(maps["t1map_crop"], maps["cerebellum"], out["cerebellum"],
+                          label="cerebellum removed", bbox=maps["crop_mask"], cuts=cuts)
+        for name, path in out.items():
+            s.sidecar(path, {"Reportlet": name})
+
+
+def run_relevance_reportlet(ndimap, crop_mask, qmasks: Mapping, chosen, out, *,
+                            level: int, subject, session, log_file=None,
+                            threads: int = 1) -> None:
+    """Rule relevance_reportlet: the chosen scenario's top-``level`` mask over the
+    session's NDI map (cropped grid; a contour per contrast for an individual map).
+    ``qmasks``: {scenario: the session's level image}."""
+    import json
+
+    from .jobs import step
+    from .session_assessment import read_level_image
+
+    scenario = int(json.loads(Path(chosen).read_text())["scenario"])
+    with step("relevance_reportlet", inputs={"ndimap": ndimap, "mask": crop_mask,
+                                             "chosen": chosen, "top": qmasks[scenario]},
+              params={"level": int(level), "scenario": scenario}, outputs=[out],
+              log_file=log_file, threads=threads, subject=subject, session=session) as s:
+        lvl, img = read_level_image(qmasks[scenario])
+        volumes = lvl if lvl.ndim == 4 else lvl[None]
+        masks = [nib.Nifti1Image(((v > 0) & (v <= level)).astype(np.uint8), img.affine)
+                 for v in volumes]
+        masks_reportlet(ndimap, masks, out, bbox=crop_mask)
+        s.sidecar(out, {"Reportlet": "relevance", "Scenario": scenario, "Level": int(level),
+                        "Volumes": len(masks)})

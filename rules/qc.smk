@@ -1,0 +1,154 @@
+# Quality control (docs/method.md#28-quality-control-numbers): the cohort's QC table with
+# its flags, every session's reportlets (nireports SVG figures, in the report's Quality
+# control category), and the sessions qc.exclude leaves out of training and assessment.
+# The logic: gamer_mril/qc.py and gamer_mril/reportlets.py.
+
+
+localrules:
+    analysed_sessions,
+
+
+rule preprocessing_qc:
+    """One row per session: non-finite and clipped voxels, brain and cerebellum volumes,
+    the co-registered maps' similarity with NDI, Dice and Jaccard of the warped brain mask
+    with the template's (read from the step sidecars), and a flag with its reasons when a
+    figure leaves robust bounds (docs/method.md#28-quality-control-numbers).
+    """
+    input:
+        table=PARTICIPANTS,
+        brain_mask=for_sessions(S.native_brain_mask),
+        scaled=[for_sessions(p) for p in SCALED.values()],
+        ndi_grid=[for_sessions(NDI_GRID[k]) for k in XFM_TO_NDI],
+        cerebellum=for_sessions(S.cerebellum),
+        template_mask=for_sessions(S.template_brain_mask),
+    output:
+        tsv=report(
+            QC_TABLE,
+            caption="../report/preprocessing_qc.rst",
+            category="Quality control",
+        ),
+    log:
+        f"{OUT}/logs/preprocessing_qc.log",
+    benchmark:
+        f"{OUT}/benchmarks/preprocessing_qc.tsv"
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        min_dice=config["qc"]["min_dice"],
+        mad_limit=config["qc"]["mad_limit"],
+    script:
+        "../scripts/preprocessing_qc.py"
+
+
+rule qc_reportlets:
+    """A session's preprocessing reportlets (docs/method.md#28-quality-control-numbers):
+    brain mask contour on qT1, qT1 and MWF against NDI after co-registration (flickers),
+    the session's qT1 in MNI152 against the template, the cerebellum removed."""
+    input:
+        t1map=SCALED["t1map"],
+        native_mask=S.native_brain_mask,
+        ndimap=NDI_GRID["ndimap"],
+        t1map_ndi=NDI_GRID["t1map"],
+        mwfmap_ndi=NDI_GRID["mwfmap"],
+        ndi_mask=S.ndi_grid("mask"),
+        t1map_crop=CROP_GRID["t1map"],
+        crop_mask=S.crop_grid("mask"),
+        cerebellum=S.cerebellum,
+        t1map_template=S.template_t1map,
+    output:
+        **{
+            name: report(
+                S.reportlet(name),
+                caption=f"../report/reportlet_{name}.rst",
+                category="Quality control",
+                subcategory="{subject} {session}",
+                labels={
+                    "subject": "{subject}",
+                    "session": "{session}",
+                    "figure": name,
+                },
+            )
+            for name in layout.REPORTLETS
+        },
+    log:
+        log_path("qc_reportlets"),
+    benchmark:
+        bench_path("qc_reportlets")
+    group:
+        "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        template_resolution=PP["template_resolution"],
+        cuts=config["qc"]["reportlet_cuts"],
+    script:
+        "../scripts/qc_reportlets.py"
+
+
+rule relevance_reportlet:
+    """The chosen scenario's top-N mask (N = assessment.heatmap_level) over the session's
+    NDI map (docs/method.md#76-template-space-and-group-heatmaps). The chosen scenario is
+    the cohort's: a new choice redraws every session's."""
+    input:
+        **QMASKS,
+        ndimap=CROP_GRID["ndimap"],
+        crop_mask=S.crop_grid("mask"),
+        chosen=CHOSEN,
+    output:
+        svg=report(
+            S.reportlet("relevance"),
+            caption="../report/reportlet_relevance.rst",
+            category="Quality control",
+            subcategory="{subject} {session}",
+            labels={
+                "subject": "{subject}",
+                "session": "{session}",
+                "figure": "relevance",
+            },
+        ),
+    log:
+        log_path("relevance_reportlet"),
+    benchmark:
+        bench_path("relevance_reportlet")
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        level=HEAT,
+    script:
+        "../scripts/relevance_reportlet.py"
+
+
+rule analysed_sessions:
+    """The selected sessions without those of qc.exclude (docs/method.md#28-quality-control-numbers):
+    the table every training and assessment rule reads. The sidecar names each session
+    left out and why; the excluded sessions stay preprocessed and in the QC table."""
+    input:
+        table=PARTICIPANTS,
+    output:
+        tsv=ANALYSED_TABLE,
+    log:
+        f"{OUT}/logs/analysed_sessions.log",
+    benchmark:
+        f"{OUT}/benchmarks/analysed_sessions.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        exclude={f"sub-{s}_ses-{t}": reason for (s, t), reason in EXCLUDED.items()},
+    script:
+        "../scripts/analysed_sessions.py"
