@@ -14,7 +14,7 @@ QUICK_SUBJECTS ?= 24
 QUICK_SCALE    ?= 3
 SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake
 
-.PHONY: demo demo-full test lint unit env clean-demo
+.PHONY: demo demo-full test lint unit env clean-demo check-report
 
 env: $(VENV)/.installed
 
@@ -55,6 +55,15 @@ lint: $(VENV)/.installed
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q tests
+
+# The report of `make demo` in a real browser (Debian's headless Chromium, installed with
+# apt-get when missing): screenshots of the Quality control page and of the heatmap viewer
+# in results/screenshots/, checked not blank (workflow_tests/test_report_browser.py).
+check-report: $(VENV)/.installed
+	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	GAMER_MRIL_REPORT=$(CURDIR)/results/report.zip GAMER_MRIL_SCREENSHOTS=$(CURDIR)/results/screenshots \
+	  $(BIN)/python -m pytest -q workflow_tests/test_report_browser.py
+	@echo "Screenshots: results/screenshots/"
 
 clean-demo:
 	rm -rf results $(DEMO_DIR) .snakemake

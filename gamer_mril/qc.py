@@ -152,26 +152,21 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
         for i, d in enumerate(table["dice_template_brain"].to_numpy(float)):
             if d < min_dice:
                 reasons[i].append(f"Dice with the template brain mask {d:.3f} < {min_dice}")
-    for column in VOLUME_COLUMNS:
-        if column not in table:
-            continue
+    robust = [(c, True) for c in VOLUME_COLUMNS if c in table] + \
+        [(c, False) for c in table.columns if c.startswith(SIMILARITY_PREFIX)]
+    for column, both_sides in robust:
         values = table[column].to_numpy(float)
         bounds = _robust_bounds(values, mad_limit)
         if bounds is None:
             continue
         median, spread = bounds
         for i, v in enumerate(values):
-            if np.isfinite(v) and abs(v - median) > mad_limit * spread:
+            if not np.isfinite(v):
+                continue
+            if both_sides and abs(v - median) > mad_limit * spread:
                 reasons[i].append(f"{column} {v:.1f} outside the cohort's {median:.1f} +- "
                                   f"{mad_limit:g} x {spread:.1f}")
-    for column in (c for c in table.columns if c.startswith(SIMILARITY_PREFIX)):
-        values = table[column].to_numpy(float)
-        bounds = _robust_bounds(values, mad_limit)
-        if bounds is None:
-            continue
-        median, spread = bounds
-        for i, v in enumerate(values):
-            if np.isfinite(v) and v < median - mad_limit * spread:
+            elif not both_sides and v < median - mad_limit * spread:
                 reasons[i].append(f"{column} {v:.3f} below the cohort's {median:.3f} - "
                                   f"{mad_limit:g} x {spread:.3f} (co-registration to NDI "
                                   f"suspect)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,12 +48,32 @@ def _img(x):
     return x if isinstance(x, nib.spatialimages.SpatialImage) else nib.load(str(x))
 
 
-def _write(out, svg_text_from):
-    """Write the SVG composed by ``svg_text_from(tmp_path)`` atomically at ``out``."""
+#: Display width (px) of a reportlet: nireports' SVGs give only a viewBox, so that an
+#: HTML page sizes them by CSS; in an ``<img>`` of a page that does not (Snakemake's
+#: report) they would take no room at all.
+WIDTH = 960
+
+_VIEWBOX = re.compile(r'<svg\b([^>]*?)viewBox="0 0 ([0-9.]+) ([0-9.]+)"')
+
+
+def sized(svg: str, width: float = WIDTH) -> str:
+    """``svg`` with width and height attributes on its root (the viewBox's aspect), unless
+    it has them."""
+    m = _VIEWBOX.search(svg)
+    if not m or re.search(r"\bwidth=", svg[m.start():svg.index(">", m.start())]):
+        return svg
+    w, h = float(m.group(2)), float(m.group(3))
+    return (svg[:m.start()] + f'<svg width="{width:g}" height="{width * h / w:.1f}"'
+            + svg[m.start() + 4:])
+
+
+def _write(out, compose):
+    """Write the SVG composed by ``compose(tmp_path)`` atomically at ``out``, sized."""
     from .io import atomic_path
 
     with atomic_path(out) as tmp:
-        svg_text_from(tmp)
+        compose(tmp)
+        Path(tmp).write_text(sized(Path(tmp).read_text()))
 
 
 def _views(mosaic, utils, image, contour, label, div, cuts, bbox=None):
@@ -92,7 +113,7 @@ def flicker_reportlet(fixed, moving, contour, out, labels=("fixed", "moving"),
     _write(out, lambda tmp: utils.compose_view(views[0], views[1], out_file=tmp))
 
 
-def run_preprocessing_reportlets(maps: Mapping, out: Mapping, *, template_resolution: int,
+def run_qc_reportlets(maps: Mapping, out: Mapping, *, template_resolution: int,
                                  cuts: int = CUTS, subject, session, log_file=None,
                                  threads: int = 1) -> None:
     """Rule qc_reportlets: a session's preprocessing reportlets.

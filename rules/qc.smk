@@ -65,7 +65,7 @@ rule qc_reportlets:
                 S.reportlet(name),
                 caption=f"../report/reportlet_{name}.rst",
                 category="Quality control",
-                subcategory="{subject} {session}",
+                subcategory="sub-{subject} ses-{session}",
                 labels={
                     "subject": "{subject}",
                     "session": "{session}",
@@ -107,7 +107,7 @@ rule relevance_reportlet:
             S.reportlet("relevance"),
             caption="../report/reportlet_relevance.rst",
             category="Quality control",
-            subcategory="{subject} {session}",
+            subcategory="sub-{subject} ses-{session}",
             labels={
                 "subject": "{subject}",
                 "session": "{session}",

@@ -1,9 +1,9 @@
 """Rule qc_reportlets: a session's preprocessing reportlets (nireports SVG)."""
 from gamer_mril.layout import REPORTLETS
-from gamer_mril.reportlets import run_preprocessing_reportlets
+from gamer_mril.reportlets import run_qc_reportlets
 
 i, o, w = snakemake.input, snakemake.output, snakemake.wildcards
-run_preprocessing_reportlets(dict(i.items()), {name: o[name] for name in REPORTLETS},
+run_qc_reportlets(dict(i.items()), {name: o[name] for name in REPORTLETS},
                              template_resolution=snakemake.params.template_resolution,
                              cuts=snakemake.params.cuts,
                              subject=w.subject, session=w.session,

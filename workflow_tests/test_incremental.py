@@ -165,7 +165,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     proc = run_snakemake(run, unknown, "all", "-n")
     assert proc.returncode != 0
     assert "qc.exclude names sessions that are not among the selected ones: sub-999_ses-1" \
-        in proc.stderr
+        in proc.stdout + proc.stderr
 
     # ---- frozen-model mode on the run's own models: predictions for real (the training
     # run's tables removed first: Snakemake would take its predictions.tsv as current),
