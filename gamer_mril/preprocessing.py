@@ -380,17 +380,32 @@ def resample_mask_world(mask_path, shape, affine):
     return resample_labels_to(img, shape, affine) > 0
 
 
-def step_coregister(fixed_path, moving_path, out_xfm, transform: str, workdir) -> dict:
-    """Step 3: register a contrast (moving) to NDI (fixed) by mutual information."""
+def step_coregister(fixed_path, moving_path, out_xfm, transform: str, workdir,
+                    start_from=None) -> dict:
+    """Step 3: register a contrast (moving) to NDI (fixed) by mutual information.
+
+    ANTs starts from the images' centres of mass; with ``start_from`` (another
+    contrast's transform to the same NDI map, e.g. qT1's for MWF) a second registration
+    starts there, and the one with the better final mutual information is kept: a rigid
+    MI registration from one start can stop in a wrong rotation (seen in the demo
+    cohort), and neither start is right for every session."""
     from . import registration as reg
 
     kind = {"rigid": "Rigid", "affine": "Affine"}[transform]
     fixed = reg.to_ants(*_load(fixed_path))
     moving = reg.to_ants(*_load(moving_path))
-    out = reg.register(fixed, moving, kind, workdir, metric="mattes")
-    mats = [t for t in out["fwdtransforms"] if t.endswith(".mat")]
-    reg.keep(mats[0], out_xfm)
+    starts = {"centre": None, **({"other contrast": str(start_from)} if start_from else {})}
+    tried = {}
+    for k, (name, init) in enumerate(starts.items()):
+        out = reg.register(fixed, moving, kind, Path(workdir) / f"start{k}", metric="mattes",
+                           **({} if init is None else {"initial_transform": [init]}))
+        mat = [t for t in out["fwdtransforms"] if t.endswith(".mat")][0]
+        warped = reg.apply(fixed, moving, out["fwdtransforms"], "linear")
+        tried[name] = (reg.similarity(fixed, warped), mat)
+    best = min(tried, key=lambda n: tried[n][0])          # ANTs' MI: lower is better
+    reg.keep(tried[best][1], out_xfm)
     return {"Transform": kind, "Metric": "MattesMutualInformation",
+            "Start": best, "MetricByStart": {n: round(v, 6) for n, (v, _) in tried.items()},
             "Matrix_RAS": reg.read_affine_xfm(out_xfm).round(6).tolist()}
 
 
@@ -642,9 +657,11 @@ def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, transform: str,
               params={"transform": transform, "seed": seed}, outputs=list(out.values()),
               log_file=log_file, threads=threads, seed=seed, subject=subject,
               session=session) as s:
-        for c, path in moving.items():
-            facts = step_coregister(ndi, path, out[c], transform, s.workdir / c)
-            s.sidecar(out[c], facts, inputs={"fixed": ndi, "moving": path})
+        # qT1 first: its transform is MWF's second start
+        for c in sorted(moving, key=lambda c: c != "qT1"):
+            start = out["qT1"] if c != "qT1" and "qT1" in out else None
+            facts = step_coregister(ndi, moving[c], out[c], transform, s.workdir / c, start)
+            s.sidecar(out[c], facts, inputs={"fixed": ndi, "moving": moving[c]})
 
 
 def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping, out_mask, *,

@@ -149,6 +149,12 @@ def warp_masks(fixed, masks, affine, transforms, invert=None) -> np.ndarray:
     return unpack_masks(warped, masks.shape[0])
 
 
+def similarity(fixed, warped, metric: str = "MattesMutualInformation") -> float:
+    """ANTs' image similarity of ``warped`` (in ``fixed``'s grid) with ``fixed``; for
+    mutual information, lower (more negative) is better."""
+    return float(_ants().image_similarity(fixed, warped, metric_type=metric))
+
+
 def keep(src, dst) -> None:
     """Copy a transform written by ANTs to its final name, atomically."""
     from .io import atomic_path

@@ -13,6 +13,7 @@ judged against the other sessions' recorded figures, as the cohort's QC table wo
 
 from __future__ import annotations
 
+import json
 import os
 
 import nibabel as nib
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 from scipy.ndimage import binary_erosion
 
+from gamer_mril.io import sidecar_path
 from gamer_mril.layout import Session
 from gamer_mril.preprocessing import step_resample_to_ndi, step_warp_mask_to_template
 from gamer_mril.qc import MIN_DICE, qc_flags
@@ -51,6 +53,16 @@ def test_qc_table_has_the_steps_figures_and_flags_nothing_on_a_good_run(trained)
                                / (2 - table["dice_template_brain"]), rtol=1e-9)
     assert table["nmi_ndi_MWFmap"].between(0.05, 1).all()
     assert not table["qc_flag"].any(), table["qc_reasons"].tolist()
+    # step 3: MWF's co-registration tried two starts and kept the better mutual
+    # information; qT1's had one start
+    for subject, session in zip(table["subject"], table["session"]):
+        s = Session(trained / "results", subject, session)
+        facts = {c: json.loads(sidecar_path(s.xfm_to_ndi(c)).read_text())["Facts"]
+                 for c in ("T1map", "MWFmap")}
+        assert list(facts["T1map"]["MetricByStart"]) == ["centre"]
+        tried = facts["MWFmap"]["MetricByStart"]
+        assert set(tried) == {"centre", "other contrast"}
+        assert facts["MWFmap"]["Start"] == min(tried, key=tried.get)
 
 
 def test_mwf_shifted_after_coregistration_is_flagged(trained, tmp_path):
