@@ -155,6 +155,7 @@ def run_relevance_reportlet(ndimap, crop_mask, qmasks: Mapping, chosen, out, *,
     ``qmasks``: {scenario: the session's level image}."""
     import json
 
+    from .assessment import masks_from_levels
     from .jobs import step
     from .session_assessment import read_level_image
 
@@ -165,8 +166,8 @@ def run_relevance_reportlet(ndimap, crop_mask, qmasks: Mapping, chosen, out, *,
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
         lvl, img = read_level_image(qmasks[scenario])
         volumes = lvl if lvl.ndim == 4 else lvl[None]
-        masks = [nib.Nifti1Image(((v > 0) & (v <= level)).astype(np.uint8), img.affine)
-                 for v in volumes]
+        masks = [nib.Nifti1Image(m.astype(np.uint8), img.affine)
+                 for m in masks_from_levels(volumes, [level])[0]]
         masks_reportlet(ndimap, masks, out, bbox=crop_mask)
         s.sidecar(out, {"Reportlet": "relevance", "Scenario": scenario, "Level": int(level),
                         "Volumes": len(masks)})
