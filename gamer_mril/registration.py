@@ -33,11 +33,43 @@ def configure(threads: int = 1, seed: int = 42) -> None:
 #: same process) loads the real one. No other ANTsPy subpackage imports them.
 ANTS_UNUSED = ("learn", "plotting", "deeplearn", "contrib")
 
+#: ``ants.math.quantile`` (time-series and intensity statistics the workflow never calls)
+#: imports statsmodels and scipy.stats, another 0.7 s of every ANTs job's start-up
+#: (1.15 -> 0.42 s). ``ants.math`` imports eight names from it and ``ants.math`` itself is
+#: needed (``image_similarity``), so while ANTsPy's ``__init__`` runs the module is a
+#: placeholder whose names are lazy: the first call of one imports the real module and
+#: calls its function, so ``ants.quantile`` & co. still work, only later.
+ANTS_LAZY = ("ants.math.quantile", ("ilr", "rank_intensity", "quantile", "regress_poly",
+                                     "regress_components", "get_average_of_timeseries",
+                                     "compcor", "bandpass_filter_matrix"))
+
+
+def _lazy_module(name: str, functions) -> types.ModuleType:
+    """A placeholder for module ``name`` whose ``functions`` import the real module (once
+    the placeholder is gone from ``sys.modules``) and call its function of that name."""
+    import importlib
+
+    module = types.ModuleType(name)
+
+    def lazy(fn):
+        def call(*args, **kwargs):
+            return getattr(importlib.import_module(name), fn)(*args, **kwargs)
+        call.__name__ = call.__qualname__ = fn
+        call.__doc__ = f"{name}.{fn}, imported on first call."
+        return call
+
+    for fn in functions:
+        setattr(module, fn, lazy(fn))
+    return module
+
 
 def _ants():
     if "ants" not in sys.modules:
         placeholders = {n: types.ModuleType(n) for n in (f"ants.{m}" for m in ANTS_UNUSED)
                         if n not in sys.modules}
+        lazy_name, lazy_functions = ANTS_LAZY
+        if lazy_name not in sys.modules:
+            placeholders[lazy_name] = _lazy_module(lazy_name, lazy_functions)
         sys.modules.update(placeholders)
         try:
             import ants  # noqa: F401

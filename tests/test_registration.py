@@ -1,5 +1,6 @@
 """gamer_mril.registration: the ANTsPy import leaves out the subpackages the workflow never
-calls (everything it calls is there, a later import of one gets the real one); masks
+calls (everything it calls is there, a later import of one gets the real one, the lazy
+statistics module answers as the real one); masks
 packed as bits resample exactly as one resampling per mask."""
 import subprocess
 import sys
@@ -17,11 +18,20 @@ used = ["registration", "apply_transforms", "from_nibabel_nifti", "to_nibabel_ni
         "read_transform", "image_read", "from_numpy", "get_mask"]
 missing = [f for f in used if not callable(getattr(ants, f, None))]
 assert not missing, missing
-heavy = [m for m in ("matplotlib", "sklearn") if m in sys.modules]
+heavy = [m for m in ("matplotlib", "sklearn", "statsmodels", "scipy.stats") if m in sys.modules]
 assert not heavy, heavy
 assert not [n for n in sys.modules if n.split(".")[:2] in (["ants", u] for u in ANTS_UNUSED)]
+assert "ants.math.quantile" not in sys.modules
+assert callable(ants.image_similarity)
 import ants.plotting
 assert callable(ants.plotting.plot)
+# the lazily imported statistics: the same answer as the real module's, which is loaded
+import numpy as np
+img = ants.from_numpy(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+q = ants.quantile(img, 0.5)
+import ants.math.quantile as real
+assert "statsmodels" in sys.modules
+assert q == real.quantile(img, 0.5) and 11 <= q <= 12, q
 print("ok")
 """
 
