@@ -33,6 +33,11 @@ if (
         f"workflow's own ({WORKFLOW_ROOT}/gamer_mril): check that it is the same version."
     )
 
+# The jobs' memory allocator tuned for repeated large arrays (gamer_mril.jobs.MALLOC_TUNABLES).
+from gamer_mril.jobs import MALLOC_TUNABLES
+
+os.environ.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
+
 
 configfile: "config.yaml"
 

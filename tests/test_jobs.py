@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+import pytest
 
 from gamer_mril.io import atomic_path
 from gamer_mril.jobs import sweep_litter
@@ -140,3 +144,41 @@ def test_every_script_is_an_adapter_to_one_package_function():
         for n in tree.body:
             if isinstance(n, ast.ImportFrom):
                 assert n.module.startswith("gamer_mril"), (path.name, n.module)
+
+
+FAULTS = r"""
+import resource, torch
+torch.set_num_threads(1)
+from gamer_mril.network import build_model
+m = build_model(input_shape=(24, 24, 28), seed=0).eval()
+x, age = torch.rand(4, 3, 24, 24, 28), torch.full((4,), 40.0)
+with torch.no_grad():
+    m(x, age)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):          # what voxel inverting does: the same passes again and again
+        m(x, age)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's tunables")
+def test_malloc_tunables_let_jobs_reuse_large_blocks():
+    """With the workflow's GLIBC_TUNABLES, repeated forward passes of the network reuse
+    their memory; without, glibc maps fresh pages for them each time (a malformed
+    tunable string would be ignored silently, and this would fail)."""
+    import subprocess
+
+    from gamer_mril.jobs import MALLOC_TUNABLES
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+
+    def faults(extra):
+        out = subprocess.run([sys.executable, "-c", FAULTS], env={**env, **extra},
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    default, tuned = faults({}), faults({"GLIBC_TUNABLES": MALLOC_TUNABLES})
+    assert default > 20 * 1000           # pages faulted in again on every pass
+    assert tuned < default / 20, (default, tuned)
+    snakefile = (Path(__file__).parents[1] / "Snakefile").read_text()
+    assert 'os.environ.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)' in snakefile
