@@ -76,10 +76,17 @@ def _write(out, compose):
         Path(tmp).write_text(sized(Path(tmp).read_text()))
 
 
+#: Passed to nilearn's ``imshow``: ``"none"`` embeds each slice in the SVG at its own
+#: voxel resolution, drawn pixelated by the browser (the same look as nilearn's
+#: ``"nearest"``), instead of a nearest-neighbour resampling at 300 dpi: a fifth less
+#: time per reportlet and smaller files.
+PLOT_PARAMS = {"interpolation": "none"}
+
+
 def _views(mosaic, utils, image, contour, label, div, cuts, bbox=None):
     contour = _img(contour)
     return mosaic.plot_registration(
-        _img(image), div, estimate_brightness=True,
+        _img(image), div, estimate_brightness=True, plot_params=dict(PLOT_PARAMS),
         cuts=utils.cuts_from_bbox(_img(bbox) if bbox is not None else contour, cuts=cuts),
         label=label, contour=contour, compress=False)
 
