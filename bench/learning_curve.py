@@ -21,6 +21,13 @@ part of the workflow.
 
     python bench/learning_curve.py OUT       # default: 24 and 48 subjects, moderate effect
     python bench/learning_curve.py OUT --sizes 24 48 96 --effects 1 0.25 --seeds 0 1
+    python bench/learning_curve.py OUT --region 24 20 24 9 --effects 0.45 \
+        --set selection=last lr_schedule=cosine augment.noise_sd=0    # a focal effect
+
+``--region X Y Z R`` plants the effect in a ball of white matter (MNI mm) instead of the
+demo's tracts (``gamer_mril.synthetic``); ``--set KEY=VALUE`` overrides a training setting
+of :data:`TRAINING` (``augment.KEY`` one of the augmentation), so that settings are
+compared on the same cohorts and folds.
 
 On 2 cores one effect strength at 24 and 48 subjects takes about 18 minutes (cohort
 generation 2.5 min, training 30 epochs per fold); every added size, strength or seed adds
@@ -30,6 +37,7 @@ its share (96 subjects: about 25 minutes more per strength and seed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -44,6 +52,12 @@ from gamer_mril.evaluation import table_ii
 from gamer_mril.split import make_split
 from gamer_mril.synthetic import generate_cohort
 from gamer_mril.training import load_model, open_cache, predict, train_fold
+
+#: The network's training settings (the quick demo's); ``--set`` overrides them.
+TRAINING = dict(epochs=30, batch_size=4, lr=3e-4, weight_decay=1e-2, growth=4,
+                selection="val_auc", selection_window=5, lr_schedule="constant", patience=0,
+                augment=dict(p_flip=0, p_rot90=0, max_rotation_deg=5, max_scale=0.05,
+                             noise_sd=0.05))
 
 NETWORK = "GAMER-MRIL"
 FLOOR = "cerebrum means + age"
@@ -68,8 +82,31 @@ def session_features(cache, planted: dict) -> dict:
     return {FLOOR: pd.DataFrame(floor, columns=cols), ORACLE: pd.DataFrame(oracle, columns=cols)}
 
 
-def one_point(cache, table, features, n_subjects, runs: Path, *, seed, epochs, batch_size,
-              lr, folds, test_fraction, log, selection="val_auc") -> list[dict]:
+def training_settings(overrides=None, **keywords) -> dict:
+    """:data:`TRAINING` with ``overrides`` ({"lr": 1e-4, "augment.noise_sd": 0, ...},
+    values as YAML reads them when strings) and keyword settings applied."""
+    import yaml
+
+    settings = {**TRAINING, "augment": dict(TRAINING["augment"])}
+    for key, value in {**(overrides or {}), **keywords}.items():
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+            with contextlib.suppress(ValueError, TypeError):
+                value = float(value) if isinstance(value, str) else value   # "1e-4"
+        head, _, tail = key.partition(".")
+        if head == "augment" and tail:
+            if tail not in settings["augment"]:
+                raise ValueError(f"unknown augmentation setting {tail!r}")
+            settings["augment"][tail] = value
+        elif head in settings and not tail:
+            settings[head] = value
+        else:
+            raise ValueError(f"unknown training setting {key!r}; known: {sorted(TRAINING)}")
+    return settings
+
+
+def one_point(cache, table, features, n_subjects, runs: Path, *, seed, training: dict, folds,
+              test_fraction, log) -> list[dict]:
     """Every classifier's Table II figures for the first ``n_subjects`` subjects."""
     subjects = sorted(table["subject"].unique())[:n_subjects]
     part = table[table["subject"].isin(subjects)].reset_index(drop=True)
@@ -87,11 +124,10 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, epochs, b
         tr = [rows_of[x] for x in zip(train["subject"], train["session"])]
         va = [rows_of[x] for x in zip(val["subject"], val["session"])]
         out = runs / f"n{n_subjects}-s{seed}-f{k}"
-        train_fold(cache, tr, va, out, epochs=epochs, batch_size=batch_size, lr=lr,
-                   seed=seed + k, device="auto", progress=False, log=lambda *_: None,
-                   selection=selection,
-                   augment_cfg=dict(p_flip=0, p_rot90=0, max_rotation_deg=5,
-                                    max_scale=0.05, noise_sd=0.05))
+        settings = dict(training)
+        augment_cfg = settings.pop("augment")
+        train_fold(cache, tr, va, out, seed=seed + k, device="auto", progress=False,
+                   log=lambda *_: None, augment_cfg=augment_cfg, **settings)
         model = load_model(out)
         preds[NETWORK][0][k] = predict(model, cache, va)
         preds[NETWORK][1][k] = predict(model, cache, test_rows)
@@ -116,17 +152,21 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, epochs, b
     return out_rows
 
 
-def run(out: Path, sizes, effects, seeds, *, epochs=30, batch_size=4, lr=3e-4, scale=2.0,
-        crop=(48, 48, 56), folds=3, test_fraction=0.2, selection="val_auc",
-        log=print) -> pd.DataFrame:
+def run(out: Path, sizes, effects, seeds, *, scale=2.0, crop=(48, 48, 56), folds=3,
+        test_fraction=0.2, region=None, training=None, log=print, **settings) -> pd.DataFrame:
+    """The learning-curve table; ``training``: overrides of :data:`TRAINING` (as
+    ``--set``), ``settings``: the same as keywords (``epochs=1``)."""
+    training = training_settings(training, **settings)
     rows = []
     for effect in effects:
         for seed in seeds:
             started = time.perf_counter()
-            cohort = out / f"cohort-e{effect:g}-s{seed}"
-            generate_cohort(cohort, n_subjects=max(sizes), followup_fraction=0.4,
-                            severe_fraction=0.4, scale=scale, seed=seed, log=lambda *_: None,
-                            effect_scale=effect)
+            place = "" if region is None else "-r" + "_".join(f"{v:g}" for v in region)
+            cohort = out / f"cohort-e{effect:g}-s{seed}-x{scale:g}{place}"
+            if not (cohort / "rawdata" / "participants.tsv").exists():
+                generate_cohort(cohort, n_subjects=max(sizes), followup_fraction=0.4,
+                                severe_fraction=0.4, scale=scale, seed=seed,
+                                log=lambda *_: None, effect_scale=effect, region=region)
             table, planted = build_truth_cache(cohort, cohort / "truth", crop, with_planted=True)
             cache = open_cache(cohort / "truth" / "cache")
             features = session_features(cache, planted)
@@ -134,10 +174,8 @@ def run(out: Path, sizes, effects, seeds, *, epochs=30, batch_size=4, lr=3e-4, s
                 f"{time.perf_counter() - started:.0f} s")
             for n in sizes:
                 for r in one_point(cache, table, features, n, cohort / "runs", seed=seed,
-                                   epochs=epochs,
-                                   batch_size=batch_size, lr=lr, folds=folds,
-                                   test_fraction=test_fraction, log=log,
-                                   selection=selection):
+                                   training=training, folds=folds,
+                                   test_fraction=test_fraction, log=log):
                     rows.append(dict(effect_scale=effect, **r))
     return pd.DataFrame(rows)
 
@@ -174,16 +212,22 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[24, 48])
     ap.add_argument("--effects", type=float, nargs="+", default=[0.25])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=TRAINING["epochs"])
     ap.add_argument("--scale", type=float, default=2.0, help="voxel size x 1.8 mm")
     ap.add_argument("--crop", type=int, nargs=3, default=(48, 48, 56))
     ap.add_argument("--test-fraction", type=float, default=0.2)
-    ap.add_argument("--selection", default="val_auc", help="training.selection")
+    ap.add_argument("--selection", default=TRAINING["selection"], help="training.selection")
+    ap.add_argument("--region", type=float, nargs=4, metavar=("X", "Y", "Z", "RADIUS"),
+                    help="plant the effect in a ball of white matter (MNI mm)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="training settings (augment.KEY for the augmentation)")
     a = ap.parse_args(argv)
+    overrides = dict(kv.split("=", 1) for kv in a.set)
     a.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    table = run(a.out, a.sizes, a.effects, a.seeds, epochs=a.epochs, scale=a.scale,
-                crop=tuple(a.crop), test_fraction=a.test_fraction, selection=a.selection)
+    table = run(a.out, a.sizes, a.effects, a.seeds, scale=a.scale, crop=tuple(a.crop),
+                test_fraction=a.test_fraction, region=a.region,
+                training={"epochs": a.epochs, "selection": a.selection, **overrides})
     table.to_csv(a.out / "learning_curve.tsv", sep="\t", index=False)
     plot(table, a.out / "learning_curve.png")
     cols = ["effect_scale", "n_subjects", "n_test", "seed", "classifier", "test_auc",

@@ -128,18 +128,31 @@ def _tube_mask(shape, affine, p0, p1, radius):
     return (dist <= radius).reshape(shape)
 
 
-def planted_region(resolution: int = 2) -> nib.Nifti1Image:
-    """The planted region in MNI152: both tract tubes restricted to white matter."""
+def planted_region(resolution: int = 2, sphere=None) -> nib.Nifti1Image:
+    """The planted region in MNI152, restricted to white matter: both tract tubes, or
+    with ``sphere = (x, y, z, radius)`` (MNI mm) a ball there, on one side only (a focal
+    effect elsewhere than the demo's, for benchmarks that must not be tuned to it)."""
     wm = templates.template_tissue("WM", resolution)
-    tube = np.zeros(wm.shape, dtype=bool)
-    for side in (1.0, -1.0):  # left tract, then its mirror image on the right
-        p0, p1 = (np.array(p) * [side, 1.0, 1.0] for p in PLANTED_TRACT)
-        tube |= _tube_mask(wm.shape, wm.affine, p0, p1, PLANTED_RADIUS_MM)
-    region = tube & (np.asarray(wm.dataobj) > 0.3)
+    if sphere is None:
+        region = np.zeros(wm.shape, dtype=bool)
+        for side in (1.0, -1.0):  # left tract, then its mirror image on the right
+            p0, p1 = (np.array(p) * [side, 1.0, 1.0] for p in PLANTED_TRACT)
+            region |= _tube_mask(wm.shape, wm.affine, p0, p1, PLANTED_RADIUS_MM)
+    else:
+        x, y, z, radius = (float(v) for v in sphere)
+        if radius <= 0:
+            raise ValueError(f"the sphere's radius must be positive, got {radius}")
+        grid = np.indices(wm.shape, dtype=np.float32).reshape(3, -1)
+        xyz = wm.affine[:3, :3] @ grid + wm.affine[:3, 3:4]
+        region = (np.linalg.norm(xyz - np.array([[x], [y], [z]]), axis=0) <= radius
+                  ).reshape(wm.shape)
+    region &= np.asarray(wm.dataobj) > 0.3
+    if not region.any():
+        raise ValueError(f"the planted region {sphere} holds no white matter")
     return nib.Nifti1Image(region.astype(np.uint8), wm.affine)
 
 
-def build_anatomy(resolution: int) -> Anatomy:
+def build_anatomy(resolution: int, sphere=None) -> Anatomy:
     """Tissue fraction maps in template space on a grid padded to hold a whole head."""
     brain_img = templates.template_brain_mask(resolution)
     pad = int(round(40 / resolution))
@@ -163,7 +176,7 @@ def build_anatomy(resolution: int) -> Anatomy:
     skull = ((dist > 2.5) & (dist <= 8.5)).astype(np.float32)
     scalp = ((dist > 8.5) & (dist <= 14.5)).astype(np.float32)
     cereb = padded(templates.cerebellum_mask(resolution).dataobj)
-    planted = padded(planted_region(resolution).dataobj)
+    planted = padded(planted_region(resolution, sphere).dataobj)
     maps = {
         "GM": gm,
         "WM": wm,
@@ -360,6 +373,7 @@ def generate_cohort(
     subjects=None,
     log=print,
     effect_scale: float = 1.0,
+    region=None,
 ) -> pd.DataFrame:
     """Write a synthetic cohort (rawdata + ground_truth) under ``out``; returns the table.
 
@@ -367,14 +381,16 @@ def generate_cohort(
     existing cohort; the table is always the full one so a cohort grows reproducibly.
     ``effect_scale`` multiplies the planted effect's relative changes
     (:data:`PLANTED_EFFECT`): 0.25 gives a moderate effect (MWF -22%, qT1 and NDI +-13%
-    at full strength), 0 none.
+    at full strength), 0 none. ``region``: ``(x, y, z, radius)`` in MNI mm, a ball of
+    white matter on one side instead of the two corticospinal tracts
+    (:func:`planted_region`).
     """
     if effect_scale < 0:
         raise ValueError(f"effect_scale must be >= 0, got {effect_scale}")
     out = Path(out)
     table = make_table(n_subjects, followup_fraction, severe_fraction, seed)
     resolution = 1 if scale < 1.5 else 2
-    anat = build_anatomy(resolution)
+    anat = build_anatomy(resolution, region)
     grids = {c: contrast_grid(c, scale) for c in CONTRASTS}
     smooth = {c: _smoothed(anat, grids[c][1].diagonal()[:3], resolution) for c in CONTRASTS}
     raw = out / "rawdata"
@@ -432,12 +448,13 @@ def generate_cohort(
                     "DatasetType": "raw",
                     "GeneratedBy": [{"Name": "gamer_mril.synthetic",
                                      "Description": f"seed={seed} scale={scale} "
-                                                    f"effect_scale={effect_scale}"}]},
+                                                    f"effect_scale={effect_scale}"
+                                                    f" region={region}"}]},
                    indent=2),
     )
     truth_dir.mkdir(parents=True, exist_ok=True)
-    region = planted_region(2)
-    save_nifti(np.asarray(region.dataobj), region.affine,
+    planted = planted_region(2, region)
+    save_nifti(np.asarray(planted.dataobj), planted.affine,
                truth_dir / f"space-{templates.TEMPLATE_SPACE}_res-2_desc-planted_mask.nii.gz")
     if truth_rows:
         truth_table = pd.DataFrame(truth_rows)
@@ -453,7 +470,9 @@ def generate_cohort(
         "pose_<contrast>: 4x4 matrix from subject space (mm) to that contrast's scanner space;\n"
         "the true transform from a contrast's grid to the NDI grid is pose_NDI @ inv(pose_c).\n"
         f"Planted effect: strength clip((EDSS - 2) / 4, 0, 1) in the region; relative WM change at full\n"
-        f"strength {PLANTED_EFFECT}, times effect_scale {effect_scale}.\n",
+        f"strength {PLANTED_EFFECT}, times effect_scale {effect_scale}.\n"
+        f"Region: {'both corticospinal tracts' if region is None else f'ball {region} (MNI mm)'}"
+        ", white matter only.\n",
     )
     return table
 
@@ -471,9 +490,12 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", help="write only these subject IDs (add to a cohort)")
     p.add_argument("--effect-scale", type=float, default=1.0,
                    help="multiply the planted effect (0.25: moderate; 0: none)")
+    p.add_argument("--region", type=float, nargs=4, metavar=("X", "Y", "Z", "RADIUS"),
+                   help="plant the effect in a ball of white matter there (MNI mm) instead "
+                        "of both corticospinal tracts, e.g. 24 20 24 9 (about 3 cm3)")
     a = p.parse_args(argv)
     table = generate_cohort(a.out, a.subjects, a.followup, a.severe, a.scale, a.seed,
-                            subjects=a.only, effect_scale=a.effect_scale)
+                            subjects=a.only, effect_scale=a.effect_scale, region=a.region)
     print(f"wrote {len(table)} sessions of {table.subject.nunique()} subjects to {a.out}")
 
 

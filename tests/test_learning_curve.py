@@ -30,3 +30,17 @@ def test_two_point_grid(learning_curve, tmp_path):
     assert (oracle["val_auc_within"] >= 0.75).all()
     learning_curve.plot(table, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 5000
+
+
+def test_training_overrides(learning_curve):
+    """--set KEY=VALUE: values read as YAML, augment.KEY reaches the augmentation only,
+    the defaults stay untouched, an unknown key is refused."""
+    got = learning_curve.training_settings({"lr": "1e-4", "selection": "last",
+                                            "augment.noise_sd": "0"}, epochs=2)
+    assert got["lr"] == 1e-4 and got["selection"] == "last" and got["epochs"] == 2
+    assert got["augment"]["noise_sd"] == 0
+    assert got["augment"]["max_rotation_deg"] == learning_curve.TRAINING["augment"]["max_rotation_deg"]
+    assert learning_curve.TRAINING["augment"]["noise_sd"] == 0.05
+    for bad in ({"learning_rate": "1"}, {"augment.flip": "1"}, {"lr.x": "1"}):
+        with pytest.raises(ValueError, match="unknown"):
+            learning_curve.training_settings(bad)

@@ -109,3 +109,46 @@ def test_effect_scale_changes_only_the_planted_region(tmp_path):
         assert close.mean() > 0.99
     with pytest.raises(ValueError, match="effect_scale"):
         generate_cohort(tmp_path / "bad", n_subjects=1, effect_scale=-1, log=lambda *_: None)
+
+
+def test_a_ball_region_moves_the_effect(tmp_path):
+    """``region=(x, y, z, r)``: the planted mask is the white matter of that ball (one
+    side, about its volume), and the maps change there, not in the tracts."""
+    from gamer_mril import templates
+    from gamer_mril.synthetic import planted_region
+
+    ball = (24.0, 20.0, 24.0, 9.0)
+    img = planted_region(2, ball)
+    mask = np.asarray(img.dataobj) > 0
+    ijk = np.argwhere(mask)
+    xyz = nib.affines.apply_affine(img.affine, ijk)
+    assert (np.linalg.norm(xyz - ball[:3], axis=1) <= 9.0).all()
+    assert (xyz[:, 0] > 0).all()                               # one side only
+    wm = np.asarray(templates.template_tissue("WM", 2).dataobj)
+    assert (wm[mask] > 0.3).all()
+    volume = mask.sum() * 8.0                                   # 2 mm voxels, mm3
+    assert 0.3 * 3054 < volume <= 1.1 * 3054    # 4/3 pi 9^3 = 3054 mm3, on a 2 mm grid
+    assert not (mask & (np.asarray(planted_region(2).dataobj) > 0)).any()
+    with pytest.raises(ValueError, match="no white matter"):
+        planted_region(2, (0.0, 0.0, 200.0, 5.0))
+
+    maps = {}
+    for scale in (1.0, 0.0):
+        root = tmp_path / f"e{scale}"
+        table = generate_cohort(root, n_subjects=2, followup_fraction=0.0, severe_fraction=0.5,
+                                scale=3.0, seed=11, log=lambda *_: None, effect_scale=scale,
+                                region=ball)
+        maps[scale] = {(r.subject, r.session): nib.load(
+            raw_path(root / "rawdata", r.subject, r.session, "NDI")).get_fdata()
+            for r in table.itertuples()}
+    truth = np.asarray(nib.load(tmp_path / "e1.0" / "ground_truth" /
+                                "space-MNI152NLin2009cAsym_res-2_desc-planted_mask.nii.gz").dataobj)
+    np.testing.assert_array_equal(truth > 0, mask)
+    edss = dict(zip(zip(table.subject, table.session), table.edss))
+    severe = [k for k in maps[1.0] if effect_strength(edss[k]) > 0]
+    assert severe
+    for key in severe:
+        changed = np.abs(maps[1.0][key] - maps[0.0][key]) > 1e-6
+        # a ball of ~2 cm3 of white matter in 5.4 mm voxels: a handful of voxels, falling
+        assert 0 < changed.sum() < 200
+        assert (maps[1.0][key][changed] <= maps[0.0][key][changed]).all()
