@@ -152,6 +152,14 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, training:
     return out_rows
 
 
+def _subjects(cohort: Path) -> int:
+    """Subjects of the cohort already generated there (0 if none)."""
+    table = cohort / "rawdata" / "participants.tsv"
+    if not table.exists():
+        return 0
+    return pd.read_csv(table, sep="\t", dtype={"subject": str})["subject"].nunique()
+
+
 def run(out: Path, sizes, effects, seeds, *, scale=2.0, crop=(48, 48, 56), folds=3,
         test_fraction=0.2, region=None, training=None, log=print, **settings) -> pd.DataFrame:
     """The learning-curve table; ``training``: overrides of :data:`TRAINING` (as
@@ -163,7 +171,7 @@ def run(out: Path, sizes, effects, seeds, *, scale=2.0, crop=(48, 48, 56), folds
             started = time.perf_counter()
             place = "" if region is None else "-r" + "_".join(f"{v:g}" for v in region)
             cohort = out / f"cohort-e{effect:g}-s{seed}-x{scale:g}{place}"
-            if not (cohort / "rawdata" / "participants.tsv").exists():
+            if _subjects(cohort) < max(sizes):       # a larger cohort holds a smaller one
                 generate_cohort(cohort, n_subjects=max(sizes), followup_fraction=0.4,
                                 severe_fraction=0.4, scale=scale, seed=seed,
                                 log=lambda *_: None, effect_scale=effect, region=region)

@@ -44,3 +44,13 @@ def test_training_overrides(learning_curve):
     for bad in ({"learning_rate": "1"}, {"augment.flip": "1"}, {"lr.x": "1"}):
         with pytest.raises(ValueError, match="unknown"):
             learning_curve.training_settings(bad)
+
+
+def test_a_cohort_is_reused_only_when_large_enough(learning_curve, tmp_path):
+    """A cohort on disk is reused for sizes up to its subjects and regenerated above."""
+    cohort = tmp_path / "c"
+    assert learning_curve._subjects(cohort) == 0
+    (cohort / "rawdata").mkdir(parents=True)
+    (cohort / "rawdata" / "participants.tsv").write_text(
+        "subject\tsession\n001\t1\n001\t2\n002\t1\n")
+    assert learning_curve._subjects(cohort) == 2
