@@ -123,14 +123,15 @@ def _tube_mask(shape, affine, p0, p1, radius):
     xyz = affine[:3, :3] @ grid + affine[:3, 3:4]
     p0 = np.asarray(p0, dtype=np.float64)[:, None]
     d = np.asarray(p1, dtype=np.float64)[:, None] - p0
-    t = np.clip(((xyz - p0) * d).sum(0) / (d * d).sum(), 0, 1)
+    length2 = (d * d).sum()
+    t = np.clip(((xyz - p0) * d).sum(0) / length2, 0, 1) if length2 > 0 else 0.0  # p0 == p1: a ball
     dist = np.linalg.norm(xyz - (p0 + d * t), axis=0)
     return (dist <= radius).reshape(shape)
 
 
 def planted_region(resolution: int = 2, sphere=None) -> nib.Nifti1Image:
     """The planted region in MNI152, restricted to white matter: both tract tubes, or
-    with ``sphere = (x, y, z, radius)`` (MNI mm) a ball there, on one side only (a focal
+    with ``sphere = (x, y, z, radius)`` (MNI mm) one ball there, not mirrored (a focal
     effect elsewhere than the demo's, for benchmarks that must not be tuned to it)."""
     wm = templates.template_tissue("WM", resolution)
     if sphere is None:
@@ -142,10 +143,7 @@ def planted_region(resolution: int = 2, sphere=None) -> nib.Nifti1Image:
         x, y, z, radius = (float(v) for v in sphere)
         if radius <= 0:
             raise ValueError(f"the sphere's radius must be positive, got {radius}")
-        grid = np.indices(wm.shape, dtype=np.float32).reshape(3, -1)
-        xyz = wm.affine[:3, :3] @ grid + wm.affine[:3, 3:4]
-        region = (np.linalg.norm(xyz - np.array([[x], [y], [z]]), axis=0) <= radius
-                  ).reshape(wm.shape)
+        region = _tube_mask(wm.shape, wm.affine, (x, y, z), (x, y, z), radius)
     region &= np.asarray(wm.dataobj) > 0.3
     if not region.any():
         raise ValueError(f"the planted region {sphere} holds no white matter")
