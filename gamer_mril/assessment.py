@@ -992,9 +992,10 @@ def auc_table(probabilities: pd.DataFrame, labels: Mapping,
     return pd.DataFrame(rows, columns=columns)
 
 
-def warp_masks_to_template(masks, affine, xfm: Mapping, template_resolution: int = 2):
-    """Session masks (V, D, H, W) in the cropped NDI grid to MNI152, nearest neighbour,
-    through the session's saved transforms (``xfm``: affine, warp, inverse_warp paths, as
+def warp_masks_to_template(masks, affine, xfm: Mapping, template_mask=2):
+    """Session masks (V, D, H, W) in the cropped NDI grid to MNI152 (the grid of
+    ``template_mask``: a resolution in mm or the file of the template's brain mask),
+    nearest neighbour, through the session's saved transforms (``xfm``: affine, warp, inverse_warp paths, as
     :func:`gamer_mril.preprocessing.step_warp_mask_to_template`). Returns ``(bool (V, X,
     Y, Z), template affine)``; all masks in one resampling (24 to a volume, as bits),
     voxel for voxel what one nearest-neighbour resampling per mask gives."""
@@ -1003,7 +1004,7 @@ def warp_masks_to_template(masks, affine, xfm: Mapping, template_resolution: int
     from .preprocessing import to_template_transforms
 
     masks = np.asarray(masks)
-    tmask = templates.template_brain_mask(template_resolution)
+    tmask = templates.template_brain_mask(template_mask)
     fixed = reg.to_ants(np.asarray(tmask.dataobj, dtype=np.float32), tmask.affine)
     tlist, inv = to_template_transforms(xfm)
     return reg.warp_masks(fixed, masks, affine, tlist, inv), tmask.affine

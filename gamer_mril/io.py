@@ -12,6 +12,7 @@ version, so any output can be traced back to its inputs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -87,12 +88,22 @@ def save_nifti(data, affine, path, header=None) -> None:
         nib.save(img, str(tmp))
 
 
+#: sha256 of the files a process has hashed, by (path, device, inode, size, mtime): a job
+#: writes a sidecar per output and each names the same inputs (model weights, transforms);
+#: a file changed since is hashed again.
+_HASHED: dict = {}
+
+
 def sha256(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(chunk), b""):
+                h.update(block)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
 
 
 SIDECAR_EXTENSIONS = (".nii.gz", ".nii", ".mat", ".h5")
@@ -108,18 +119,30 @@ def sidecar_path(path) -> Path:
     return path.with_name(name + ".json")
 
 
-def package_versions(names=TRACKED_PACKAGES) -> dict:
-    out = {}
+@functools.lru_cache(maxsize=None)
+def _versions(names: tuple) -> tuple:
+    found = []
     for n in names:
         try:
-            out[n] = metadata.version(n)
+            found.append((n, metadata.version(n)))
         except metadata.PackageNotFoundError:
             pass
-    return out
+    return tuple(found)
+
+
+def package_versions(names=TRACKED_PACKAGES) -> dict:
+    """{package: version} of the installed ``names`` (looked up once per process)."""
+    return dict(_versions(tuple(names)))
 
 
 def code_version() -> dict:
-    """Package version plus the git commit of the source tree (and whether it was dirty)."""
+    """Package version plus the git commit of the source tree (and whether it was dirty),
+    asked of git once per process."""
+    return dict(_code_version())
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version() -> tuple:
     info = {"gamer_mril": __version__}
     src = Path(__file__).resolve().parent.parent
     try:
@@ -135,7 +158,7 @@ def code_version() -> dict:
         info["git_dirty"] = bool(dirty)
     except (OSError, subprocess.SubprocessError):
         pass
-    return info
+    return tuple(info.items())
 
 
 def provenance(*, rule: str, inputs: dict, params: dict | None = None,

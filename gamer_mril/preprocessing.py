@@ -235,26 +235,28 @@ def skull_strip(qt1_scaled, affine, method: str):
     return _deepbet_mask(t1w, affine)
 
 
-def register_template(qt1_scaled, affine, strip_mask, workdir, template_res: int = 2,
+def register_template(qt1_scaled, affine, strip_mask, workdir, template=2,
                       transform: str = "SyN") -> dict:
-    """Step 2b: the MNI152 template (moving) registered to the session's stripped
-    pseudo-T1w on the qT1 grid (fixed); ANTs' result (``fwdtransforms`` carry template
-    images to the qT1 grid, ``invtransforms`` the other way)."""
+    """Step 2b: the MNI152 template (moving; ``template``: its resolution in mm or the
+    file of its T1w image) registered to the session's stripped pseudo-T1w on the qT1
+    grid (fixed); ANTs' result (``fwdtransforms`` carry template images to the qT1 grid,
+    ``invtransforms`` the other way)."""
     from . import registration as reg
     from . import templates
 
-    tpl = templates.template_t1w(template_res)
+    tpl = templates.template_t1w(template)
     fixed = reg.to_ants(np.where(strip_mask, pseudo_t1w(qt1_scaled), 0), affine)
     return reg.register(fixed, reg.to_ants(tpl.get_fdata(), tpl.affine), transform, workdir)
 
 
-def carry_template_brain_mask(shape, affine, xfm: Mapping, template_res: int = 2):
-    """Step 2c: the MNI152 brain mask carried onto a session grid (``shape``, ``affine``)
-    through the template transforms ``xfm`` (linear, kept above 0.5)."""
+def carry_template_brain_mask(shape, affine, xfm: Mapping, template_mask=2):
+    """Step 2c: the MNI152 brain mask (``template_mask``: its resolution in mm or its
+    file) carried onto a session grid (``shape``, ``affine``) through the template
+    transforms ``xfm`` (linear, kept above 0.5)."""
     from . import registration as reg
     from . import templates
 
-    tmask = templates.template_brain_mask(template_res)
+    tmask = templates.template_brain_mask(template_mask)
     fixed = reg.to_ants(np.zeros(shape, dtype=np.float32), affine)
     tlist, inv = from_template_transforms(dict(xfm))
     warped = reg.apply(fixed, reg.to_ants(tmask.get_fdata(), tmask.affine), tlist, "linear", inv)
@@ -291,14 +293,14 @@ def brain_mask(qt1_scaled, affine, method: str, workdir, template_res: int = 2):
 
 
 def mask_from_strip(strip, affine, method: str, xfm: Mapping | None = None,
-                    template_res: int = 2):
+                    template_mask=2):
     """Step 2c on arrays: deepbet's stripping mask tidied (``deepbet``), or the template's
     brain mask carried back through ``xfm`` and tidied (``template``,
     ``deepbet_template``)."""
     _check_method(method)
     if method == "deepbet":
         return tidy_mask(strip)
-    return tidy_mask(carry_template_brain_mask(strip.shape, affine, xfm, template_res))
+    return tidy_mask(carry_template_brain_mask(strip.shape, affine, xfm, template_mask))
 
 
 def template_xfm_of(res: dict) -> dict:
@@ -328,7 +330,7 @@ def step_skull_strip(qt1_path, out_path, method, given_mask=None) -> dict:
     return {"Method": source, "Voxels": int(mask.sum())}
 
 
-def step_register_template(t1_path, strip_path, template_res, transform, workdir,
+def step_register_template(t1_path, strip_path, template, transform, workdir,
                            out: dict) -> dict:
     """Step 2b: :func:`register_template`, its transforms kept under the names ``out``
     (keys ``affine``, ``warp``, ``inverse_warp``; ``affine`` alone for ``Affine``)."""
@@ -340,15 +342,16 @@ def step_register_template(t1_path, strip_path, template_res, transform, workdir
 
     q, affine = _load(t1_path)
     strip = _load(strip_path)[0] > 0.5
-    res = register_template(q, affine, strip, workdir, template_res, transform)
+    res = register_template(q, affine, strip, workdir, template, transform)
     for key, path in template_xfm_of(res).items():
         reg.keep(path, out[key])
-    return {"Template": templates.TEMPLATE_SPACE, "TemplateResolution_mm": template_res,
+    return {"Template": templates.TEMPLATE_SPACE,
+            "TemplateResolution_mm": templates.resolution_mm(templates.template_t1w(template)),
             "Transform": transform, "Metric": "MattesMutualInformation",
             "Fixed": "stripped pseudo-T1w, qT1 grid", "Moving": "MNI152 T1w"}
 
 
-def step_brain_mask(strip_path, xfm: dict, out_path, method, template_res=2,
+def step_brain_mask(strip_path, xfm: dict, out_path, method, template_mask=2,
                     given: bool = False) -> dict:
     """Step 2c: the brain mask on the qT1 grid: the given mask as it is, deepbet's tidied,
     or the template's brain mask carried back (``template``, ``deepbet_template``)."""
@@ -359,7 +362,7 @@ def step_brain_mask(strip_path, xfm: dict, out_path, method, template_res=2,
     if given:
         mask, source = strip, "given"
     else:
-        mask, source = mask_from_strip(strip, affine, method, xfm, template_res), method
+        mask, source = mask_from_strip(strip, affine, method, xfm, template_mask), method
     if not mask.any():
         raise ValueError(f"the brain mask made from {strip_path} is empty")
     save_nifti(mask.astype(np.uint8), affine, out_path)
@@ -533,7 +536,7 @@ def step_remove_cerebellum(images: dict, mask_path, xfm: dict, cerebellum_path,
     return {"CerebellumVolume_ml": float(cereb.sum() * vox_ml)}
 
 
-def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path, workdir,
+def step_warp_mask_to_template(mask_path, xfm: dict, template_mask, out_path, workdir,
                                image_path=None, image_out=None) -> dict:
     """A session mask (cropped NDI grid) to MNI152, nearest neighbour; its Dice and
     Jaccard with the template's own brain mask (nipype's Overlap, run in ``workdir``) are
@@ -544,7 +547,7 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_res, out_path, wor
     from .io import save_nifti
     from .qc import overlap
 
-    tmask = templates.template_brain_mask(template_res)
+    tmask = templates.template_brain_mask(template_mask)
     fixed = reg.to_ants(tmask.get_fdata(), tmask.affine)
     tlist, inv = to_template_transforms(xfm)
     warped = reg.apply(fixed, reg.to_ants(*_load(mask_path)), tlist, "nearestNeighbor", inv)
@@ -574,6 +577,20 @@ def run_make_template_cerebellum(margin_mm: float, out, *, log_file=None,
     with step("make_template_cerebellum", inputs={}, params={"margin_mm": margin_mm},
               outputs=[out], log_file=log_file, threads=threads) as s:
         s.sidecar(out, step_template_cerebellum(margin_mm, out))
+
+
+def run_template_images(resolution: int, t1w_out, mask_out, *, log_file=None,
+                        threads: int = 1) -> None:
+    """Rule template_images: the MNI152 T1w image and brain mask at ``resolution`` mm,
+    made once for every session's jobs."""
+    from . import templates
+    from .jobs import step
+
+    with step("template_images", inputs={}, params={"resolution": int(resolution)},
+              outputs=[t1w_out, mask_out], log_file=log_file, threads=threads) as s:
+        facts = templates.write_template_images(resolution, t1w_out, mask_out)
+        s.sidecar(t1w_out, {**facts, "Image": "T1w, intensities in [0, 1]"})
+        s.sidecar(mask_out, {**facts, "Image": "brain mask"})
 
 
 def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, session,
@@ -612,36 +629,38 @@ def run_skull_strip(t1map, out, *, method: str, given_mask=None, subject=None,
         s.sidecar(out, step_skull_strip(t1map, out, method, given_mask=given_mask))
 
 
-def run_register_to_template(t1map, strip, out: Mapping, *, template_resolution: int,
-                             transform: str, seed: int, subject=None, session=None,
-                             log_file=None, threads: int = 1) -> None:
-    """Rule register_to_template (step 2b): ``out`` keys affine, warp, inverse_warp (SyN)
-    or affine (Affine)."""
+def run_register_to_template(t1map, strip, template, out: Mapping, *, transform: str,
+                             seed: int, subject=None, session=None, log_file=None,
+                             threads: int = 1) -> None:
+    """Rule register_to_template (step 2b): ``template`` the file of the MNI152 T1w image
+    (rule template_images); ``out`` keys affine, warp, inverse_warp (SyN) or affine
+    (Affine)."""
     from .jobs import step
 
-    with step("register_to_template", inputs={"t1map": t1map, "strip": strip},
-              params={"template_resolution": template_resolution, "transform": transform,
-                      "seed": seed},
+    with step("register_to_template",
+              inputs={"t1map": t1map, "strip": strip, "template": template},
+              params={"transform": transform, "seed": seed},
               outputs=list(out.values()), log_file=log_file, threads=threads, seed=seed,
               subject=subject, session=session) as s:
-        facts = step_register_template(t1map, strip, template_resolution, transform,
-                                       s.workdir, dict(out))
+        facts = step_register_template(t1map, strip, template, transform, s.workdir,
+                                       dict(out))
         for path in out.values():
             s.sidecar(path, facts)
 
 
-def run_make_brain_mask(strip, xfm: Mapping, out, *, method: str, template_resolution: int,
+def run_make_brain_mask(strip, xfm: Mapping, template_mask, out, *, method: str,
                         given: bool = False, subject=None, session=None, log_file=None,
                         threads: int = 1) -> None:
-    """Rule make_brain_mask (step 2c): the brain mask on the qT1 grid."""
+    """Rule make_brain_mask (step 2c): the brain mask on the qT1 grid; ``template_mask``
+    the file of the MNI152 brain mask (rule template_images)."""
     from .jobs import step
 
-    with step("make_brain_mask", inputs={"strip": strip, **dict(xfm)},
-              params={"method": method, "template_resolution": template_resolution,
-                      "given": bool(given)},
+    with step("make_brain_mask",
+              inputs={"strip": strip, "template_mask": template_mask, **dict(xfm)},
+              params={"method": method, "given": bool(given)},
               outputs=[out], log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
-        s.sidecar(out, step_brain_mask(strip, dict(xfm), out, method, template_resolution,
+        s.sidecar(out, step_brain_mask(strip, dict(xfm), out, method, template_mask,
                                        given=given))
 
 
@@ -715,19 +734,20 @@ def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Ma
             s.sidecar(path, facts)
 
 
-def run_warp_brain_mask_to_template(mask, xfm: Mapping, out, *, template_resolution: int,
-                                    t1map=None, out_t1map=None, subject=None, session=None,
+def run_warp_brain_mask_to_template(mask, xfm: Mapping, template_mask, out, *, t1map=None,
+                                    out_t1map=None, subject=None, session=None,
                                     log_file=None, threads: int = 1) -> None:
     """Rule warp_brain_mask_to_template: quality control of the template registration,
-    the brain mask (and the qT1 map, for the reportlet) carried to MNI152."""
+    the brain mask (and the qT1 map, for the reportlet) carried to MNI152, onto the grid
+    of ``template_mask`` (the file of the MNI152 brain mask, rule template_images)."""
     from .jobs import step
 
-    inputs = {"mask": mask, **({"t1map": t1map} if t1map else {}), **dict(xfm)}
+    inputs = {"mask": mask, **({"t1map": t1map} if t1map else {}),
+              "template_mask": template_mask, **dict(xfm)}
     outputs = [out] + ([out_t1map] if out_t1map else [])
-    with step("warp_brain_mask_to_template", inputs=inputs,
-              params={"template_resolution": template_resolution}, outputs=outputs,
+    with step("warp_brain_mask_to_template", inputs=inputs, params={}, outputs=outputs,
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
-        facts = step_warp_mask_to_template(mask, dict(xfm), template_resolution, out,
+        facts = step_warp_mask_to_template(mask, dict(xfm), template_mask, out,
                                            s.workdir, t1map, out_t1map)
         s.sidecar(out, facts)
         if out_t1map:

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 #: Facts gathered into the QC table: (rule, fact) -> column (``{suffix}``: the map's).
 QC_FACTS = {
@@ -103,6 +102,8 @@ def qc_table(sidecars, out_tsv=None, *, min_dice: float = MIN_DICE,
              mad_limit: float = MAD_LIMIT) -> pd.DataFrame:
     """One row per session with the QC facts found in the given sidecars, flagged by
     :func:`qc_flags`; written to ``out_tsv`` when given."""
+    import pandas as pd
+
     from .io import atomic_write_text
 
     rows: dict = {}

@@ -120,21 +120,21 @@ def flicker_reportlet(fixed, moving, contour, out, labels=("fixed", "moving"),
     _write(out, lambda tmp: utils.compose_view(views[0], views[1], out_file=tmp))
 
 
-def run_qc_reportlets(maps: Mapping, out: Mapping, *, template_resolution: int,
-                                 cuts: int = CUTS, subject, session, log_file=None,
-                                 threads: int = 1) -> None:
+def run_qc_reportlets(maps: Mapping, out: Mapping, *, cuts: int = CUTS, subject, session,
+                      log_file=None, threads: int = 1) -> None:
     """Rule qc_reportlets: a session's preprocessing reportlets.
 
     ``maps``: ``t1map`` (scaled, native), ``native_mask`` (step 2c), ``ndimap``,
     ``t1map_ndi``, ``mwfmap_ndi``, ``ndi_mask`` (step 4), ``t1map_crop``, ``crop_mask``,
-    ``cerebellum`` (steps 5, 7), ``t1map_template`` (the qT1 map in MNI152); ``out``:
+    ``cerebellum`` (steps 5, 7), ``t1map_template`` (the qT1 map in MNI152),
+    ``template_t1w`` and ``template_mask`` (the files of rule template_images); ``out``:
     one SVG per name of :data:`gamer_mril.layout.REPORTLETS`.
     """
     from . import templates
     from .jobs import step
 
     with step("qc_reportlets", inputs=dict(maps), outputs=list(out.values()),
-              params={"template_resolution": template_resolution, "cuts": int(cuts)},
+              params={"cuts": int(cuts)},
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
         contour_reportlet(maps["t1map"], maps["native_mask"], out["brainmask"],
                           label="brain mask", cuts=cuts)
@@ -142,10 +142,8 @@ def run_qc_reportlets(maps: Mapping, out: Mapping, *, template_resolution: int,
             flicker_reportlet(maps["ndimap"], maps[f"{suffix.lower()}_ndi"],
                               maps["ndi_mask"], out[f"coreg{suffix}"],
                               labels=("NDI", f"{c} in the NDI grid"), cuts=cuts)
-        template_mask = templates.template_brain_mask(template_resolution)
-        template_mask = nib.Nifti1Image((np.asarray(template_mask.dataobj) > 0)
-                                        .astype(np.uint8), template_mask.affine)
-        flicker_reportlet(templates.template_t1w(template_resolution),
+        template_mask = templates.template_brain_mask(maps["template_mask"])
+        flicker_reportlet(templates.template_t1w(maps["template_t1w"]),
                           maps["t1map_template"], template_mask, out["template"],
                           labels=("MNI152 template", "qT1 in MNI152"), cuts=cuts)
         contour_reportlet(maps["t1map_crop"], maps["cerebellum"], out["cerebellum"],

@@ -207,21 +207,21 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
             probs.to_csv(tmp, sep="\t", index=False)
 
 
-def run_warp_top_masks(qmasks: Mapping, xfm: Mapping, out: Mapping, *, levels: Sequence,
-                       level: int, template_resolution: int, subject, session,
-                       log_file=None, threads: int = 1) -> None:
+def run_warp_top_masks(qmasks: Mapping, xfm: Mapping, template_mask, out: Mapping, *,
+                       levels: Sequence, level: int, subject, session, log_file=None,
+                       threads: int = 1) -> None:
     """Rule warp_top_masks: every scenario's top-``level`` mask to MNI152 (nearest
-    neighbour, the session's saved transforms); one volume per contrast for individual
-    maps. ``qmasks`` / ``out``: {scenario: level image / warped mask}."""
+    neighbour, the session's saved transforms, onto the grid of ``template_mask``, the
+    file of the template's brain mask); one volume per contrast for individual maps.
+    ``qmasks`` / ``out``: {scenario: level image / warped mask}."""
     from . import assessment as A
     from .io import save_nifti
 
     scenarios = sorted(int(n) for n in qmasks)
     levels = [int(n) for n in levels]
     with step("warp_top_masks", inputs={**{f"mask_{n:02d}": qmasks[n] for n in scenarios},
-                                        **dict(xfm)},
-              params={"scenarios": scenarios, "levels": levels, "level": int(level),
-                      "template_resolution": template_resolution},
+                                        "template_mask": template_mask, **dict(xfm)},
+              params={"scenarios": scenarios, "levels": levels, "level": int(level)},
               outputs=list(out.values()), log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
         k = levels.index(int(level))
@@ -237,7 +237,7 @@ def run_warp_top_masks(qmasks: Mapping, xfm: Mapping, out: Mapping, *, levels: S
         # every scenario's volumes through the transforms in one call
         stacked = np.concatenate([masks[n] for n in scenarios])        # (V, D, H, W)
         warped_all, tpl_affine = A.warp_masks_to_template(stacked, affine, dict(xfm),
-                                                          template_resolution)
+                                                          template_mask)
         first = 0
         for n in scenarios:
             m, individual = masks[n], individual_map[n]

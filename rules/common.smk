@@ -174,6 +174,23 @@ TOP_MASKS = {f"top_{n:02d}": S.top_mask(n, HEAT) for n in SCENARIOS}
 # -------------------------------------------------------------- cohort-level outputs
 GROUP = f"{OUT}/group"
 TEMPLATE_CEREBELLUM = f"{OUT}/templates/tpl-{TPL}_res-01_desc-cerebellum_mask.nii.gz"
+#: The MNI152 T1w image and brain mask at {res} mm (rule template_images, made once).
+TEMPLATE_IMAGES = dict(
+    t1w=f"{OUT}/templates/tpl-{TPL}_res-{{res}}_T1w.nii.gz",
+    mask=f"{OUT}/templates/tpl-{TPL}_res-{{res}}_desc-brain_mask.nii.gz",
+)
+
+
+def template_images(resolution):
+    """The files of TEMPLATE_IMAGES at ``resolution`` mm."""
+    return {
+        k: v.format(res=f"{int(resolution):02d}") for k, v in TEMPLATE_IMAGES.items()
+    }
+
+
+#: The template registered to each session (step 2b) and the grid of the MNI152 outputs.
+SKULLSTRIP_TEMPLATE = template_images(PP["skullstrip_template_resolution"])
+OUTPUT_TEMPLATE = template_images(PP["template_resolution"])
 QC_TABLE = f"{GROUP}/preprocessing_qc.tsv"
 SPLIT = f"{GROUP}/split.tsv"
 #: The session cache: every session's network inputs in one memory-mapped array.

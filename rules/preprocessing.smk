@@ -30,6 +30,30 @@ rule make_template_cerebellum:
         "../scripts/make_template_cerebellum.py"
 
 
+rule template_images:
+    """The MNI152 T1w image and brain mask at {res} mm, made once from nilearn's files:
+    every session's template registration, brain mask, MNI152 warps and reportlets read
+    them (docs/method.md#22-brain-mask-and-template-registration)."""
+    output:
+        **TEMPLATE_IMAGES,
+    log:
+        f"{OUT}/logs/template_images_res-{{res}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/template_images_res-{{res}}.tsv"
+    wildcard_constraints:
+        res="0[12]",
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        resolution=lambda wildcards: int(wildcards.res),
+    script:
+        "../scripts/template_images.py"
+
+
 rule scale_map:
     """Step 1 (docs/method.md#21-range-checks-and-scaling): units and range of the three
     maps checked, non-finite voxels zeroed (and counted), clipped to the feasible range
@@ -92,6 +116,7 @@ rule register_to_template:
     input:
         t1map=SCALED["t1map"],
         strip=S.skullstrip_mask,
+        template=SKULLSTRIP_TEMPLATE["t1w"],
     output:
         **TEMPLATE_XFM,
     log:
@@ -107,7 +132,6 @@ rule register_to_template:
         mem_mb=4000,
         runtime=30,
     params:
-        template_resolution=PP["skullstrip_template_resolution"],
         transform=PP["template_transform"],
         seed=PP["seed"],
     script:
@@ -122,6 +146,7 @@ rule make_brain_mask:
     input:
         **TEMPLATE_XFM,
         strip=S.skullstrip_mask,
+        template_mask=SKULLSTRIP_TEMPLATE["mask"],
         given=given_mask,
     output:
         mask=S.native_brain_mask,
@@ -139,7 +164,6 @@ rule make_brain_mask:
         runtime=10,
     params:
         method=PP["skullstrip"],
-        template_resolution=PP["skullstrip_template_resolution"],
     script:
         "../scripts/make_brain_mask.py"
 
@@ -292,6 +316,7 @@ rule warp_brain_mask_to_template:
         **CROP_TO_TEMPLATE,
         mask=S.crop_grid("mask"),
         t1map=CROP_GRID["t1map"],
+        template_mask=OUTPUT_TEMPLATE["mask"],
     output:
         mask=S.template_brain_mask,
         t1map=S.template_t1map,
@@ -307,8 +332,6 @@ rule warp_brain_mask_to_template:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        template_resolution=PP["template_resolution"],
     script:
         "../scripts/warp_brain_mask_to_template.py"
 

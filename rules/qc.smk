@@ -59,6 +59,8 @@ rule qc_reportlets:
         crop_mask=S.crop_grid("mask"),
         cerebellum=S.cerebellum,
         t1map_template=S.template_t1map,
+        template_t1w=OUTPUT_TEMPLATE["t1w"],
+        template_mask=OUTPUT_TEMPLATE["mask"],
     output:
         **{
             name: report(
@@ -87,7 +89,6 @@ rule qc_reportlets:
         mem_mb=2000,
         runtime=10,
     params:
-        template_resolution=PP["template_resolution"],
         cuts=config["qc"]["reportlet_cuts"],
     script:
         "../scripts/qc_reportlets.py"

@@ -107,6 +107,7 @@ rule warp_top_masks:
     input:
         **QMASKS,
         **CROP_TO_TEMPLATE,
+        template_mask=OUTPUT_TEMPLATE["mask"],
     output:
         **TOP_MASKS,
     log:
@@ -122,7 +123,6 @@ rule warp_top_masks:
     params:
         levels=LEVELS,
         level=HEAT,
-        template_resolution=PP["template_resolution"],
     script:
         "../scripts/warp_top_masks.py"
 

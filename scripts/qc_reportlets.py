@@ -4,7 +4,5 @@ from gamer_mril.reportlets import run_qc_reportlets
 
 i, o, w = snakemake.input, snakemake.output, snakemake.wildcards
 run_qc_reportlets(dict(i.items()), {name: o[name] for name in REPORTLETS},
-                             template_resolution=snakemake.params.template_resolution,
-                             cuts=snakemake.params.cuts,
-                             subject=w.subject, session=w.session,
-                             log_file=snakemake.log[0], threads=snakemake.threads)
+                  cuts=snakemake.params.cuts, subject=w.subject, session=w.session,
+                  log_file=snakemake.log[0], threads=snakemake.threads)

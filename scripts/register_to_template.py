@@ -2,7 +2,7 @@
 from gamer_mril.preprocessing import run_register_to_template
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-run_register_to_template(i.t1map, i.strip, dict(o.items()),
-                         template_resolution=p.template_resolution, transform=p.transform,
-                         seed=p.seed, subject=w.subject, session=w.session,
-                         log_file=snakemake.log[0], threads=snakemake.threads)
+run_register_to_template(i.t1map, i.strip, i.template, dict(o.items()),
+                         transform=p.transform, seed=p.seed, subject=w.subject,
+                         session=w.session, log_file=snakemake.log[0],
+                         threads=snakemake.threads)

@@ -4,8 +4,7 @@ from gamer_mril.preprocessing import run_warp_brain_mask_to_template
 
 i, w = snakemake.input, snakemake.wildcards
 run_warp_brain_mask_to_template(i.mask, {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},
-                                snakemake.output.mask,
-                                template_resolution=snakemake.params.template_resolution,
+                                i.template_mask, snakemake.output.mask,
                                 t1map=i.t1map, out_t1map=snakemake.output.t1map,
                                 subject=w.subject, session=w.session,
                                 log_file=snakemake.log[0], threads=snakemake.threads)

@@ -182,3 +182,21 @@ def test_malloc_tunables_let_jobs_reuse_large_blocks():
     assert tuned < default / 20, (default, tuned)
     snakefile = (Path(__file__).parents[1] / "Snakefile").read_text()
     assert 'os.environ.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)' in snakefile
+
+
+def test_sha256_is_remembered_per_file_version_not_per_path(tmp_path):
+    """A job hashes the same inputs for every sidecar it writes; the remembered hash is
+    that of the file's current version (a rewritten file is hashed again)."""
+    import hashlib
+
+    from gamer_mril.io import sha256
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"first")
+    assert sha256(f) == sha256(str(f)) == hashlib.sha256(b"first").hexdigest()
+    f.write_bytes(b"second, longer")
+    assert sha256(f) == hashlib.sha256(b"second, longer").hexdigest()
+    tmp = tmp_path / "y.bin"              # the same size, put in place as the jobs write
+    tmp.write_bytes(b"SECOND, LONGER")    # (a new file renamed over the old one)
+    tmp.replace(f)
+    assert sha256(f) == hashlib.sha256(b"SECOND, LONGER").hexdigest()

@@ -337,7 +337,7 @@ def test_preprocessing_on_slurm_one_job_per_session(slurm_cluster, tiny_cohort, 
     ran = jobs_run(SimpleNamespace(stdout=text, stderr=""))
     n = len(expected)
     assert ran == {**{r: n for r in SESSION_RULES}, "make_template_cerebellum": 1,
-                   "select_participants": 1, "preprocessing_qc": 1,
+                   "template_images": 1, "select_participants": 1, "preprocessing_qc": 1,
                    "preprocess_all": 1}, ran
 
     # What SLURM ran: one job per session plus the two cohort-level jobs, all completed on
@@ -346,6 +346,7 @@ def test_preprocessing_on_slurm_one_job_per_session(slurm_cluster, tiny_cohort, 
     jobs = completed_jobs(slurm_cluster)
     logs = slurm_logs(work)
     assert set(logs) == {("group", GROUP), ("rule", "make_template_cerebellum"),
+                         ("rule", "template_images"),
                          ("rule", "preprocessing_qc")}, sorted(logs)
     session_logs = logs[("group", GROUP)]
     assert len(session_logs) == n, sorted(session_logs)
