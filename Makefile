@@ -4,13 +4,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
-# The quick demo (make demo): 24 subjects (40% severe, a quarter with a follow-up) at three
+# The quick demo (make demo): 22 subjects (40% severe, a quarter with a follow-up) at three
 # times the paper's voxel size, config.yaml with config.quick.yaml on top. The full demo
 # (make demo-full): 48 subjects at twice the voxel size, config.yaml alone.
 DEMO_DIR      ?= demo
 DEMO_SUBJECTS ?= 48
 DEMO_SCALE    ?= 2
-QUICK_SUBJECTS ?= 24
+QUICK_SUBJECTS ?= 22
 QUICK_SCALE    ?= 3
 SNAKEMAKE := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake
 
