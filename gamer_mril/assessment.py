@@ -1201,12 +1201,13 @@ def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chos
                                 f"normalized value vs EDSS")
 
 
-def run_group_heatmaps(chosen_path, predictions_path, top_masks: Mapping, heatmaps: Mapping,
-                       *, figure_out, peaks_out, fig6_scenarios: Sequence, groups: Sequence,
-                       level: int, template_resolution: int, log_file=None,
+def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Mapping,
+                       heatmaps: Mapping, *, figure_out, peaks_out, fig6_scenarios: Sequence,
+                       groups: Sequence, level: int, log_file=None,
                        threads: int = 1) -> None:
     """Rule group_heatmaps: the fraction of sessions whose warped top-N mask covers each
-    MNI152 voxel, per group (Fig. 6), and the peaks of the chosen scenario's and Fig. 6's.
+    MNI152 voxel, per group (Fig. 6, drawn over ``template``, the file of the MNI152 T1w
+    image of rule template_images), and the peaks of the chosen scenario's and Fig. 6's.
 
     ``top_masks``: {scenario: every session's warped top-N mask}; ``heatmaps``:
     {(scenario, group): output path}."""
@@ -1220,10 +1221,10 @@ def run_group_heatmaps(chosen_path, predictions_path, top_masks: Mapping, heatma
     from .layout import session_of
 
     scenarios = sorted(int(n) for n in top_masks)
-    with step("group_heatmaps", inputs={"chosen": chosen_path, "predictions": predictions_path},
+    with step("group_heatmaps", inputs={"chosen": chosen_path, "predictions": predictions_path,
+                                        "template": template},
               params={"scenarios": scenarios, "fig6_scenarios": [int(n) for n in fig6_scenarios],
-                      "groups": list(groups), "level": int(level),
-                      "template_resolution": template_resolution},
+                      "groups": list(groups), "level": int(level)},
               outputs=[*heatmaps.values(), figure_out, peaks_out], log_file=log_file,
               threads=threads) as s:
         chosen = int(json.loads(Path(chosen_path).read_text())["scenario"])
@@ -1284,5 +1285,5 @@ def run_group_heatmaps(chosen_path, predictions_path, top_masks: Mapping, heatma
                 rows.append([(f"scenario {n}{' (chosen)' if n == chosen else ''}, {name}, "
                               f"{g} (n={images[(n, g, name)][1]})", images[(n, g, name)][0])
                              for g in groups])
-        plot_heatmap_grid(rows, templates.template_t1w(template_resolution), figure_out,
+        plot_heatmap_grid(rows, templates.template_t1w(template), figure_out,
                           title=f"Top-{level} masks in MNI152: fraction of sessions")

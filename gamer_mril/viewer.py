@@ -25,12 +25,12 @@ def viewer_page(panels, title: str) -> str:
     return "\n".join(parts)
 
 
-def run_heatmap_viewer(chosen_path, heatmaps: Mapping, out, *, group: str,
-                       template_resolution: int, log_file=None, threads: int = 1) -> None:
+def run_heatmap_viewer(chosen_path, heatmaps: Mapping, template, out, *, group: str,
+                       log_file=None, threads: int = 1) -> None:
     """Rule heatmap_viewer: the chosen scenario's ``group`` heatmap (fraction of the
     group's sessions whose top-N mask covers each MNI152 voxel) in nilearn's viewer over
-    the MNI152 T1w; one viewer per contrast for an individual map. ``heatmaps``:
-    {scenario: that group's heatmap}."""
+    the MNI152 T1w (``template``: its file, rule template_images); one viewer per contrast
+    for an individual map. ``heatmaps``: {scenario: that group's heatmap}."""
     import nibabel as nib
     from nilearn.plotting import view_img
 
@@ -40,16 +40,16 @@ def run_heatmap_viewer(chosen_path, heatmaps: Mapping, out, *, group: str,
     from .templates import template_t1w
 
     chosen = int(json.loads(Path(chosen_path).read_text())["scenario"])
-    with step("heatmap_viewer", inputs={"chosen": chosen_path, "heatmap": heatmaps[chosen]},
-              params={"group": group, "scenario": chosen,
-                      "template_resolution": template_resolution},
+    with step("heatmap_viewer", inputs={"chosen": chosen_path, "heatmap": heatmaps[chosen],
+                                        "template": template},
+              params={"group": group, "scenario": chosen},
               outputs=[out], log_file=log_file, threads=threads) as s:
         img = nib.load(heatmaps[chosen])
         facts = json.loads(sidecar_path(heatmaps[chosen]).read_text()).get("Facts", {})
         data = np.asarray(img.dataobj, dtype=np.float32)
         volumes = np.moveaxis(data, -1, 0) if data.ndim == 4 else data[None]
         names = list(CONTRASTS) if data.ndim == 4 else ["combined"]
-        background = template_t1w(template_resolution)
+        background = template_t1w(template)
         panels = []
         for name, vol in zip(names, volumes):
             doc = view_img(nib.Nifti1Image(vol, img.affine), bg_img=background,

@@ -97,6 +97,7 @@ rule group_heatmaps:
         **{k: for_analysed(v) for k, v in TOP_MASKS.items()},
         chosen=CHOSEN,
         predictions=PREDICTIONS,
+        template=OUTPUT_TEMPLATE["t1w"],
     output:
         **{
             f"heat_{n:02d}_{g}": heatmap(n, g)
@@ -127,7 +128,6 @@ rule group_heatmaps:
         fig6_scenarios=FIG6_SCENARIOS,
         groups=list(HEATMAP_GROUPS),
         level=HEAT,
-        template_resolution=PP["template_resolution"],
     script:
         "../scripts/group_heatmaps.py"
 
@@ -138,6 +138,7 @@ rule heatmap_viewer:
     input:
         **{f"heat_{n:02d}": heatmap(n, "severe") for n in SCENARIOS},
         chosen=CHOSEN,
+        template=OUTPUT_TEMPLATE["t1w"],
     output:
         html=report(
             f"{GROUP}/heatmap_viewer.html",
@@ -154,8 +155,6 @@ rule heatmap_viewer:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        template_resolution=PP["template_resolution"],
     script:
         "../scripts/heatmap_viewer.py"
 

@@ -3,6 +3,5 @@ from gamer_mril.viewer import run_heatmap_viewer
 
 i = snakemake.input
 run_heatmap_viewer(i.chosen, {int(k[5:]): v for k, v in i.items() if k.startswith("heat_")},
-                   snakemake.output.html, group="severe",
-                   template_resolution=snakemake.params.template_resolution,
+                   i.template, snakemake.output.html, group="severe",
                    log_file=snakemake.log[0], threads=snakemake.threads)
