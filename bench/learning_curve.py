@@ -11,6 +11,9 @@ subject-grouped folds) is made on those subjects, one network is trained per fol
 models, as Table II does. Beside the network, on the same folds:
 
 * ``cerebrum means + age``: the workflow's floor baseline (``gamer_mril.baselines``);
+* ``all voxels + age``: the same penalised logistic regression on every brain voxel of the
+  three network inputs (its penalty chosen by subject-grouped inner folds, as the
+  regional baseline's): does the network learn what a linear model on its own inputs sees?
 * ``oracle: planted-region means + age``: the same regression on the mean of each map
   inside the true planted region, which no real analysis has: what a perfect localiser
   followed by a simple statistic would reach.
@@ -61,14 +64,19 @@ TRAINING = dict(epochs=30, batch_size=4, lr=3e-4, weight_decay=1e-2, growth=4,
 
 NETWORK = "GAMER-MRIL"
 FLOOR = "cerebrum means + age"
+VOXELS = "all voxels + age"
 ORACLE = "oracle: planted-region means + age"
 
 
 def session_features(cache, planted: dict) -> dict:
     """{classifier: feature frame indexed like the cache}: cerebrum means (the non-zero
-    voxels of the network inputs: brain minus cerebellum) and planted-region means."""
+    voxels of the network inputs: brain minus cerebellum), every voxel inside any
+    session's cerebrum, and planted-region means."""
     index = cache.index
     floor, oracle = [], []
+    images = np.asarray(cache.images, dtype=np.float32)
+    anywhere = (images > 0).any(axis=(0, 1))
+    voxels = np.concatenate([images[:, c][:, anywhere] for c in range(images.shape[1])], axis=1)
     for row in range(len(cache)):
         x = np.asarray(cache.images[row], dtype=np.float64)
         key = (index.loc[row, "subject"], index.loc[row, "session"])
@@ -79,7 +87,9 @@ def session_features(cache, planted: dict) -> dict:
         oracle.append([x[c][region].mean() if region.any() else np.nan
                        for c in range(len(CONTRASTS))] + [age])
     cols = [*CONTRASTS, "age"]
-    return {FLOOR: pd.DataFrame(floor, columns=cols), ORACLE: pd.DataFrame(oracle, columns=cols)}
+    voxels = np.concatenate([voxels, index[["age"]].to_numpy(np.float32)], axis=1)
+    return {FLOOR: pd.DataFrame(floor, columns=cols), VOXELS: pd.DataFrame(voxels),
+            ORACLE: pd.DataFrame(oracle, columns=cols)}
 
 
 def training_settings(overrides=None, **keywords) -> dict:
@@ -116,7 +126,7 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, training:
     cv = split[split["set"] == "cv"]
     test = split[split["set"] == "test"]
     test_rows = [rows_of[k] for k in zip(test["subject"], test["session"])]
-    preds = {name: ({}, {}) for name in (NETWORK, FLOOR, ORACLE)}
+    preds = {name: ({}, {}) for name in (NETWORK, FLOOR, VOXELS, ORACLE)}
     labels = cache.index["label"].to_numpy()
     for k in sorted(int(f) for f in cv["fold"].unique()):
         train = cv[cv["fold"] != k]
@@ -131,9 +141,10 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, training:
         model = load_model(out)
         preds[NETWORK][0][k] = predict(model, cache, va)
         preds[NETWORK][1][k] = predict(model, cache, test_rows)
-        for name in (FLOOR, ORACLE):
+        for name in (FLOOR, VOXELS, ORACLE):
             X = features[name]
-            fitted = fit_baseline("cerebrum", X.iloc[tr], labels[tr], train["subject"].to_numpy())
+            kind = "regional" if name == VOXELS else "cerebrum"     # regional: C by inner folds
+            fitted = fit_baseline(kind, X.iloc[tr], labels[tr], train["subject"].to_numpy())
             for j, rows in ((0, va), (1, test_rows)):
                 frame = cache.index.iloc[rows][["subject", "session", "edss", "label"]]
                 preds[name][j][k] = frame.assign(

@@ -16,10 +16,11 @@ def learning_curve():
 def test_two_point_grid(learning_curve, tmp_path):
     table = learning_curve.run(tmp_path, sizes=[8, 10], effects=[1.0], seeds=[0], epochs=1, folds=2,
                                scale=5.0, crop=(20, 20, 24), log=lambda *_: None)
-    names = [learning_curve.NETWORK, learning_curve.FLOOR, learning_curve.ORACLE]
+    names = [learning_curve.NETWORK, learning_curve.FLOOR, learning_curve.VOXELS,
+             learning_curve.ORACLE]
     assert list(table["classifier"]) == names * 2
-    assert list(table["n_subjects"]) == [8] * 3 + [10] * 3
-    first, second = table.iloc[0], table.iloc[3]
+    assert list(table["n_subjects"]) == [8] * 4 + [10] * 4
+    first, second = table.iloc[0], table.iloc[4]
     assert second["n_sessions"] > first["n_sessions"] >= 8    # the larger cohort extends it
     for _, row in table.iterrows():
         assert row["n_test"] >= 2
