@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from conftest import import_bench
 
+from gamer_mril.training import open_cache
+
 
 @pytest.fixture(scope="module")
 def learning_curve():
@@ -31,6 +33,19 @@ def test_two_point_grid(learning_curve, tmp_path):
     assert (oracle["val_auc_within"] >= 0.75).all()
     learning_curve.plot(table, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 5000
+
+    # bench/split_null.py on the same cohort: every split scores its held-out sessions
+    # (a feature equal to the label ranks them perfectly), the null sets give AUCs in [0, 1]
+    split_null = import_bench("split_null")
+    cohort = next(tmp_path.glob("cohort-*"))
+    cache = open_cache(cohort / "truth" / "cache")
+    features = split_null.null_features(cache)
+    assert features["cerebrum means + age"].shape == (len(cache), 4)
+    features["label"] = cache.index[["label"]].to_numpy(float)
+    aucs = split_null.null_aucs(cache, features, n_splits=3, test_fraction=0.2, folds=2)
+    assert aucs["label"] == [1.0, 1.0, 1.0]
+    for name in ("cerebrum means + age", "age", "noise"):
+        assert len(aucs[name]) == 3 and all(0.0 <= v <= 1.0 for v in aucs[name])
 
 
 def test_training_overrides(learning_curve):
