@@ -68,28 +68,31 @@ VOXELS = "all voxels + age"
 ORACLE = "oracle: planted-region means + age"
 
 
+def cerebrum_means(images: np.ndarray) -> np.ndarray:
+    """(sessions, contrasts) mean of each network input over its cerebrum (the non-zero
+    voxels: brain minus cerebellum); ``images``: (sessions, contrasts, D, H, W)."""
+    return np.array([[x[c][b].mean(dtype=np.float64) for c in range(x.shape[0])]
+                     for x, b in zip(images, (images > 0).any(axis=1))])
+
+
 def session_features(cache, planted: dict) -> dict:
-    """{classifier: feature frame indexed like the cache}: cerebrum means (the non-zero
-    voxels of the network inputs: brain minus cerebellum), every voxel inside any
-    session's cerebrum, and planted-region means."""
+    """{classifier: feature frame indexed like the cache}: cerebrum means, every voxel
+    inside any session's cerebrum, and planted-region means (each with age)."""
     index = cache.index
-    floor, oracle = [], []
     images = np.asarray(cache.images, dtype=np.float32)
+    age = index[["age"]].to_numpy(np.float64)
     anywhere = (images > 0).any(axis=(0, 1))
-    voxels = np.concatenate([images[:, c][:, anywhere] for c in range(images.shape[1])], axis=1)
-    for row in range(len(cache)):
-        x = np.asarray(cache.images[row], dtype=np.float64)
-        key = (index.loc[row, "subject"], index.loc[row, "session"])
-        brain = (x > 0).any(axis=0)
+    voxels = np.concatenate([images[:, c][:, anywhere] for c in range(images.shape[1])]
+                            + [age.astype(np.float32)], axis=1)
+    oracle = []
+    for x, key in zip(images, zip(index["subject"], index["session"])):
         region = planted[key]
-        age = float(index.loc[row, "age"])
-        floor.append([x[c][brain].mean() for c in range(len(CONTRASTS))] + [age])
-        oracle.append([x[c][region].mean() if region.any() else np.nan
-                       for c in range(len(CONTRASTS))] + [age])
+        oracle.append([x[c][region].mean(dtype=np.float64) if region.any() else np.nan
+                       for c in range(len(CONTRASTS))])
     cols = [*CONTRASTS, "age"]
-    voxels = np.concatenate([voxels, index[["age"]].to_numpy(np.float32)], axis=1)
-    return {FLOOR: pd.DataFrame(floor, columns=cols), VOXELS: pd.DataFrame(voxels),
-            ORACLE: pd.DataFrame(oracle, columns=cols)}
+    return {FLOOR: pd.DataFrame(np.hstack([cerebrum_means(images), age]), columns=cols),
+            VOXELS: pd.DataFrame(voxels),
+            ORACLE: pd.DataFrame(np.hstack([np.array(oracle), age]), columns=cols)}
 
 
 def training_settings(overrides=None, **keywords) -> dict:

@@ -10,8 +10,9 @@ alone, and four Gaussian noise columns. Prints the mean test AUC and its 10th, 5
 90th percentile over the splits.
 
 A cohort is a finite set of subjects: when a feature's association with the label over
-the whole cohort is near zero, the training subjects and the held-out ones carry it with
-opposite signs, so a model of it scores below 0.5 on the test set more often than above.
+the whole cohort is weak, the training subjects and the held-out ones carry it with
+opposite signs more often than not, so a model of it tends to score below 0.5 on the test
+set.
 This script measures how far below, so that a sub-0.5 test AUC in the learning curves can
 be read as "learned nothing that transfers", not as "learned the opposite of the effect".
 
@@ -26,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gamer_mril import CONTRASTS
+from learning_curve import cerebrum_means  # bench/learning_curve.py
+
 from gamer_mril.assessment import auc
 from gamer_mril.baselines import fit_baseline
 from gamer_mril.split import make_split
@@ -35,10 +37,7 @@ from gamer_mril.training import open_cache
 
 def null_features(cache, seed: int = 0) -> dict:
     """{name: (sessions, features)}: cerebrum means + age, age alone, Gaussian noise."""
-    images = np.asarray(cache.images, dtype=np.float32)
-    brain = (images > 0).any(axis=1)
-    means = np.array([[x[c][b].mean() for c in range(len(CONTRASTS))]
-                      for x, b in zip(images, brain)])
+    means = cerebrum_means(np.asarray(cache.images, dtype=np.float32))
     age = cache.index["age"].to_numpy(float)[:, None]
     noise = np.random.default_rng(seed).normal(size=(len(cache.index), 4))
     return {"cerebrum means + age": np.hstack([means, age]), "age": age, "noise": noise}
@@ -50,15 +49,12 @@ def null_aucs(cache, features: dict, n_splits: int = 100, test_fraction: float =
     {name: (sessions, features) array in the cache's row order}."""
     index = cache.index
     labels = index["label"].to_numpy(int)
-    rows_of = {k: i for i, k in enumerate(zip(index["subject"], index["session"]))}
     table = index[["subject", "session", "age", "edss"]]
     out = {name: [] for name in features}
     for s in range(n_splits):
         split = make_split(table, test_fraction, folds, s)
-        train = [rows_of[k] for k in zip(*(split.loc[split["set"] == "cv", c]
-                                           for c in ("subject", "session")))]
-        test = [rows_of[k] for k in zip(*(split.loc[split["set"] == "test", c]
-                                          for c in ("subject", "session")))]
+        train = cache.rows_for(split[split["set"] == "cv"])
+        test = cache.rows_for(split[split["set"] == "test"])
         groups = index["subject"].to_numpy()[train]
         for name, X in features.items():
             fitted = fit_baseline("cerebrum", pd.DataFrame(X[train]), labels[train], groups)

@@ -48,6 +48,14 @@ def test_two_point_grid(learning_curve, tmp_path):
         assert len(aucs[name]) == 3 and all(0.0 <= v <= 1.0 for v in aucs[name])
 
 
+def test_cerebrum_means_by_hand(learning_curve):
+    """The cerebrum is where any contrast is non-zero, the same voxels for every contrast."""
+    x = np.zeros((1, 2, 1, 1, 4), dtype=np.float32)
+    x[0, 0, 0, 0] = [0.5, 0.25, 0.0, 0.0]     # voxel 2 lies in the cerebrum through contrast 1
+    x[0, 1, 0, 0] = [0.0, 0.5, 1.0, 0.0]
+    np.testing.assert_allclose(learning_curve.cerebrum_means(x), [[0.75 / 3, 1.5 / 3]])
+
+
 def test_training_overrides(learning_curve):
     """--set KEY=VALUE: values read as YAML, augment.KEY reaches the augmentation only,
     the defaults stay untouched, an unknown key is refused."""
