@@ -57,7 +57,8 @@ from gamer_mril.io import sidecar_path
 from gamer_mril.layout import Session
 from gamer_mril.lrp import SCENARIOS
 from gamer_mril.preprocessing import CropBox, apply_crop
-from gamer_mril.session_assessment import read_level_image
+from gamer_mril.scenario_stack import load_stack
+from gamer_mril.session_assessment import contrast_first
 
 #: The twelve scenarios (docs/method.md#67-the-twelve-scenarios): 1-8 LRP
 #: (gamer_mril.layout.LRP_SCENARIOS), 9-12 saliency and integrated gradients.
@@ -161,15 +162,17 @@ def region_in_crop(results: Path, cohort: Path, subject: str, session: str):
 
 def top_masks(session: Session, n: int, rel: np.ndarray, cerebrum, level: int):
     """``(masks, source)``: the top-``level`` mask of each of a scenario's maps (one per
-    contrast, or one for a combined map), read from the workflow's level image when its
-    sidecar lists the level (``source="read"``), else recomputed (``"computed"``)."""
-    path = Path(session.qmask(n))
-    levels = None
+    contrast, or one for a combined map), read from the workflow's level images when
+    their sidecar lists the level and the stack holds the scenario (``source="read"``),
+    else recomputed (``"computed"``)."""
+    path = Path(session.qmasks)
+    levels, stacked = None, {}
     if path.exists() and sidecar_path(path).exists():
         levels = json.loads(sidecar_path(path).read_text()).get("Facts", {}).get("levels")
-    if levels and int(level) in [int(v) for v in levels]:
-        lvl, _ = read_level_image(path)
-        masks = masks_from_levels(lvl, [level])[0]
+        if levels and int(level) in [int(v) for v in levels]:
+            stacked = load_stack(path)[0]
+    if n in stacked:
+        masks = masks_from_levels(contrast_first(stacked[n]), [level])[0]
         return (list(masks) if masks.ndim == 4 else [masks]), "read"
     maps = [rel[..., i] for i in range(rel.shape[-1])] if rel.ndim == 4 else [rel]
     return [quantile_mask(m, cerebrum, level) for m in maps], "computed"
@@ -186,11 +189,12 @@ def session_rows(results: Path, cohort: Path, subject: str, session: str, level:
     s = Session(results, subject, session)
     chance = {t: pointing_chance(region, cerebrum, t) for t in (0, 1)}
     rows = []
+    path = Path(s.relmaps("NDIcrop"))
+    relevance = load_stack(path, dtype=np.float64)[0] if path.exists() else {}
     for n in SCENARIO_NUMBERS:
-        path = Path(s.relmap("NDIcrop", n))
-        if not path.exists():
+        if n not in relevance:
             continue
-        rel = _load(path).astype(np.float64)
+        rel = relevance[n]
         if rel.shape[:3] != cerebrum.shape:
             raise ValueError(f"{path}: grid {rel.shape[:3]} is not the cropped grid "
                              f"{cerebrum.shape}")

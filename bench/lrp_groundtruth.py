@@ -35,7 +35,9 @@ import pandas as pd
 from gamer_mril import CONTRASTS
 from gamer_mril.assessment import quantile_mask
 from gamer_mril.lrp import SCENARIOS
+from gamer_mril.layout import Session
 from gamer_mril.preprocessing import CropBox, apply_crop
+from gamer_mril.scenario_stack import load_stack
 
 
 def _load(path):
@@ -55,11 +57,12 @@ def session_rows(results: Path, cohort: Path, subject: str, session: str, level:
     if not planted.any():
         return []
     rows = []
+    path = Path(Session(results, subject, session).relmaps("NDIcrop"))
+    relevance = load_stack(path, dtype=np.float64)[0] if path.exists() else {}
     for n, sc in SCENARIOS.items():
-        path = xai / f"{pre}_space-NDIcrop_scenario-{n:02d}_relmap.nii.gz"
-        if not path.exists():
+        if n not in relevance:
             continue
-        rel = _load(path).astype(np.float64)
+        rel = relevance[n]
         maps = [rel[..., i] for i in range(rel.shape[-1])] if rel.ndim == 4 else [rel]
         labels = list(CONTRASTS) if rel.ndim == 4 else ["combined"]
         for label, m in zip(labels, maps):

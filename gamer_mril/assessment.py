@@ -652,7 +652,13 @@ def group_heatmap(masks) -> np.ndarray:
         n += 1
     if n == 0:
         raise ValueError("no mask given")
-    return (count / n).astype(np.float32)
+    return heatmap_fraction(count, n)
+
+
+def heatmap_fraction(count, n_sessions: int) -> np.ndarray:
+    """A group heatmap from the count of covering sessions: ``count / n_sessions``
+    rounded once to float32."""
+    return (np.asarray(count) / int(n_sessions)).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -1201,7 +1207,7 @@ def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chos
                                 f"normalized value vs EDSS")
 
 
-def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Mapping,
+def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Sequence,
                        heatmaps: Mapping, *, figure_out, peaks_out, fig6_scenarios: Sequence,
                        groups: Sequence, level: int, log_file=None,
                        threads: int = 1) -> None:
@@ -1209,8 +1215,8 @@ def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Mappi
     MNI152 voxel, per group (Fig. 6, drawn over ``template``, the file of the MNI152 T1w
     image of rule template_images), and the peaks of the chosen scenario's and Fig. 6's.
 
-    ``top_masks``: {scenario: every session's warped top-N mask}; ``heatmaps``:
-    {(scenario, group): output path}."""
+    ``top_masks``: every session's scenario stack of warped top-N masks; ``heatmaps``:
+    {(scenario, group): output path}, its scenarios those made."""
     import json
 
     import nibabel as nib
@@ -1219,8 +1225,9 @@ def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Mappi
     from .io import save_nifti
     from .jobs import step
     from .layout import session_of
+    from .scenario_stack import load_stack, volume_names
 
-    scenarios = sorted(int(n) for n in top_masks)
+    scenarios = sorted({int(n) for n, _ in heatmaps})
     with step("group_heatmaps", inputs={"chosen": chosen_path, "predictions": predictions_path,
                                         "template": template},
               params={"scenarios": scenarios, "fig6_scenarios": [int(n) for n in fig6_scenarios],
@@ -1230,48 +1237,62 @@ def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Mappi
         chosen = int(json.loads(Path(chosen_path).read_text())["scenario"])
         pred = pd.read_csv(predictions_path, sep="\t", dtype=_IDS)
         labels = dict(zip(_keyed(pred), pred["label"].astype(int)))
-        sessions = ["\t".join(session_of(p)) for p in top_masks[scenarios[0]]]
+        sessions = ["\t".join(session_of(p)) for p in top_masks]
         members = {"severe": [labels[k] == 1 for k in sessions],
                    "mild": [labels[k] == 0 for k in sessions],
                    "all": [True] * len(sessions)}
         shown = list(dict.fromkeys([chosen] + [int(n) for n in fig6_scenarios]))
+        # one pass over the sessions, each stack read once; per scenario and group only
+        # the running count of covering sessions is kept (as group_heatmap does)
+        counts, names_of, affine, shape = {}, {}, None, None
+        for i, path in enumerate(top_masks):
+            arrays, affine, _ = load_stack(path)
+            missing = set(scenarios) - set(arrays)
+            if missing:
+                raise ValueError(f"{path}: no top-N mask of scenarios {sorted(missing)}")
+            for n in scenarios:
+                data = np.asarray(arrays[n]) > 0
+                names = names_of.setdefault(n, volume_names(data))
+                if volume_names(data) != names or (shape and data.shape[:3] != shape):
+                    raise ValueError(f"{path}: scenario {n}'s volumes "
+                                     f"{volume_names(data)} {data.shape[:3]} differ from "
+                                     f"other sessions' {names} {shape}")
+                shape = data.shape[:3]
+                data = np.moveaxis(data, -1, 0) if data.ndim == 4 else data[None]
+                for g in groups:
+                    if members[g][i]:
+                        if (n, g) not in counts:
+                            counts[(n, g)] = np.zeros(data.shape, dtype=np.int32)
+                        counts[(n, g)] += data
+        n_members = {g: int(sum(members[g])) for g in groups}
+        paths = list(top_masks)
         images, peaks = {}, []
         for n in scenarios:
-            paths = list(top_masks[n])
-            if ["\t".join(session_of(p)) for p in paths] != sessions:
-                raise ValueError(f"scenario {n}: the top-N masks are of other sessions")
-            first = nib.load(paths[0])
-            individual = len(first.shape) == 4
-            names = list(CONTRASTS) if individual else ["combined"]
-            masks = []
-            for path in paths:
-                data = np.asarray(nib.load(path).dataobj) > 0
-                masks.append(np.moveaxis(data, -1, 0) if individual else data[None])
+            names = names_of[n]
+            individual = names != ["combined"]
             for g in groups:
-                group = [m for m, keep in zip(masks, members[g]) if keep]
+                group = [k for k, keep in zip(sessions, members[g]) if keep]
                 if group:
-                    heat = np.stack([group_heatmap(m[v] for m in group)
-                                     for v in range(len(names))])
+                    heat = heatmap_fraction(counts[(n, g)], n_members[g])
                 else:
                     log.warning("scenario %d: no %s session; its heatmap is all zero", n, g)
-                    heat = np.zeros((len(names),) + first.shape[:3], dtype=np.float32)
+                    heat = np.zeros((len(names),) + shape, dtype=np.float32)
                 out = heatmaps[(n, g)]
                 save_nifti(np.moveaxis(heat, 0, -1) if individual else heat[0],
-                           first.affine, out)
+                           affine, out)
                 s.sidecar(out,
                           dict(scenario=n, group=g, level=int(level), volumes=names,
                                n_sessions=len(group), chosen=n == chosen,
-                               sessions=[k.replace("\t", " ") for k, keep
-                                         in zip(sessions, members[g]) if keep],
+                               sessions=[k.replace("\t", " ") for k in group],
                                value="fraction of the group's sessions whose top-N mask "
                                      "covers the voxel"),
                           inputs={"chosen": chosen_path, "predictions": predictions_path,
                                   "masks": paths})
                 if n in shown:
                     for v, name in enumerate(names):
-                        images[(n, g, name)] = (nib.Nifti1Image(heat[v], first.affine),
+                        images[(n, g, name)] = (nib.Nifti1Image(heat[v], affine),
                                                 len(group))
-                        df = heatmap_peaks(heat[v], first.affine)
+                        df = heatmap_peaks(heat[v], affine)
                         df.insert(0, "volume", name)
                         df.insert(0, "group", g)
                         df.insert(0, "scenario", n)

@@ -3,15 +3,16 @@ docs/method.md#6-layer-wise-relevance-propagation.
 
 :mod:`gamer_mril.lrp` computes maps from tensors; this module picks the model that
 explains a session, reads the session's network inputs, runs every requested scenario in
-one go (the forward pass is shared) and writes each scenario's map twice: in the cropped
+one go (the forward pass is shared) and writes every scenario's map twice: in the cropped
 grid the network saw, and put back in the session's NDI grid through the recorded crop box
 (exactly: the inverse of the crop; voxels outside the crop get 0).
 
-File layout of a map (4D for individual maps: one volume per contrast in the order
-``qT1, MWF, NDI``; 3D for combined maps)::
+Each of the two files is a scenario stack (:mod:`gamer_mril.scenario_stack`): an
+individual map gives one volume per contrast in the order ``qT1, MWF, NDI``, a combined
+map one volume, the scenarios in ascending order, the volume table in the header::
 
-    sub-X/ses-Y/xai/sub-X_ses-Y_space-NDIcrop_scenario-NN_relmap.nii.gz
-    sub-X/ses-Y/xai/sub-X_ses-Y_space-NDI_scenario-NN_relmap.nii.gz
+    sub-X/ses-Y/xai/sub-X_ses-Y_space-NDIcrop_relmap.nii.gz
+    sub-X/ses-Y/xai/sub-X_ses-Y_space-NDI_relmap.nii.gz
 
 Which model explains a session (so that no session is explained by a model that trained
 on it): a validation session its own fold's model; a test session, or any session in
@@ -30,7 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from . import CONTRASTS
-from .io import save_nifti, sha256
+from .io import sha256
 from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, explaining_fold, read_model_meta
 from .preprocessing import CropBox, uncrop
 
@@ -99,23 +100,24 @@ def conservation_facts(kept: dict, contrasts: Sequence[str]) -> dict:
 
 
 def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
-                    crop_outputs: Mapping, ndi_outputs: Mapping, *,
+                    crop_output, ndi_output, scenarios: Sequence, *,
                     ig_steps: int = 32, device="auto", log=print) -> dict:
     """Compute and write the relevance maps of one session; return facts for sidecars.
 
-    ``crop_outputs`` / ``ndi_outputs``: {scenario number: path} (the same scenarios in
-    both). ``crop_box_path``: the crop step's ``from-NDI_to-NDIcrop`` file (box, shape and
-    affine of the NDI grid). Returns a dict with the model, the scenarios' descriptions and, per
-    scenario, the total relevance and seconds.
+    ``crop_output`` / ``ndi_output``: the scenario stacks to write (cropped and NDI grid)
+    of ``scenarios``. ``crop_box_path``: the crop step's ``from-NDI_to-NDIcrop`` file
+    (box, shape and affine of the NDI grid). Returns a dict with the model, the volume
+    table and, per scenario, its description, total relevance and conservation record.
     """
     import torch
 
     from . import lrp
+    from .scenario_stack import save_stack
     from .training import load_model, resolve_device
 
-    scenarios = sorted(int(n) for n in crop_outputs)
-    if sorted(int(n) for n in ndi_outputs) != scenarios:
-        raise ValueError("crop_outputs and ndi_outputs name different scenarios")
+    scenarios = sorted(int(n) for n in scenarios)
+    if not scenarios:
+        raise ValueError("no scenario asked for")
     unknown = set(scenarios) - set(lrp.SCENARIOS)
     if unknown:
         raise ValueError(f"unknown scenarios {sorted(unknown)}; known: 1-12")
@@ -150,13 +152,14 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
                  attention={c: float(a) for c, a in zip(model.contrasts, out["a"][0])},
                  age=float(age), device=str(device), seconds_all_scenarios=round(seconds, 3),
                  ig_steps=int(ig_steps), crop_box=box.to_dict(), scenarios={})
+    crop, full = {}, {}
     for n in scenarios:
         sc = lrp.SCENARIOS[n]
         arr = maps[n][0].detach().to("cpu", torch.float32).numpy()
         if arr.ndim == 4:                        # (L, D, H, W) -> (D, H, W, L)
             arr = np.moveaxis(arr, 0, -1)
-        save_nifti(arr, affine, crop_outputs[n])
-        save_nifti(uncrop(arr, box, full_shape + arr.shape[3:]), full_affine, ndi_outputs[n])
+        crop[n] = arr
+        full[n] = uncrop(arr, box, full_shape + arr.shape[3:])
         facts["scenarios"][n] = dict(
             number=n, start=sc.start, method=sc.method, rule=sc.rule, kind=sc.kind,
             name=sc.name, volumes=list(model.contrasts) if arr.ndim == 4 else ["combined"],
@@ -167,6 +170,8 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
         log(f"scenario {n:2d} ({sc.name}): total {facts['scenarios'][n]['total_relevance']:.4g}"
             + (f", conservation error {record[n]['relative_error'][0]:.2e}"
                if n in record else ""))
+    facts["volumes"] = save_stack(crop, affine, crop_output)
+    save_stack(full, full_affine, ndi_output)
     return facts
 
 
@@ -176,14 +181,15 @@ def model_files(model_dir) -> list:
 
 
 def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_path,
-                        crop_outputs: Mapping, ndi_outputs: Mapping, *, age: float,
+                        crop_output, ndi_output, *, scenarios: Sequence, age: float,
                         ig_steps: int, subject, session, log_file=None,
                         threads: int = 1) -> None:
     """Rule explain_session: every requested scenario of one session, one forward pass.
 
     ``maps``: the network inputs (CONTRASTS order); ``model_dirs``: {fold: model folder};
     ``split_path``: the split table, None in frozen-model mode (the best fold's model
-    explains every session); ``crop_outputs`` / ``ndi_outputs``: {scenario: path}."""
+    explains every session); ``crop_output`` / ``ndi_output``: the scenario stacks of
+    the cropped and the NDI grid."""
     import logging
 
     from .jobs import step
@@ -192,26 +198,24 @@ def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_pat
 
     log = logging.getLogger("gamer_mril")
     frozen = split_path is None
-    scenarios = sorted(int(n) for n in crop_outputs)
+    scenarios = sorted(int(n) for n in scenarios)
     inputs = {**roles(zip(CONTRASTS, maps)), "box": crop_box,
               **({} if frozen else {"split": split_path})}
     with step("explain_session", inputs=inputs,
               params={"age": float(age), "scenarios": scenarios, "ig_steps": int(ig_steps),
                       "frozen_models": frozen},
-              outputs=[*crop_outputs.values(), *ndi_outputs.values()], log_file=log_file,
+              outputs=[crop_output, ndi_output], log_file=log_file,
               threads=threads, subject=subject, session=session) as s:
         split = None if frozen else read_split(split_path)
         fold, model_dir = choose_model(model_dirs, subject, session, split)
         s.inputs["model"] = model_files(model_dir)
         s.params["fold"] = fold
         log.info("explained by the model of fold %d (%s)", fold, model_dir)
-        facts = explain_session(list(maps), age, model_dir, crop_box, crop_outputs,
-                                ndi_outputs, ig_steps=ig_steps, device="auto", log=log.info)
-        common = {k: v for k, v in facts.items() if k != "scenarios"}
-        for n in scenarios:
-            scenario_facts = dict(common, scenario=facts["scenarios"][n], fold=fold)
-            for path in (crop_outputs[n], ndi_outputs[n]):
-                s.sidecar(path, scenario_facts)
+        facts = explain_session(list(maps), age, model_dir, crop_box, crop_output,
+                                ndi_output, scenarios, ig_steps=ig_steps, device="auto",
+                                log=log.info)
+        for path in (crop_output, ndi_output):
+            s.sidecar(path, dict(facts, fold=fold))
 
 
 # ------------------------------------------------------------- conservation summary
@@ -220,33 +224,37 @@ CONSERVATION_COLUMNS = ("subject", "session", "scenario", "start_value", "total"
 
 
 def conservation_table(maps: Sequence) -> tuple:
-    """The conservation records of LRP maps, read from their sidecars.
+    """The conservation records of the LRP maps, read from the sidecars of relevance map
+    stacks.
 
-    ``maps``: relevance map paths (subject and session from their names, the scenario
-    from the sidecar). Returns ``(per_map, summary)``: one row per map
-    (:data:`CONSERVATION_COLUMNS`), and per scenario the number of maps, the median and
-    the largest relative error and the session with the largest. A map whose sidecar has
-    no record (not an LRP map) is an error naming it.
+    ``maps``: scenario stacks of relevance maps (subject and session from their names,
+    the scenarios from the sidecar). Returns ``(per_map, summary)``: one row per session
+    and LRP scenario (:data:`CONSERVATION_COLUMNS`), and per scenario the number of maps,
+    the median and the largest relative error and the session with the largest. An LRP
+    scenario without a record is an error naming the file.
     """
     import pandas as pd
 
     from .io import sidecar_path
-    from .layout import session_of
+    from .layout import LRP_SCENARIOS, session_of
 
     rows = []
     for path in maps:
         subject, session = session_of(path)
         facts = json.loads(sidecar_path(path).read_text()).get("Facts", {})
-        scenario = facts.get("scenario") or {}
-        n = scenario.get("number")
-        record = scenario.get("conservation")
-        if record is None:
-            raise ValueError(f"{path}: its sidecar has no conservation record (scenario {n} "
-                             f"of sub-{subject} ses-{session} is not an LRP map, or was "
-                             f"made before the record existed)")
-        rows.append(dict(subject=subject, session=session, scenario=int(n),
-                         start_value=record["start_value"], total=record["total"],
-                         relative_error=record["relative_error"]))
+        for key, scenario in sorted((facts.get("scenarios") or {}).items(),
+                                    key=lambda kv: int(kv[0])):
+            n = int(key)
+            record = scenario.get("conservation")
+            if record is None:
+                if n in LRP_SCENARIOS:
+                    raise ValueError(f"{path}: its sidecar has no conservation record for "
+                                     f"scenario {n} (an LRP scenario) of sub-{subject} "
+                                     f"ses-{session}; made before the record existed?")
+                continue
+            rows.append(dict(subject=subject, session=session, scenario=n,
+                             start_value=record["start_value"], total=record["total"],
+                             relative_error=record["relative_error"]))
     per_map = pd.DataFrame(rows, columns=list(CONSERVATION_COLUMNS)).sort_values(
         ["scenario", "subject", "session"], ignore_index=True)
     summary = []

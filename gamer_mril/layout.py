@@ -163,19 +163,20 @@ class Session:
         return self.file(name, ext=".svg", datatype="figures", desc="qc")
 
     # ------------------------------------------------------ relevance and assessment
-    def relmap(self, space, n) -> str:
-        """One scenario's relevance map, in the cropped (NDIcrop) or the NDI grid."""
-        return self.file("relmap", datatype="xai", space=space, scenario=f"{int(n):02d}")
+    def relmaps(self, space) -> str:
+        """Every requested scenario's relevance map as one scenario stack
+        (gamer_mril.scenario_stack), in the cropped (NDIcrop) or the NDI grid."""
+        return self.file("relmap", datatype="xai", space=space)
 
-    def qmask(self, n) -> str:
-        """One scenario's top-N quantile masks as one level image (cropped grid)."""
-        return self.file("mask", datatype="xai", space="NDIcrop", scenario=f"{int(n):02d}",
-                         desc="quantiles")
+    @property
+    def qmasks(self) -> str:
+        """Every scenario's top-N quantile masks, one level image per scenario, as one
+        scenario stack (cropped grid)."""
+        return self.file("mask", datatype="xai", space="NDIcrop", desc="quantiles")
 
-    def top_mask(self, n, level) -> str:
-        """One scenario's top-``level`` mask, warped to MNI152."""
-        return self.file("mask", datatype="xai", space=TPL, scenario=f"{int(n):02d}",
-                         desc=f"top{int(level)}")
+    def top_masks(self, level) -> str:
+        """Every scenario's top-``level`` mask warped to MNI152, as one scenario stack."""
+        return self.file("mask", datatype="xai", space=TPL, desc=f"top{int(level)}")
 
     @property
     def mask_values(self) -> str:

@@ -152,26 +152,28 @@ def run_qc_reportlets(maps: Mapping, out: Mapping, *, cuts: int = CUTS, subject,
             s.sidecar(path, {"Reportlet": name})
 
 
-def run_relevance_reportlet(ndimap, crop_mask, qmasks: Mapping, chosen, out, *,
+def run_relevance_reportlet(ndimap, crop_mask, qmasks, chosen, out, *,
                             level: int, subject, session, log_file=None,
                             threads: int = 1) -> None:
     """Rule relevance_reportlet: the chosen scenario's top-``level`` mask over the
     session's NDI map (cropped grid; a contour per contrast for an individual map).
-    ``qmasks``: {scenario: the session's level image}."""
+    ``qmasks``: the scenario stack of the session's level images."""
     import json
 
     from .assessment import masks_from_levels
     from .jobs import step
-    from .session_assessment import read_level_image
+    from .scenario_stack import scenario_volumes
+    from .session_assessment import contrast_first
 
     scenario = int(json.loads(Path(chosen).read_text())["scenario"])
     with step("relevance_reportlet", inputs={"ndimap": ndimap, "mask": crop_mask,
-                                             "chosen": chosen, "top": qmasks[scenario]},
+                                             "chosen": chosen, "masks": qmasks},
               params={"level": int(level), "scenario": scenario}, outputs=[out],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
-        lvl, img = read_level_image(qmasks[scenario])
+        lvl, affine = scenario_volumes(qmasks, scenario)
+        lvl = contrast_first(lvl)
         volumes = lvl if lvl.ndim == 4 else lvl[None]
-        masks = [nib.Nifti1Image(m.astype(np.uint8), img.affine)
+        masks = [nib.Nifti1Image(m.astype(np.uint8), affine)
                  for m in masks_from_levels(volumes, [level])[0]]
         masks_reportlet(ndimap, masks, out, bbox=crop_mask)
         s.sidecar(out, {"Reportlet": "relevance", "Scenario": scenario, "Level": int(level),

@@ -7,6 +7,9 @@ rule.
   ``x -> 1 - x`` inside every top-N mask;
 * :func:`run_warp_top_masks` -- every scenario's top-N mask carried to MNI152.
 
+Relevance maps, level images and warped masks are scenario stacks
+(:mod:`gamer_mril.scenario_stack`): one file per session holds every scenario.
+
 The cohort-level part (AUC per scenario and N, correlations, group heatmaps) is in
 :mod:`gamer_mril.assessment`, which also holds the array logic used here.
 """
@@ -36,43 +39,49 @@ log = logging.getLogger("gamer_mril")
 INVERT_BATCH = {False: 4, True: 16}
 
 
-def read_level_image(path):
-    """(level image with one volume per contrast first, nibabel image)."""
-    import nibabel as nib
-
-    img = nib.load(path)
-    lvl = np.asarray(img.dataobj)
-    return (np.moveaxis(lvl, -1, 0) if lvl.ndim == 4 else lvl), img
+def contrast_first(array):
+    """A scenario's array with its contrast volumes first: (L, D, H, W) for an
+    individual map's (D, H, W, L); a combined map's (D, H, W) unchanged."""
+    array = np.asarray(array)
+    return np.moveaxis(array, -1, 0) if array.ndim == 4 else array
 
 
-def run_quantile_masks(maps: Sequence, cerebrum, relmaps: Mapping, out: Mapping, out_values,
+def read_level_images(path) -> tuple:
+    """``({scenario: level image, contrast volumes first}, affine)`` of a quantile mask
+    stack."""
+    from .scenario_stack import load_stack
+
+    arrays, affine, _ = load_stack(path)
+    return {n: contrast_first(a) for n, a in arrays.items()}, affine
+
+
+def run_quantile_masks(maps: Sequence, cerebrum, relmaps, out, out_values,
                        *, levels: Sequence, subject, session, log_file=None,
                        threads: int = 1) -> None:
     """Rule quantile_masks. ``maps``: the session's network inputs (CONTRASTS order);
-    ``relmaps`` / ``out``: {scenario: relevance map (cropped grid) / level image}."""
+    ``relmaps`` / ``out``: the scenario stacks of the relevance maps (cropped grid) / of
+    the level images."""
     import nibabel as nib
 
     from . import assessment as A
     from .explain import load_session_images
-    from .io import save_nifti
+    from .scenario_stack import load_stack, save_stack
 
-    scenarios = sorted(int(n) for n in relmaps)
     levels = [int(n) for n in levels]
-    inputs = {**_maps(maps), "cerebrum": cerebrum,
-              **{f"relmap_{n:02d}": relmaps[n] for n in scenarios}}
-    with step("quantile_masks", inputs=inputs,
-              params={"scenarios": scenarios, "levels": levels},
-              outputs=[*out.values(), out_values], log_file=log_file, threads=threads,
+    inputs = {**_maps(maps), "cerebrum": cerebrum, "relmaps": relmaps}
+    with step("quantile_masks", inputs=inputs, params={"levels": levels},
+              outputs=[out, out_values], log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
         images, affine = load_session_images(list(maps))
         brain = np.asarray(nib.load(cerebrum).dataobj) > 0
-        masks = {}
+        relevance, rel_affine, _ = load_stack(relmaps, dtype=np.float32)
+        if not np.allclose(rel_affine, affine, atol=1e-4):
+            raise ValueError(f"{relmaps}: grid differs from the session's maps")
+        scenarios = sorted(relevance)
+        s.params["scenarios"] = scenarios
+        masks, level_images, facts = {}, {}, {}
         for n in scenarios:
-            path = relmaps[n]
-            img = nib.load(path)
-            if not np.allclose(img.affine, affine, atol=1e-4):
-                raise ValueError(f"{path}: grid differs from the session's maps")
-            rel = np.asarray(img.dataobj, dtype=np.float32)
+            rel = relevance[n]
             kind = "individual" if rel.ndim == 4 else "combined"
             m = A.quantile_masks(np.moveaxis(rel, -1, 0) if kind == "individual" else rel,
                                  brain, levels, kind=kind)
@@ -80,7 +89,7 @@ def run_quantile_masks(maps: Sequence, cerebrum, relmaps: Mapping, out: Mapping,
             lvl = A.level_image(m, levels, kind)
             if kind == "individual":
                 lvl = np.moveaxis(lvl, 0, -1)                 # (L, D, H, W) -> (D, H, W, L)
-            save_nifti(lvl, affine, out[n])
+            level_images[n] = lvl
             counts = m.reshape(m.shape[:2] + (-1,)).sum(axis=-1)
             vols = list(A.CONTRASTS) if kind == "individual" else ["combined"]
             voxels = {v: {int(lv): int(counts[k, c]) for k, lv in enumerate(levels)}
@@ -88,13 +97,15 @@ def run_quantile_masks(maps: Sequence, cerebrum, relmaps: Mapping, out: Mapping,
             empty = [v for v in vols if voxels[v][int(levels[-1])] == 0]
             log.info("scenario %2d (%s): top-%d mask %s voxels", n, kind, levels[-1],
                      {v: voxels[v][int(levels[-1])] for v in vols})
-            s.sidecar(out[n],
-                      dict(scenario=int(n), kind=kind, volumes=vols, levels=list(levels),
-                           encoding="value = smallest N whose top-N mask holds the voxel, "
-                                    "0 = in no mask; top-N mask = (value > 0) & (value <= N)",
-                           brain_voxels=int(brain.sum()), mask_voxels=voxels,
-                           empty_volumes=empty),
-                      inputs={"relmap": path, "cerebrum": cerebrum})
+            facts[n] = dict(kind=kind, volumes=vols, mask_voxels=voxels,
+                            empty_volumes=empty)
+        table = save_stack(level_images, affine, out)
+        s.sidecar(out, dict(levels=list(levels), volumes=table,
+                            encoding="value = smallest N whose top-N mask holds the voxel, "
+                                     "0 = in no mask; top-N mask = (value > 0) & "
+                                     "(value <= N)",
+                            brain_voxels=int(brain.sum()), scenarios=facts),
+                  inputs={"relmaps": relmaps, "cerebrum": cerebrum})
         df = A.session_mask_values(images, masks, levels)
         df.insert(0, "session", session)
         df.insert(0, "subject", subject)
@@ -102,8 +113,8 @@ def run_quantile_masks(maps: Sequence, cerebrum, relmaps: Mapping, out: Mapping,
             df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
 
 
-def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: Mapping,
-                       out, *, age: float, levels: Sequence, relmaps: Mapping, cerebrum,
+def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks,
+                       out, *, age: float, levels: Sequence, relmaps, cerebrum,
                        control_levels: Sequence = (), n_random: int = 5, seed: int = 0,
                        subject, session, log_file=None, threads: int = 1) -> None:
     """Rule invert_session: the probability of the model that explains the session
@@ -111,8 +122,9 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
     top-N mask (order MoRF), and without inverting (scenario 0, N 0); at
     ``control_levels`` also inside the least-relevant-first mask (LeRF) and ``n_random``
     random masks (random, draw 0, 1, ...) of the same voxel counts in the cerebrum
-    (:func:`gamer_mril.inverting.control_masks`). ``qmasks`` / ``relmaps``: {scenario:
-    level image / relevance map}; ``split_path``: None in frozen-model mode."""
+    (:func:`gamer_mril.inverting.control_masks`). ``qmasks`` / ``relmaps``: the scenario
+    stacks of the level images / relevance maps; ``split_path``: None in frozen-model
+    mode."""
     import nibabel as nib
     import pandas as pd
     import torch
@@ -120,25 +132,25 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
     from . import assessment as A
     from .explain import choose_model, load_session_images, model_files
     from .inverting import DistinctImages, control_masks
+    from .scenario_stack import load_stack
     from .split import read_split
     from .training import autocast, load_model, model_precision, resolve_device
 
-    scenarios = sorted(int(n) for n in qmasks)
     levels = [int(n) for n in levels]
     control_levels = [int(n) for n in control_levels]
     if not set(control_levels) <= set(levels):
         raise ValueError(f"control levels {control_levels} must be among {levels}")
-    if sorted(int(n) for n in relmaps) != scenarios:
-        raise ValueError("a relevance map for every scenario's masks is needed")
     inputs = {**_maps(maps), **({} if split_path is None else {"split": split_path}),
-              **{f"mask_{n:02d}": qmasks[n] for n in scenarios},
-              **{f"relmap_{n:02d}": relmaps[n] for n in scenarios}, "cerebrum": cerebrum}
+              "masks": qmasks, "relmaps": relmaps, "cerebrum": cerebrum}
     with step("invert_session", inputs=inputs,
-              params={"age": float(age), "scenarios": scenarios, "levels": levels,
+              params={"age": float(age), "levels": levels,
                       "control_levels": control_levels, "random_masks": int(n_random),
                       "seed": int(seed)},
               outputs=[out], log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
+        level_images, _ = read_level_images(qmasks)
+        scenarios = sorted(level_images)
+        s.params["scenarios"] = scenarios
         split = None if split_path is None else read_split(split_path)
         fold, model_dir = choose_model(model_dirs, subject, session, split)
         s.inputs["model"] = model_files(model_dir)
@@ -167,8 +179,7 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
         predict = DistinctImages(forward)
 
         batch_size = INVERT_BATCH[device.type == "cuda"]
-        top = {n: A.masks_from_levels(read_level_image(qmasks[n])[0], levels)
-               for n in scenarios}
+        top = {n: A.masks_from_levels(level_images[n], levels) for n in scenarios}
 
         def invert(masks: Mapping, at_levels, order: str, draw: int = 0):
             _, p = A.inverting_auc(predict, images[None], [float(age)], [0],
@@ -182,11 +193,13 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
         parts = [invert(top, levels, "MoRF")]
         if control_levels:
             ks = [levels.index(n) for n in control_levels]
+            relevance, _, _ = load_stack(relmaps, dtype=np.float32)
+            if sorted(relevance) != scenarios:
+                raise ValueError(f"{relmaps} holds scenarios {sorted(relevance)}, the "
+                                 f"masks {qmasks} {scenarios}")
             controls = {}
             for n in scenarios:
-                rel = np.asarray(nib.load(relmaps[n]).dataobj, dtype=np.float32)
-                if rel.ndim == 4:                              # individual: (D, H, W, V)
-                    rel = np.moveaxis(rel, -1, 0)
+                rel = contrast_first(relevance[n])
                 # top[n]: (levels, V, D, H, W), or (levels, D, H, W) for a combined map
                 controls[n] = control_masks(rel, region, top[n][ks], n_random, seed,
                                             subject, session)
@@ -207,48 +220,45 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks: 
             probs.to_csv(tmp, sep="\t", index=False)
 
 
-def run_warp_top_masks(qmasks: Mapping, xfm: Mapping, template_mask, out: Mapping, *,
+def run_warp_top_masks(qmasks, xfm: Mapping, template_mask, out, *,
                        levels: Sequence, level: int, subject, session, log_file=None,
                        threads: int = 1) -> None:
     """Rule warp_top_masks: every scenario's top-``level`` mask to MNI152 (nearest
     neighbour, the session's saved transforms, onto the grid of ``template_mask``, the
     file of the template's brain mask); one volume per contrast for individual maps.
-    ``qmasks`` / ``out``: {scenario: level image / warped mask}."""
+    ``qmasks`` / ``out``: the scenario stacks of the level images / of the warped masks."""
     from . import assessment as A
-    from .io import save_nifti
+    from .scenario_stack import save_stack
 
-    scenarios = sorted(int(n) for n in qmasks)
     levels = [int(n) for n in levels]
-    with step("warp_top_masks", inputs={**{f"mask_{n:02d}": qmasks[n] for n in scenarios},
-                                        "template_mask": template_mask, **dict(xfm)},
-              params={"scenarios": scenarios, "levels": levels, "level": int(level)},
-              outputs=list(out.values()), log_file=log_file, threads=threads,
+    with step("warp_top_masks", inputs={"masks": qmasks, "template_mask": template_mask,
+                                        **dict(xfm)},
+              params={"levels": levels, "level": int(level)},
+              outputs=[out], log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
         k = levels.index(int(level))
-        masks, individual_map, affine = {}, {}, None
-        for n in scenarios:
-            lvl, img = read_level_image(qmasks[n])
-            individual = individual_map[n] = img.ndim == 4
-            masks[n] = A.masks_from_levels(lvl if individual else lvl[None], levels)[k]
-            if affine is not None and not np.allclose(img.affine, affine, atol=1e-5):
-                raise ValueError(f"{qmasks[n]} is not on the grid of the other scenarios' "
-                                 f"masks")
-            affine = img.affine
+        level_images, affine = read_level_images(qmasks)
+        scenarios = sorted(level_images)
+        s.params["scenarios"] = scenarios
+        masks = {n: A.masks_from_levels(lvl if lvl.ndim == 4 else lvl[None], levels)[k]
+                 for n, lvl in level_images.items()}
+        individual = {n: level_images[n].ndim == 4 for n in scenarios}
         # every scenario's volumes through the transforms in one call
         stacked = np.concatenate([masks[n] for n in scenarios])        # (V, D, H, W)
         warped_all, tpl_affine = A.warp_masks_to_template(stacked, affine, dict(xfm),
                                                           template_mask)
-        first = 0
+        first, warped_masks, facts = 0, {}, {}
         for n in scenarios:
-            m, individual = masks[n], individual_map[n]
-            warped = warped_all[first:first + m.shape[0]]
+            m = masks[n]
+            warped = warped_all[first:first + m.shape[0]].astype(np.uint8)
             first += m.shape[0]
-            data = np.moveaxis(warped, 0, -1) if individual else warped[0]
-            save_nifti(data.astype(np.uint8), tpl_affine, out[n])
-            names = list(A.CONTRASTS) if individual else ["combined"]
-            facts = dict(scenario=int(n), level=int(level), volumes=names,
-                         interpolation="nearestNeighbor",
-                         session_voxels={v: int(m[c].sum()) for c, v in enumerate(names)},
-                         template_voxels={v: int(warped[c].sum()) for c, v in enumerate(names)})
-            log.info("scenario %2d: %s", n, facts["template_voxels"])
-            s.sidecar(out[n], facts, inputs={"mask": qmasks[n], **dict(xfm)})
+            warped_masks[n] = np.moveaxis(warped, 0, -1) if individual[n] else warped[0]
+            names = list(A.CONTRASTS) if individual[n] else ["combined"]
+            facts[n] = dict(session_voxels={v: int(m[c].sum()) for c, v in enumerate(names)},
+                            template_voxels={v: int(warped[c].sum())
+                                             for c, v in enumerate(names)})
+            log.info("scenario %2d: %s", n, facts[n]["template_voxels"])
+        table = save_stack(warped_masks, tpl_affine, out)
+        s.sidecar(out, dict(level=int(level), volumes=table,
+                            interpolation="nearestNeighbor", scenarios=facts),
+                  inputs={"masks": qmasks, **dict(xfm)})

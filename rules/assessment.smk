@@ -94,7 +94,7 @@ rule group_heatmaps:
     figure (Fig. 6) and the peaks table for the chosen scenario and scenarios 3 and 4.
     """
     input:
-        **{k: for_analysed(v) for k, v in TOP_MASKS.items()},
+        top=for_analysed(TOP_MASKS),
         chosen=CHOSEN,
         predictions=PREDICTIONS,
         template=OUTPUT_TEMPLATE["t1w"],

@@ -165,11 +165,15 @@ TEMPLATE_XFM = {
 #: Step 6: the cropped (and NDI) grid and MNI152, through step 3's qT1 -> NDI
 #: co-registration and step 2b's transforms (gamer_mril.preprocessing.to_template_transforms).
 CROP_TO_TEMPLATE = {"coreg": XFM_TO_NDI["t1map"], **TEMPLATE_XFM}
-RELMAP_CROP = {f"crop_{n:02d}": S.relmap("NDIcrop", n) for n in SCENARIOS}
-LRP_MAPS = [S.relmap("NDIcrop", n) for n in SCENARIOS if n in layout.LRP_SCENARIOS]
-RELMAP_NDI = {f"ndi_{n:02d}": S.relmap("NDI", n) for n in SCENARIOS}
-QMASKS = {f"mask_{n:02d}": S.qmask(n) for n in SCENARIOS}
-TOP_MASKS = {f"top_{n:02d}": S.top_mask(n, HEAT) for n in SCENARIOS}
+#: The relevance stage's per-session images, each a scenario stack (every requested
+#: scenario in one file, gamer_mril/scenario_stack.py): relevance maps in the cropped and
+#: the NDI grid, the quantile masks' level images, the top-N masks warped to MNI152.
+RELMAPS = S.relmaps("NDIcrop")
+RELMAPS_NDI = S.relmaps("NDI")
+QMASKS = S.qmasks
+TOP_MASKS = S.top_masks(HEAT)
+#: Whether any requested scenario is an LRP one (their maps carry conservation records).
+WITH_LRP = any(n in layout.LRP_SCENARIOS for n in SCENARIOS)
 
 # -------------------------------------------------------------- cohort-level outputs
 GROUP = f"{OUT}/group"
@@ -295,7 +299,5 @@ def default_audit_targets():
     for subject, session in zip(ANALYSED["subject"], ANALYSED["session"]):
         s = layout.Session(OUT, subject, session)
         targets += list(s.preproc_maps.values())
-        targets += [
-            s.relmap(space, n) for space in ("NDIcrop", "NDI") for n in SCENARIOS
-        ]
+        targets += [s.relmaps("NDIcrop"), s.relmaps("NDI")]
     return targets + final_maps(rules.group_heatmaps.output)

@@ -99,7 +99,7 @@ rule relevance_reportlet:
     NDI map (docs/method.md#76-template-space-and-group-heatmaps). The chosen scenario is
     the cohort's: a new choice redraws every session's."""
     input:
-        **QMASKS,
+        masks=QMASKS,
         ndimap=CROP_GRID["ndimap"],
         crop_mask=S.crop_grid("mask"),
         chosen=CHOSEN,

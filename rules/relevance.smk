@@ -18,8 +18,8 @@ rule explain_session:
         **explaining_models(),
         box=S.crop_box,
     output:
-        **RELMAP_CROP,
-        **RELMAP_NDI,
+        crop=RELMAPS,
+        ndi=RELMAPS_NDI,
     log:
         log_path("explain_session"),
     benchmark:
@@ -33,6 +33,7 @@ rule explain_session:
         gpu=GPU,
     params:
         age=session_age,
+        scenarios=SCENARIOS,
         ig_steps=REL["ig_steps"],
     script:
         "../scripts/explain_session.py"
@@ -44,10 +45,10 @@ rule quantile_masks:
     each contrast inside them (Tables III-IV)."""
     input:
         **PREPROC,
-        **{k.replace("crop", "relmap"): v for k, v in RELMAP_CROP.items()},
+        relmaps=RELMAPS,
         cerebrum=S.cerebrum,
     output:
-        **QMASKS,
+        masks=QMASKS,
         values=S.mask_values,
     log:
         log_path("quantile_masks"),
@@ -74,8 +75,8 @@ rule invert_session:
     input:
         **PREPROC,
         **explaining_models(),
-        **QMASKS,
-        **RELMAP_CROP,
+        masks=QMASKS,
+        relmaps=RELMAPS,
         cerebrum=S.cerebrum,
     output:
         tsv=S.inverting,
@@ -105,11 +106,11 @@ rule warp_top_masks:
     (N = assessment.heatmap_level) carried to MNI152 through the session's template
     transforms (nearest neighbour)."""
     input:
-        **QMASKS,
         **CROP_TO_TEMPLATE,
+        masks=QMASKS,
         template_mask=OUTPUT_TEMPLATE["mask"],
     output:
-        **TOP_MASKS,
+        top=TOP_MASKS,
     log:
         log_path("warp_top_masks"),
     benchmark:
@@ -133,7 +134,7 @@ rule relevance_conservation:
     relative error over the cohort."""
     input:
         ANALYSED_TABLE,
-        maps=[path for p in LRP_MAPS for path in for_analysed(p)],
+        maps=for_analysed(RELMAPS) if WITH_LRP else [],
     output:
         per_map=CONSERVATION["per_map"],
         summary=report(
@@ -159,7 +160,8 @@ rule explain_all:
     """Every session's relevance maps and their per-session assessment."""
     input:
         ANALYSED_TABLE,
-        [for_analysed(p) for p in RELMAP_CROP.values()],
+        for_analysed(RELMAPS),
+        for_analysed(RELMAPS_NDI),
         for_analysed(S.inverting),
         for_analysed(S.mask_values),
-        [for_analysed(p) for p in TOP_MASKS.values()],
+        for_analysed(TOP_MASKS),

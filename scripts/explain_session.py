@@ -6,7 +6,5 @@ i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wild
 run_explain_session([i.t1map, i.mwfmap, i.ndimap], i.box,
                     model_dirs(i.weights),
                     i.get("split"),
-                    {int(k[5:]): v for k, v in o.items() if k.startswith("crop_")},
-                    {int(k[4:]): v for k, v in o.items() if k.startswith("ndi_")},
-                    age=p.age, ig_steps=p.ig_steps, subject=w.subject, session=w.session,
+                    o.crop, o.ndi, scenarios=p.scenarios, age=p.age, ig_steps=p.ig_steps, subject=w.subject, session=w.session,
                     log_file=snakemake.log[0], threads=snakemake.threads)

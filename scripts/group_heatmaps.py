@@ -3,7 +3,7 @@ from gamer_mril.assessment import run_group_heatmaps
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params
 run_group_heatmaps(i.chosen, i.predictions, i.template,
-                   {int(k[4:]): list(v) for k, v in i.items() if k.startswith("top_")},
+                   list(i.top),
                    {(int(k[5:7]), k[8:]): v for k, v in o.items() if k.startswith("heat_")},
                    figure_out=o.figure, peaks_out=o.peaks, fig6_scenarios=p.fig6_scenarios,
                    groups=p.groups, level=p.level,

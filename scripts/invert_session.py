@@ -6,9 +6,8 @@ i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
 run_invert_session([i.t1map, i.mwfmap, i.ndimap],
                    model_dirs(i.weights),
                    i.get("split"),
-                   {int(k[5:]): v for k, v in i.items() if k.startswith("mask_")},
-                   snakemake.output.tsv, age=p.age, levels=p.levels,
-                   relmaps={int(k[5:]): v for k, v in i.items() if k.startswith("crop_")},
+                   i.masks, snakemake.output.tsv, age=p.age, levels=p.levels,
+                   relmaps=i.relmaps,
                    cerebrum=i.cerebrum, control_levels=p.control_levels,
                    n_random=p.random_masks, seed=p.seed, subject=w.subject,
                    session=w.session, log_file=snakemake.log[0], threads=snakemake.threads)

@@ -2,8 +2,6 @@
 from gamer_mril.session_assessment import run_quantile_masks
 
 i, o, w = snakemake.input, snakemake.output, snakemake.wildcards
-run_quantile_masks([i.t1map, i.mwfmap, i.ndimap], i.cerebrum,
-                   {int(k[7:]): v for k, v in i.items() if k.startswith("relmap_")},
-                   {int(k[5:]): v for k, v in o.items() if k.startswith("mask_")}, o.values,
+run_quantile_masks([i.t1map, i.mwfmap, i.ndimap], i.cerebrum, i.relmaps, o.masks, o.values,
                    levels=snakemake.params.levels, subject=w.subject, session=w.session,
                    log_file=snakemake.log[0], threads=snakemake.threads)

@@ -3,9 +3,8 @@ from gamer_mril.layout import TEMPLATE_XFM_KEYS
 from gamer_mril.session_assessment import run_warp_top_masks
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-run_warp_top_masks({int(k[5:]): v for k, v in i.items() if k.startswith("mask_")},
-                   {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS}, i.template_mask,
-                   {int(k[4:]): v for k, v in o.items() if k.startswith("top_")},
+run_warp_top_masks(i.masks, {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},
+                   i.template_mask, o.top,
                    levels=p.levels, level=p.level,
                    subject=w.subject, session=w.session,
                    log_file=snakemake.log[0], threads=snakemake.threads)

@@ -30,21 +30,20 @@ def test_names_are_the_bids_derivative_names():
                                            ("NDI", "NDImap"))}
     assert s.cerebrum == f"{anat}_space-NDIcrop_desc-cerebrum_mask.nii.gz"
     xai = "results/sub-007/ses-2/xai/sub-007_ses-2"
-    assert s.relmap("NDI", 3) == f"{xai}_space-NDI_scenario-03_relmap.nii.gz"
-    assert s.qmask(11) == f"{xai}_space-NDIcrop_scenario-11_desc-quantiles_mask.nii.gz"
-    assert s.top_mask(11, 40) == (f"{xai}_space-MNI152NLin2009cAsym_scenario-11_desc-top40"
-                                  f"_mask.nii.gz")
+    assert s.relmaps("NDI") == f"{xai}_space-NDI_relmap.nii.gz"
+    assert s.qmasks == f"{xai}_space-NDIcrop_desc-quantiles_mask.nii.gz"
+    assert s.top_masks(40) == f"{xai}_space-MNI152NLin2009cAsym_desc-top40_mask.nii.gz"
     assert s.inverting == f"{xai}_space-NDIcrop_inverting.tsv"
     # the workflow's wildcard patterns are the same names
     pattern = Session("results", "{subject}", "{session}")
-    assert pattern.relmap("NDI", 3).format(subject="007", session="2") == s.relmap("NDI", 3)
-    assert bids("results", "relmap", datatype="xai", space="NDI", scenario="03").format(
-        subject="007", session="2") == s.relmap("NDI", 3)
+    assert pattern.relmaps("NDI").format(subject="007", session="2") == s.relmaps("NDI")
+    assert bids("results", "relmap", datatype="xai", space="NDI").format(
+        subject="007", session="2") == s.relmaps("NDI")
 
 
 def test_the_session_of_a_file_is_read_from_its_name():
     s = Session("/data/out/results", "A01", "baseline")
-    assert session_of(s.top_mask(3, 40)) == ("A01", "baseline")
+    assert session_of(s.top_masks(40)) == ("A01", "baseline")
     assert session_of(s.inverting) == ("A01", "baseline")
     for bad in ("/data/results/group/table_ii.tsv", "/data/sub-A01/ses-1/anat/T1map.nii.gz"):
         with pytest.raises(ValueError, match="not a per-session file"):

@@ -15,6 +15,7 @@ from conftest import import_bench
 
 from gamer_mril import templates
 from gamer_mril.layout import Session
+from gamer_mril.scenario_stack import save_stack
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +115,8 @@ def _save(data, path, affine=None):
     nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine), path)
 
 
-def _level_image(path, data, levels):
-    _save(data.astype(np.uint8), path)
+def _level_image(path, arrays, levels):
+    save_stack({n: a.astype(np.uint8) for n, a in arrays.items()}, np.eye(4), path)
     path.with_name(path.name.replace(".nii.gz", ".json")).write_text(
         json.dumps({"Facts": {"levels": levels}}))
 
@@ -150,23 +151,24 @@ def _build(tmp_path, with_template_region=True):
     rel[6, 6, 6, 0] = 5.0
     rel[2:4, 2:4, 2:4, 1] = np.arange(1, 9).reshape(2, 2, 2)
     rel[..., 2] = 1.0
-    _save(rel, Path(one.relmap("NDIcrop", 1)))
     # its level image: the top-40 mask is the region in every volume (values 30 and 40),
     # voxels of value 50 are in the top-50 mask only
     lvl = np.zeros((8, 8, 8, 3), dtype=np.uint8)
     lvl[5:8] = 50
     lvl[2:4, 2:4, 2:4] = 40
     lvl[2, 2:4, 2:4] = 30
-    _level_image(Path(one.qmask(1)), lvl, list(range(10, 100, 10)))
+    _level_image(Path(one.qmasks), {1: lvl}, list(range(10, 100, 10)))
     # sub-01, scenario 3 (combined): maximum next to the region, the region 1, else 0
     comb = np.zeros((8, 8, 8), dtype=np.float32)
     comb[region] = 1.0
     comb[4, 2, 2] = 10.0
-    _save(comb, Path(one.relmap("NDIcrop", 3)))
-    # sub-02: uniform maps; a level image without level 40 (to be recomputed, not read)
-    _save(np.ones((8, 8, 8, 3), dtype=np.float32), Path(two.relmap("NDIcrop", 1)))
-    _level_image(Path(two.qmask(1)), np.where(region[..., None], 30, 0) * np.ones(3), [10, 20, 30])
-    _save(np.ones((8, 8, 8), dtype=np.float32), Path(two.relmap("NDIcrop", 3)))
+    save_stack({1: rel, 3: comb}, np.eye(4), Path(one.relmaps("NDIcrop")))
+    # sub-02: uniform maps; level images without level 40 (to be recomputed, not read)
+    save_stack({1: np.ones((8, 8, 8, 3), dtype=np.float32),
+                3: np.ones((8, 8, 8), dtype=np.float32)}, np.eye(4),
+               Path(two.relmaps("NDIcrop")))
+    _level_image(Path(two.qmasks), {1: np.where(region[..., None], 30, 0) * np.ones(3)},
+                 [10, 20, 30])
     # template space: a 10^3 2 mm grid in the left deep white matter, no cerebellum in it
     tpl_region = np.zeros((10, 10, 10), dtype=np.uint8)
     tpl_region[2:4, 2:4, 2:4] = 1

@@ -18,6 +18,7 @@ from gamer_mril.inputs import load_participants
 from gamer_mril.io import sidecar_path
 from gamer_mril.layout import REPORTLETS
 from gamer_mril.modelfiles import best_fold
+from gamer_mril.scenario_stack import load_stack
 from gamer_mril.split import read_split
 
 from .conftest import FIXTURE_LEVELS, PREPROCESSING_RULES, run_snakemake, training_config
@@ -61,10 +62,17 @@ def test_quantile_masks_are_nested_inside_the_cerebrum(trained):
         values = pd.read_csv(_xai(results, s, t, "space-NDIcrop_maskvalues.tsv"), sep="\t",
                              dtype=IDS)
         assert len(values) == len(SCENARIOS) * len(LEVELS) * len(CONTRASTS)
+        # every scenario in one stack: three volumes for an individual map, one else
+        path = _xai(results, s, t, "space-NDIcrop_desc-quantiles_mask.nii.gz")
+        n_volumes = sum(3 if n in INDIVIDUAL else 1 for n in SCENARIOS)
+        assert nib.load(str(path)).shape == (48, 48, 56, n_volumes)
+        level_images, _, table = load_stack(path)
+        relmaps, _, rel_table = load_stack(_xai(results, s, t, "space-NDIcrop_relmap.nii.gz"))
+        assert table == rel_table and len(table) == n_volumes
+        side = json.loads(sidecar_path(path).read_text())
+        assert side["Facts"]["volumes"] == table
         for n in SCENARIOS:
-            path = _xai(results, s, t, f"space-NDIcrop_scenario-{n:02d}_desc-quantiles_mask.nii.gz")
-            lvl = _load(path)
-            rel = _load(_xai(results, s, t, f"space-NDIcrop_scenario-{n:02d}_relmap.nii.gz"))
+            lvl, rel = level_images[n], relmaps[n]
             assert lvl.dtype == np.uint8
             assert set(np.unique(lvl)) <= {0, *LEVELS}
             if n in INDIVIDUAL:
@@ -89,9 +97,7 @@ def test_quantile_masks_are_nested_inside_the_cerebrum(trained):
             positive = ((rel_v > 0) & cerebrum).reshape(rel_v.shape[0], -1).sum(-1)
             for k, lv in enumerate(LEVELS):
                 assert (counts[k] >= np.floor(positive * lv / 100) - 1).all()
-            side = json.loads(sidecar_path(path).read_text())
-            facts = side["Facts"] if "Facts" in side else side
-            assert facts["kind"] == kind
+            assert side["Facts"]["scenarios"][str(n)]["kind"] == kind
             # per-session values: counts and means agree with the masks
             full = masks if kind == "individual" else np.repeat(masks, 3, axis=1)
             means = A.mean_in_mask(images, full)
@@ -215,13 +221,17 @@ def test_warped_masks_and_group_heatmaps(trained):
     chosen = json.loads((group / "chosen_scenario.json").read_text())["scenario"]
     split = _sessions(results)
     tshape = None
+    stacks = {}
+    for _, row in split.iterrows():
+        s, t = row["subject"], row["session"]
+        path = _xai(results, s, t, f"space-{TPL}_desc-top40_mask.nii.gz")
+        assert sidecar_path(path).exists()
+        stacks[(s, t)] = load_stack(path)[0]
     for n in SCENARIOS:
         warped = []
         for _, row in split.iterrows():
             s, t = row["subject"], row["session"]
-            path = _xai(results, s, t, f"space-{TPL}_scenario-{n:02d}_desc-top40_mask.nii.gz")
-            data = _load(path)
-            assert sidecar_path(path).exists()
+            data = stacks[(s, t)][n]
             assert set(np.unique(data)) <= {0, 1} and data.any()
             tshape = tshape or data.shape[:3]
             assert data.shape == (tshape + (3,) if n in INDIVIDUAL else tshape)

@@ -58,9 +58,9 @@ def audit_cli(run: Path, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
-def relmap(sub, scenario="03", space="NDI"):
-    return (f"results/sub-{sub}/ses-1/xai/"
-            f"sub-{sub}_ses-1_space-{space}_scenario-{scenario}_relmap.nii.gz")
+def relmap(sub, space="NDI"):
+    """A session's relevance maps (every scenario in one stack)."""
+    return f"results/sub-{sub}/ses-1/xai/sub-{sub}_ses-1_space-{space}_relmap.nii.gz"
 
 
 def read_audit_tsv(run: Path) -> pd.DataFrame:
@@ -95,7 +95,7 @@ def test_audit_command_and_target_find_changed_files(trained, training_cohort, t
     assert f"{anat}_space-NDIcrop_desc-preproc_T1map.nii.gz" in maps
     heatmaps = {m for m in maps if m.startswith("results/group/heatmaps/")}
     assert len(heatmaps) == 12 * 3
-    assert len(maps) == 8 * (3 + 12 * 2) + len(heatmaps)
+    assert len(maps) == 8 * (3 + 2) + len(heatmaps)
     assert "audited" in (run / "results" / "logs" / "audit.log").read_text()
 
     # ---- tamper: a raw map of sub-002 and an intermediate of sub-005, mtimes kept

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,14 +11,15 @@ import pytest
 from gamer_mril.io import sha256, sidecar_path
 from gamer_mril.modelfiles import best_fold
 from gamer_mril.preprocessing import CropBox, apply_crop, uncrop
+from gamer_mril.scenario_stack import load_stack
 from gamer_mril.split import read_split
 
 pytestmark = pytest.mark.slow
 
 
-def _maps(results, subject, session, space, n):
+def _maps(results, subject, session, space):
     return (results / f"sub-{subject}" / f"ses-{session}" / "xai"
-            / f"sub-{subject}_ses-{session}_space-{space}_scenario-{n:02d}_relmap.nii.gz")
+            / f"sub-{subject}_ses-{session}_space-{space}_relmap.nii.gz")
 
 
 def test_every_session_has_twelve_scenarios_in_both_grids(trained):
@@ -36,11 +36,19 @@ def test_every_session_has_twelve_scenarios_in_both_grids(trained):
         box = CropBox.from_dict(box_doc["CropBox"])
         fold = row["fold"] if row["set"] == "cv" else best
         model_hash = sha256(results / "models" / f"fold-{fold}" / "model.safetensors")
+        crops, crop_affine, crop_table = load_stack(_maps(results, s, t, "NDIcrop"))
+        ndis, ndi_affine, ndi_table = load_stack(_maps(results, s, t, "NDI"))
+        assert crop_table == ndi_table and sorted(crops) == list(range(1, 13))
+        sides = [json.loads(sidecar_path(_maps(results, s, t, space)).read_text())
+                 for space in ("NDIcrop", "NDI")]
+        for space, side in zip(("NDIcrop", "NDI"), sides):
+            assert side["Facts"]["volumes"] == crop_table
+            assert side["Output"]["sha256"] == sha256(_maps(results, s, t, space))
+            assert side["Inputs"]["model"][0]["sha256"] == model_hash
+            assert side["Facts"]["model"]["sha256"] == model_hash
+            assert side["Facts"]["fold"] == fold
         for n in range(1, 13):
-            crop_img = nib.load(_maps(results, s, t, "NDIcrop", n))
-            ndi_img = nib.load(_maps(results, s, t, "NDI", n))
-            crop = np.asarray(crop_img.dataobj)
-            ndi = np.asarray(ndi_img.dataobj)
+            crop, ndi = crops[n], ndis[n]
             individual = n in (1, 2, 5, 6, 9, 10, 11, 12)
             assert crop.shape == ((48, 48, 56, 3) if individual else (48, 48, 56))
             assert np.isfinite(crop).all() and np.abs(crop).sum() > 0
@@ -53,17 +61,15 @@ def test_every_session_has_twelve_scenarios_in_both_grids(trained):
                 inside = inside[..., None]
             assert np.array_equal(apply_crop(ndi, box), np.where(inside, crop, 0))
             assert np.array_equal(uncrop(crop, box, ndi.shape), ndi)
-            assert np.allclose(ndi_img.affine, box_doc["FullAffine"], atol=1e-5)
-            for img_path in (_maps(results, s, t, "NDIcrop", n), _maps(results, s, t, "NDI", n)):
-                side = json.loads(sidecar_path(img_path).read_text())
+            assert np.allclose(ndi_affine, box_doc["FullAffine"], atol=1e-5)
+            for side in sides:
                 facts = side["Facts"]
-                assert facts["model"]["sha256"] == model_hash
-                assert facts["fold"] == fold
-                assert facts["scenario"]["number"] == n
+                scenario = facts["scenarios"][str(n)]
+                assert scenario["number"] == n
                 # LRP maps carry their conservation record: the start value (f(x), or
                 # the attention weights' sum, 1), the sums over each contrast and age
                 if n <= 8:
-                    cons = facts["scenario"]["conservation"]
+                    cons = scenario["conservation"]
                     start = facts["logit"] if n >= 5 else 1.0
                     assert cons["start_value"] == pytest.approx(start, abs=1e-5)
                     assert set(cons["relevance_sum"]) == {"qT1", "MWF", "NDI", "age"}
@@ -71,9 +77,7 @@ def test_every_session_has_twelve_scenarios_in_both_grids(trained):
                     assert cons["relative_error"] == pytest.approx(
                         abs(cons["start_value"] - cons["total"]) / abs(cons["start_value"]))
                 else:
-                    assert "conservation" not in facts["scenario"]
-                assert side["Output"]["sha256"] == sha256(img_path)
-                assert side["Inputs"]["model"][0]["sha256"] == model_hash
+                    assert "conservation" not in scenario
 
 
 def test_relevance_maps_agree_with_predictions(trained):
@@ -84,9 +88,9 @@ def test_relevance_maps_agree_with_predictions(trained):
                        dtype={"subject": str, "session": str})
     for _, row in pred.iterrows():
         s, t = row["subject"], row["session"]
-        side = json.loads(sidecar_path(_maps(results, s, t, "NDIcrop", 5)).read_text())
+        side = json.loads(sidecar_path(_maps(results, s, t, "NDIcrop")).read_text())
         assert side["Facts"]["logit"] == pytest.approx(row["logit"], abs=1e-4)
         for c in ("qT1", "MWF", "NDI"):
             assert side["Facts"]["attention"][c] == pytest.approx(row[f"a_{c}"], abs=1e-5)
-        sal = np.asarray(nib.load(_maps(results, s, t, "NDIcrop", 11)).dataobj)
+        sal = load_stack(_maps(results, s, t, "NDIcrop"))[0][11]
         assert (sal >= 0).all()
