@@ -170,8 +170,8 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
         log(f"scenario {n:2d} ({sc.name}): total {facts['scenarios'][n]['total_relevance']:.4g}"
             + (f", conservation error {record[n]['relative_error'][0]:.2e}"
                if n in record else ""))
-    facts["volumes"] = save_stack(crop, affine, crop_output)
-    save_stack(full, full_affine, ndi_output)
+    facts["volumes"] = save_stack(crop, affine, crop_output, model.contrasts)
+    save_stack(full, full_affine, ndi_output, model.contrasts)
     return facts
 
 

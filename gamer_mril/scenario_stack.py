@@ -41,15 +41,16 @@ def volume_names(array, contrasts: Sequence[str] = CONTRASTS) -> list:
                      f"{len(contrasts)}), not {array.shape}")
 
 
-def stack(arrays: Mapping) -> tuple:
+def stack(arrays: Mapping, contrasts: Sequence[str] = CONTRASTS) -> tuple:
     """``(data (D, H, W, V), table)``: the scenarios' arrays of ``arrays`` ({scenario:
-    (D, H, W) or (D, H, W, L)}) one after the other, ascending scenario numbers."""
+    (D, H, W) or (D, H, W, L)}) one after the other, ascending scenario numbers; the
+    volumes of an individual map are named after ``contrasts`` (the model's)."""
     if not arrays:
         raise ValueError("no scenario to stack")
     volumes, table, shape = [], [], None
     for n in sorted(int(k) for k in arrays):
         a = np.asarray(arrays[n])
-        names = volume_names(a)
+        names = volume_names(a, contrasts)
         if shape is None:
             shape = a.shape[:3]
         elif a.shape[:3] != shape:
@@ -72,14 +73,15 @@ def unstack(data, table: Sequence) -> dict:
     return out
 
 
-def save_stack(arrays: Mapping, affine, path) -> list:
-    """Write the scenario stack of ``arrays`` atomically; returns its volume table.
+def save_stack(arrays: Mapping, affine, path, contrasts: Sequence[str] = CONTRASTS) -> list:
+    """Write the scenario stack of ``arrays`` atomically; returns its volume table
+    (individual maps' volumes named after ``contrasts``).
     Boolean data is written as uint8, float64 as float32 (:func:`gamer_mril.io.save_nifti`)."""
     import nibabel as nib
 
     from .io import save_nifti
 
-    data, table = stack(arrays)
+    data, table = stack(arrays, contrasts)
     if data.dtype == bool:
         data = data.astype(np.uint8)
     elif data.dtype == np.float64:

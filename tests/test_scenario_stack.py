@@ -34,6 +34,9 @@ def test_volumes_in_scenario_order_with_their_names():
     a = _arrays()
     np.testing.assert_array_equal(data[..., 1], a[1][..., 1])
     np.testing.assert_array_equal(data[..., 4], a[9])
+    # a model's own contrast names name the volumes
+    assert [r["volume"] for r in stack(_arrays(), ("A", "B", "C", "D"))[1]][:3] == \
+        ["A", "B", "C"]
     back = unstack(data, table)
     assert sorted(back) == [1, 3, 9]
     for n in a:
