@@ -160,19 +160,25 @@ def region_in_crop(results: Path, cohort: Path, subject: str, session: str):
     return planted & cerebrum, cerebrum
 
 
-def top_masks(session: Session, n: int, rel: np.ndarray, cerebrum, level: int):
-    """``(masks, source)``: the top-``level`` mask of each of a scenario's maps (one per
-    contrast, or one for a combined map), read from the workflow's level images when
-    their sidecar lists the level and the stack holds the scenario (``source="read"``),
-    else recomputed (``"computed"``)."""
+def stored_level_images(session: Session, level: int) -> dict:
+    """{scenario: level image} of the workflow's quantile-mask stack when its sidecar
+    lists ``level``, else {} (the masks are then recomputed)."""
     path = Path(session.qmasks)
-    levels, stacked = None, {}
-    if path.exists() and sidecar_path(path).exists():
-        levels = json.loads(sidecar_path(path).read_text()).get("Facts", {}).get("levels")
-        if levels and int(level) in [int(v) for v in levels]:
-            stacked = load_stack(path)[0]
-    if n in stacked:
-        masks = masks_from_levels(contrast_first(stacked[n]), [level])[0]
+    if not (path.exists() and sidecar_path(path).exists()):
+        return {}
+    levels = json.loads(sidecar_path(path).read_text()).get("Facts", {}).get("levels")
+    if not levels or int(level) not in [int(v) for v in levels]:
+        return {}
+    return load_stack(path)[0]
+
+
+def top_masks(stored: dict, n: int, rel: np.ndarray, cerebrum, level: int):
+    """``(masks, source)``: the top-``level`` mask of each of a scenario's maps (one per
+    contrast, or one for a combined map), read from the workflow's level images
+    (``stored``, :func:`stored_level_images`) when they hold the scenario
+    (``source="read"``), else recomputed (``"computed"``)."""
+    if n in stored:
+        masks = masks_from_levels(contrast_first(stored[n]), [level])[0]
         return (list(masks) if masks.ndim == 4 else [masks]), "read"
     maps = [rel[..., i] for i in range(rel.shape[-1])] if rel.ndim == 4 else [rel]
     return [quantile_mask(m, cerebrum, level) for m in maps], "computed"
@@ -191,6 +197,7 @@ def session_rows(results: Path, cohort: Path, subject: str, session: str, level:
     rows = []
     path = Path(s.relmaps("NDIcrop"))
     relevance = load_stack(path, dtype=np.float64)[0] if path.exists() else {}
+    stored = stored_level_images(s, level)
     for n in SCENARIO_NUMBERS:
         if n not in relevance:
             continue
@@ -200,7 +207,7 @@ def session_rows(results: Path, cohort: Path, subject: str, session: str, level:
                              f"{cerebrum.shape}")
         maps = [rel[..., i] for i in range(rel.shape[-1])] if rel.ndim == 4 else [rel]
         labels = list(CONTRASTS) if rel.ndim == 4 else ["combined"]
-        masks, source = top_masks(s, n, rel, cerebrum, level)
+        masks, source = top_masks(stored, n, rel, cerebrum, level)
         for label, m, mask in zip(labels, maps, masks):
             recall, recall_chance = top_recall(mask, region, cerebrum)
             rows.append(dict(

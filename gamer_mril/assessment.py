@@ -629,36 +629,47 @@ def table_iv(corr: pd.DataFrame) -> pd.DataFrame:
 # Group heatmap in MNI152 (Fig. 6)
 # --------------------------------------------------------------------------------------
 
+class HeatmapCount:
+    """The running count behind a group heatmap: :meth:`add` one session's bool mask at a
+    time ((X, Y, Z), or (V, X, Y, Z) for one volume per contrast, all of one shape), then
+    :meth:`fraction` is the share of the added sessions covering each voxel. Only the
+    count is kept, so a cohort is streamed."""
+
+    def __init__(self):
+        self.count = None
+        self.n = 0
+
+    def add(self, mask) -> None:
+        m = np.asarray(mask)
+        if m.dtype != bool:
+            raise ValueError(f"masks must be boolean, not {m.dtype}")
+        if m.ndim not in (3, 4):
+            raise ValueError(f"each mask must be (X, Y, Z) or (V, X, Y, Z), got shape {m.shape}")
+        if self.count is None:
+            self.count = np.zeros(m.shape, dtype=np.int32)
+        elif m.shape != self.count.shape:
+            raise ValueError(f"mask shapes differ: {m.shape} vs {self.count.shape}")
+        self.count += m
+        self.n += 1
+
+    def fraction(self) -> np.ndarray:
+        """``count / n`` rounded once to float32 (the count is exact)."""
+        if self.n == 0:
+            raise ValueError("no mask given")
+        return (self.count / self.n).astype(np.float32)
+
+
 def group_heatmap(masks) -> np.ndarray:
     """Fraction of sessions whose mask covers each voxel, float32.
 
     ``masks``: bool (S, X, Y, Z) in template space, or any iterable of (X, Y, Z) bool
-    masks (streamed: only the running count is kept). The count is exact; the fraction is
-    ``count / S`` rounded once to float32.
+    masks (streamed: only the running count is kept, :class:`HeatmapCount`). The count
+    is exact; the fraction is ``count / S`` rounded once to float32.
     """
-    count = None
-    n = 0
+    heat = HeatmapCount()
     for m in masks:
-        m = np.asarray(m)
-        if m.dtype != bool:
-            raise ValueError(f"masks must be boolean, not {m.dtype}")
-        if m.ndim != 3:
-            raise ValueError(f"each mask must be (X, Y, Z), got shape {m.shape}")
-        if count is None:
-            count = np.zeros(m.shape, dtype=np.int64)
-        elif m.shape != count.shape:
-            raise ValueError(f"mask shapes differ: {m.shape} vs {count.shape}")
-        count += m
-        n += 1
-    if n == 0:
-        raise ValueError("no mask given")
-    return heatmap_fraction(count, n)
-
-
-def heatmap_fraction(count, n_sessions: int) -> np.ndarray:
-    """A group heatmap from the count of covering sessions: ``count / n_sessions``
-    rounded once to float32."""
-    return (np.asarray(count) / int(n_sessions)).astype(np.float32)
+        heat.add(m)
+    return heat.fraction()
 
 
 @lru_cache(maxsize=1)
@@ -1243,8 +1254,9 @@ def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Seque
                    "all": [True] * len(sessions)}
         shown = list(dict.fromkeys([chosen] + [int(n) for n in fig6_scenarios]))
         # one pass over the sessions, each stack read once; per scenario and group only
-        # the running count of covering sessions is kept (as group_heatmap does)
-        counts, names_of, affine, shape = {}, {}, None, None
+        # the running count of covering sessions is kept
+        counts = {(n, g): HeatmapCount() for n in scenarios for g in groups}
+        names_of, affine, shape = {}, None, None
         for i, path in enumerate(top_masks):
             arrays, affine, _ = load_stack(path)
             missing = set(scenarios) - set(arrays)
@@ -1261,10 +1273,7 @@ def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Seque
                 data = np.moveaxis(data, -1, 0) if data.ndim == 4 else data[None]
                 for g in groups:
                     if members[g][i]:
-                        if (n, g) not in counts:
-                            counts[(n, g)] = np.zeros(data.shape, dtype=np.int32)
-                        counts[(n, g)] += data
-        n_members = {g: int(sum(members[g])) for g in groups}
+                        counts[(n, g)].add(data)
         paths = list(top_masks)
         images, peaks = {}, []
         for n in scenarios:
@@ -1273,7 +1282,7 @@ def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Seque
             for g in groups:
                 group = [k for k, keep in zip(sessions, members[g]) if keep]
                 if group:
-                    heat = heatmap_fraction(counts[(n, g)], n_members[g])
+                    heat = counts[(n, g)].fraction()
                 else:
                     log.warning("scenario %d: no %s session; its heatmap is all zero", n, g)
                     heat = np.zeros((len(names),) + shape, dtype=np.float32)

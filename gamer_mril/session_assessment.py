@@ -65,7 +65,7 @@ def run_quantile_masks(maps: Sequence, cerebrum, relmaps, out, out_values,
 
     from . import assessment as A
     from .explain import load_session_images
-    from .scenario_stack import load_stack, save_stack
+    from .scenario_stack import load_stack, save_stack, volume_names
 
     levels = [int(n) for n in levels]
     inputs = {**_maps(maps), "cerebrum": cerebrum, "relmaps": relmaps}
@@ -91,7 +91,7 @@ def run_quantile_masks(maps: Sequence, cerebrum, relmaps, out, out_values,
                 lvl = np.moveaxis(lvl, 0, -1)                 # (L, D, H, W) -> (D, H, W, L)
             level_images[n] = lvl
             counts = m.reshape(m.shape[:2] + (-1,)).sum(axis=-1)
-            vols = list(A.CONTRASTS) if kind == "individual" else ["combined"]
+            vols = volume_names(rel)
             voxels = {v: {int(lv): int(counts[k, c]) for k, lv in enumerate(levels)}
                       for c, v in enumerate(vols)}
             empty = [v for v in vols if voxels[v][int(levels[-1])] == 0]
@@ -228,7 +228,7 @@ def run_warp_top_masks(qmasks, xfm: Mapping, template_mask, out, *,
     file of the template's brain mask); one volume per contrast for individual maps.
     ``qmasks`` / ``out``: the scenario stacks of the level images / of the warped masks."""
     from . import assessment as A
-    from .scenario_stack import save_stack
+    from .scenario_stack import save_stack, volume_names
 
     levels = [int(n) for n in levels]
     with step("warp_top_masks", inputs={"masks": qmasks, "template_mask": template_mask,
@@ -253,7 +253,7 @@ def run_warp_top_masks(qmasks, xfm: Mapping, template_mask, out, *,
             warped = warped_all[first:first + m.shape[0]].astype(np.uint8)
             first += m.shape[0]
             warped_masks[n] = np.moveaxis(warped, 0, -1) if individual[n] else warped[0]
-            names = list(A.CONTRASTS) if individual[n] else ["combined"]
+            names = volume_names(warped_masks[n])
             facts[n] = dict(session_voxels={v: int(m[c].sum()) for c, v in enumerate(names)},
                             template_voxels={v: int(warped[c].sum())
                                              for c, v in enumerate(names)})

@@ -475,6 +475,16 @@ def test_group_heatmap_fractions():
         A.group_heatmap(np.zeros((0, 2, 2, 2), bool))
     with pytest.raises(ValueError, match="boolean"):
         A.group_heatmap(masks.astype(np.uint8))
+    # one volume per contrast, counted together: each volume its own fraction
+    count = A.HeatmapCount()
+    for m in masks:
+        count.add(np.stack([m, ~m]))
+    h4 = count.fraction()
+    assert h4.shape == (2, 2, 2, 2) and count.n == 4
+    np.testing.assert_array_equal(h4[0], expected)
+    np.testing.assert_array_equal(h4[1], 1 - expected)
+    with pytest.raises(ValueError, match="shapes differ"):
+        count.add(masks[0])
 
 
 def _peaks_heatmap():
