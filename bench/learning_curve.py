@@ -59,6 +59,7 @@ from gamer_mril.training import load_model, open_cache, predict, train_fold
 #: The network's training settings (the quick demo's); ``--set`` overrides them.
 TRAINING = dict(epochs=30, batch_size=4, lr=3e-4, weight_decay=1e-2, growth=4,
                 selection="val_auc", selection_window=5, lr_schedule="constant", patience=0,
+                restarts=1,
                 augment=dict(p_flip=0, p_rot90=0, max_rotation_deg=5, max_scale=0.05,
                              noise_sd=0.05))
 

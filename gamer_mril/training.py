@@ -82,6 +82,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ LR_SCHEDULES = ("constant", "cosine")
 #: optimizer and loss stay float32). Relevance maps are always computed in float32.
 PRECISIONS = ("fp32", "bf16")
 VAL_PREDICTIONS = "val_predictions.tsv"
+#: One row per training restart of a fold (:func:`train_fold`).
+RESTARTS_FILE = "restarts.tsv"
 
 #: Default augmentation parameters (docs/method.md#5-training).
 AUGMENT_DEFAULTS = dict(noise_sd=0.2, max_rotation_deg=30.0, max_scale=0.1, p_flip=0.5,
@@ -586,14 +589,81 @@ def _batch_stream(cache: SessionCache, chunks: Sequence, device, prefetch: bool)
             yield current
 
 
-def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
-               batch_size: int = 70, lr: float = 5e-5, weight_decay: float = 1e-2,
-               seed: int = 0, device="auto", augment_cfg: Mapping | None = None,
-               growth: int = 4, progress: bool = True, log=print,
-               eval_batch_size: int = 16, num_threads: int | None = None,
-               selection: str = "val_auc", selection_window: int = 5,
-               lr_schedule: str = "constant", patience: int = 0,
-               precision: str = "fp32") -> dict:
+def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, restarts: int = 1,
+               seed: int = 0, selection: str = "val_auc", log=print, **settings) -> dict:
+    """Train ``restarts`` models of one fold from different initial weights (and
+    augmentation and sampling draws) and keep the one whose kept epoch is best on the
+    validation fold, by the same ``selection`` that chose its epoch (``last``: the lowest
+    validation loss of the last epoch); ties keep the earlier restart.
+
+    Small cohorts make training depend on its random start: from one start the network
+    finds the effect, from another it only memorises the training sessions (validation
+    loss never below its first epoch's). Restart 0 uses ``seed`` itself, so ``restarts=1``
+    is a single run as before; restart r > 0 a seed derived from ``seed`` and r. Every
+    restart trains in ``out_dir/restart-<r>``; the chosen one's files are then moved into
+    ``out_dir`` and the other folders removed. ``out_dir/restarts.tsv`` lists every
+    restart (seed, kept epoch, validation loss and AUC, chosen). Other keywords: those of
+    :func:`train_one`. Returns the chosen run's summary with ``restart``, ``restarts``
+    (the table's rows) added.
+    """
+    restarts = int(restarts)
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    out_dir = Path(out_dir)
+    if restarts == 1:
+        summary = train_one(cache, train_idx, val_idx, out_dir, seed=seed,
+                            selection=selection, log=log, **settings)
+        runs = [(0, summary)]
+    else:
+        runs = []
+        for r in range(restarts):
+            r_seed = int(seed) if r == 0 else _derived_seed(seed, 100 + r) % 2**31
+            log(f"restart {r + 1}/{restarts} (seed {r_seed})")
+            runs.append((r, train_one(cache, train_idx, val_idx, out_dir / f"restart-{r}",
+                                      seed=r_seed, selection=selection, log=log,
+                                      **settings)))
+    key = "val_loss" if selection == "last" else selection
+    chosen, best = 0, None
+    for r, summary in runs:
+        kept = {k: (float("nan") if summary[k] is None else summary[k])
+                for k in ("val_auc", "val_loss")}
+        kept["val_auc_smoothed"] = next(
+            (e["val_auc_smoothed"] for e in summary["epochs"]
+             if e["epoch"] == summary["best_epoch"]), None)
+        if kept["val_auc_smoothed"] is None:
+            kept["val_auc_smoothed"] = float("nan")
+        candidate = _selection_key(key, kept)
+        if _better(candidate, best):
+            chosen, best = r, candidate
+    table = [dict(restart=r, seed=s["seed"], best_epoch=s["best_epoch"],
+                  val_loss=s["val_loss"], val_auc=s["val_auc"], chosen=r == chosen)
+             for r, s in runs]
+    if restarts > 1:
+        source = out_dir / f"restart-{chosen}"
+        for name in (MODEL_WEIGHTS, MODEL_JSON, "epochs.tsv", VAL_PREDICTIONS):
+            os.replace(source / name, out_dir / name)
+        meta = json.loads((out_dir / MODEL_JSON).read_text())
+        meta["training"]["restarts"] = restarts
+        meta["restart"] = chosen
+        atomic_write_json(out_dir / MODEL_JSON, meta)
+        for r, _ in runs:
+            shutil.rmtree(out_dir / f"restart-{r}", ignore_errors=True)
+        log(f"kept restart {chosen + 1} of {restarts} (by {key})")
+    atomic_write_text(out_dir / RESTARTS_FILE,
+                      pd.DataFrame(table).to_csv(sep="\t", index=False, na_rep="NaN"))
+    summary = dict(runs[chosen][1])
+    summary.update(restart=chosen, restarts=table)
+    return summary
+
+
+def train_one(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
+              batch_size: int = 70, lr: float = 5e-5, weight_decay: float = 1e-2,
+              seed: int = 0, device="auto", augment_cfg: Mapping | None = None,
+              growth: int = 4, progress: bool = True, log=print,
+              eval_batch_size: int = 16, num_threads: int | None = None,
+              selection: str = "val_auc", selection_window: int = 5,
+              lr_schedule: str = "constant", patience: int = 0,
+              precision: str = "fp32") -> dict:
     """Train one model on cache rows ``train_idx``, select the epoch on ``val_idx``.
 
     ``selection`` (:data:`SELECTIONS`) says which epoch's weights are kept; ties keep the
@@ -857,7 +927,7 @@ def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: S
     ``weights_out``; ``outputs``: every file the rule declares there (weights, model.json,
     epochs.tsv, val_predictions.tsv); ``training``: the config's training block (epochs,
     batch_size, lr, weight_decay, seed, augment, growth, selection, selection_window,
-    lr_schedule, patience)."""
+    lr_schedule, patience, restarts)."""
     import logging
 
     from .jobs import step
@@ -882,11 +952,12 @@ def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: S
             num_threads=threads, selection=t.get("selection", "val_auc"),
             selection_window=t.get("selection_window", 5),
             lr_schedule=t.get("lr_schedule", "constant"), patience=t.get("patience", 0),
-            precision=t.get("precision", "fp32"))
+            precision=t.get("precision", "fp32"), restarts=t.get("restarts", 1))
         s.sidecar(weights_out, {k: summary[k] for k in
                                 ("best_epoch", "epochs_run", "val_auc", "n_train", "n_val",
-                                 "device")})
-        log("fold %d: best epoch %s, validation AUC %s, %s", fold, summary["best_epoch"],
+                                 "device", "restart", "restarts")})
+        log("fold %d: restart %d of %d, best epoch %s, validation AUC %s, %s", fold,
+            summary["restart"] + 1, len(summary["restarts"]), summary["best_epoch"],
             summary["val_auc"], summary["device"])
 
 

@@ -448,6 +448,42 @@ def test_epoch_selection(synthetic_cache, tmp_path, selection):
     assert meta["epoch"] == expected and meta["training"]["selection"] == selection
 
 
+@pytest.mark.parametrize("selection", ["val_loss", "last"])
+def test_restarts_keep_the_best_start(synthetic_cache, tmp_path, selection):
+    """Three starts: the kept model is the one whose kept epoch has the lowest validation
+    loss (``last``: of its last epoch), and it is exactly what that start trains alone."""
+    cache, _ = synthetic_cache
+    summary, logs = _train(cache, tmp_path / "fold", 7, epochs=3, selection=selection,
+                           restarts=3)
+    table = pd.read_csv(tmp_path / "fold" / T.RESTARTS_FILE, sep="\t")
+    assert list(table["restart"]) == [0, 1, 2] and table["seed"].iloc[0] == 7
+    assert table["seed"].nunique() == 3 and table["chosen"].sum() == 1
+    alone = {}
+    for r, seed in zip(table["restart"], table["seed"]):
+        alone[r], _ = _train(cache, tmp_path / f"alone-{r}", int(seed), epochs=3,
+                             selection=selection)
+        assert table.loc[r, "val_loss"] == pytest.approx(alone[r]["val_loss"])
+    losses = [alone[r]["val_loss"] for r in range(3)]
+    chosen = int(np.argmin(losses))
+    assert summary["restart"] == chosen and bool(table.loc[chosen, "chosen"])
+    kept, ref = (load_file(str(d / "model.safetensors"))
+                 for d in (tmp_path / "fold", tmp_path / f"alone-{chosen}"))
+    assert all(torch.equal(kept[k], ref[k]) for k in ref)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "fold" / "epochs.tsv", sep="\t").drop(columns="seconds"),
+        pd.read_csv(tmp_path / f"alone-{chosen}" / "epochs.tsv", sep="\t")
+        .drop(columns="seconds"))
+    meta = json.loads((tmp_path / "fold" / "model.json").read_text())
+    assert meta["restart"] == chosen and meta["training"]["restarts"] == 3
+    assert meta["seed"] == int(table.loc[chosen, "seed"])
+    assert not list((tmp_path / "fold").glob("restart-*"))
+    # one start is a plain run with the seed itself
+    single, _ = _train(cache, tmp_path / "single", 7, epochs=3, selection=selection)
+    assert single["restart"] == 0 and single["val_loss"] == alone[0]["val_loss"]
+    with pytest.raises(ValueError, match="restarts"):
+        _train(cache, tmp_path / "bad", 7, epochs=1, restarts=0)
+
+
 def test_cosine_schedule_and_early_stopping(synthetic_cache, tmp_path):
     cache, _ = synthetic_cache
     summary, logs = _train(cache, tmp_path / "cos", 0, epochs=4, lr_schedule="cosine")
