@@ -778,12 +778,17 @@ def _scenario_colour(s: int):
     return colormaps["tab20"]((int(s) - 1) % 20)
 
 
+#: Half the width (in levels) of a random band drawn at a single level (controls at one N).
+BAND_HALF_WIDTH = 3.0
+
+
 def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | None = None,
                    title: str | None = None) -> None:
     """Fig. 4: AUC after inverting vs the top-N level, one panel per scenario group
     ((a) 1-4, (b) 5-8 and 3, (c) 9-12 and 3); the baseline AUC as a dashed line; where
     ``df`` has the random controls (``random_auc``, ``random_low``, ``random_high``)
-    each scenario's random band shaded in its colour, its mean dotted, and where it has
+    each scenario's random band shaded in its colour, its mean dotted (controls at one
+    level only: a span of +-:data:`BAND_HALF_WIDTH` around it), and where it has
     intervals (``auc_low``, ``auc_high``) thin bars beside each point. Scenarios absent
     from ``df`` are skipped. ``names``: optional {scenario: legend}."""
     fig = _new_figure(5.0 * len(panels), 4.2)
@@ -804,10 +809,13 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
                           lw=0.8, alpha=0.45)
             if "random_low" in sub and sub["random_low"].notna().any():
                 band = sub[sub["random_low"].notna()]
-                ax.fill_between(band["N"], band["random_low"], band["random_high"],
+                x = band["N"].to_numpy(float)
+                if len(band) == 1:      # controls at one level: a short span around it
+                    x = x[0] + np.array([-BAND_HALF_WIDTH, BAND_HALF_WIDTH])
+                    band = pd.concat([band, band])
+                ax.fill_between(x, band["random_low"], band["random_high"],
                                 color=_scenario_colour(s), alpha=0.12, lw=0)
-                ax.plot(band["N"], band["random_auc"], ls=":", lw=0.9,
-                        color=_scenario_colour(s))
+                ax.plot(x, band["random_auc"], ls=":", lw=0.9, color=_scenario_colour(s))
         if len(baseline):
             ax.axhline(float(baseline.iloc[0]), ls="--", color="0.5", lw=1,
                        label="no inverting")

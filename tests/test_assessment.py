@@ -532,6 +532,34 @@ def _is_png(path):
     return len(data) > 2000 and data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_random_band_at_one_level_is_drawn(monkeypatch):
+    """Controls at N = 40 only: each scenario's band is a visible span around N = 40
+    (fill_between over a single x would have no width), at the band's AUC limits."""
+    captured = []
+    monkeypatch.setattr(A, "_save", lambda fig, path: captured.append(fig))
+    rows = []
+    for s in range(1, 13):
+        for n in A.LEVELS:
+            row = dict(scenario=s, N=n, auc=0.5, baseline_auc=0.9)
+            if n == 40:
+                row.update(random_auc=0.45, random_low=0.40 + s / 100, random_high=0.55)
+            rows.append(row)
+    A.plot_inverting(pd.DataFrame(rows), "unused.png")
+    (fig,) = captured
+    spans = []
+    for ax in fig.axes:
+        for c in ax.collections:
+            for path in c.get_paths():
+                v = path.vertices
+                if len(v) and v[:, 0].max() - v[:, 0].min() > 0:
+                    spans.append((v[:, 0].min(), v[:, 0].max(), v[:, 1].min(), v[:, 1].max()))
+    # one span per scenario drawn (scenario 3 appears in all three panels)
+    assert len(spans) == 12 + 2
+    for x0, x1, y0, y1 in spans:
+        assert (x0, x1) == pytest.approx((40 - A.BAND_HALF_WIDTH, 40 + A.BAND_HALF_WIDTH))
+        assert y1 == pytest.approx(0.55) and 0.41 <= y0 <= 0.52
+
+
 def test_figures_are_written(tmp_path):
     rng = np.random.default_rng(1)
     df = pd.DataFrame([dict(scenario=s, N=n, auc=rng.random(), baseline_auc=0.88)
