@@ -53,7 +53,8 @@ if not FROZEN:
 
     rule train_fold:
         """One GAMER-MRIL model per fold: EDSS-weighted BCE, balanced sampler, AdamW,
-        augmentation on the training device; the best-validation-AUC epoch is kept.
+        augmentation on the training device; the epoch that training.selection names is
+        kept, of the best of training.restarts random starts (one wall-time allowance each).
         """
         input:
             **CACHE,
@@ -69,7 +70,7 @@ if not FROZEN:
         threads: 1
         resources:
             mem_mb=8000,
-            runtime=240,
+            runtime=240 * TR["restarts"],
             gpu=GPU,
         params:
             training={k: v for k, v in TR.items() if k not in ("gpu", "frozen_models")},
