@@ -625,14 +625,9 @@ def train_fold(cache: SessionCache, train_idx, val_idx, out_dir, *, restarts: in
     key = "val_loss" if selection == "last" else selection
     chosen, best = 0, None
     for r, summary in runs:
-        kept = {k: (float("nan") if summary[k] is None else summary[k])
-                for k in ("val_auc", "val_loss")}
-        kept["val_auc_smoothed"] = next(
-            (e["val_auc_smoothed"] for e in summary["epochs"]
-             if e["epoch"] == summary["best_epoch"]), None)
-        if kept["val_auc_smoothed"] is None:
-            kept["val_auc_smoothed"] = float("nan")
-        candidate = _selection_key(key, kept)
+        kept = next(e for e in summary["epochs"] if e["epoch"] == summary["best_epoch"])
+        candidate = _selection_key(key, {k: float("nan") if v is None else v
+                                         for k, v in kept.items()})
         if _better(candidate, best):
             chosen, best = r, candidate
     table = [dict(restart=r, seed=s["seed"], best_epoch=s["best_epoch"],
