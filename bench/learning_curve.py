@@ -14,6 +14,11 @@ models, as Table II does. Beside the network, on the same folds:
 * ``all voxels + age``: the same penalised logistic regression on every brain voxel of the
   three network inputs (its penalty chosen by subject-grouped inner folds, as the
   regional baseline's): does the network learn what a linear model on its own inputs sees?
+* ``voxel screen + age``: a mass-univariate screen, as a voxel-wise group comparison would
+  do it: among the same voxels (and age), the :data:`SCREEN_FEATURES` whose ANOVA F
+  between the training sessions' classes is largest, then the same kind of regression on
+  them: a model that looks for a few voxels, where the network and the voxel model look
+  at all of them;
 * ``oracle: planted-region means + age``: the same regression on the mean of each map
   inside the true planted region, which no real analysis has: what a perfect localiser
   followed by a simple statistic would reach.
@@ -27,7 +32,9 @@ part of the workflow.
     python bench/learning_curve.py OUT --region 24 20 24 9 --effects 0.45 \
         --set selection=last lr_schedule=cosine augment.noise_sd=0    # a focal effect
 
-``--region X Y Z R`` plants the effect in a ball of white matter (MNI mm) instead of the
+``--space aligned`` makes the network inputs in a grid fixed to the head (the true pose
+undone; ``bench/truth_cache.py``) instead of the NDI grid the workflow uses, to see what
+the inputs' alignment is worth. ``--region X Y Z R`` plants the effect in a ball of white matter (MNI mm) instead of the
 demo's tracts (``gamer_mril.synthetic``); ``--set KEY=VALUE`` overrides a training setting
 of :data:`TRAINING` (``augment.KEY`` one of the augmentation), so that settings are
 compared on the same cohorts and folds.
@@ -47,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from truth_cache import build_truth_cache  # bench/truth_cache.py
+from truth_cache import SPACES, build_truth_cache  # bench/truth_cache.py
 
 from gamer_mril import CONTRASTS
 from gamer_mril.baselines import fit_baseline
@@ -66,6 +73,9 @@ TRAINING = dict(epochs=30, batch_size=4, lr=3e-4, weight_decay=1e-2, growth=4,
 NETWORK = "GAMER-MRIL"
 FLOOR = "cerebrum means + age"
 VOXELS = "all voxels + age"
+SCREEN = "voxel screen + age"
+#: Features the voxel screen keeps (of every input voxel and age).
+SCREEN_FEATURES = 100
 ORACLE = "oracle: planted-region means + age"
 
 
@@ -96,6 +106,22 @@ def session_features(cache, planted: dict) -> dict:
             ORACLE: pd.DataFrame(np.hstack([np.array(oracle), age]), columns=cols)}
 
 
+def voxel_screen(k: int = SCREEN_FEATURES):
+    """The voxel screen: of the features not constant over the training sessions, the
+    ``k`` of largest ANOVA F between their classes, standardised, then the baselines' L2
+    logistic regression (balanced class weights)."""
+    from sklearn.feature_selection import SelectKBest, VarianceThreshold, f_classif
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from gamer_mril.baselines import CEREBRUM_C
+
+    return make_pipeline(VarianceThreshold(), SelectKBest(f_classif, k=k), StandardScaler(),
+                         LogisticRegression(C=CEREBRUM_C, class_weight="balanced",
+                                            max_iter=5000))
+
+
 def training_settings(overrides=None, **keywords) -> dict:
     """:data:`TRAINING` with ``overrides`` ({"lr": 1e-4, "augment.noise_sd": 0, ...},
     values as YAML reads them when strings) and keyword settings applied."""
@@ -120,8 +146,9 @@ def training_settings(overrides=None, **keywords) -> dict:
 
 
 def one_point(cache, table, features, n_subjects, runs: Path, *, seed, training: dict, folds,
-              test_fraction, log) -> list[dict]:
-    """Every classifier's Table II figures for the first ``n_subjects`` subjects."""
+              test_fraction, log, network=True) -> list[dict]:
+    """Every classifier's Table II figures for the first ``n_subjects`` subjects (the
+    network's only when ``network``)."""
     subjects = sorted(table["subject"].unique())[:n_subjects]
     part = table[table["subject"].isin(subjects)].reset_index(drop=True)
     split = make_split(part, test_fraction, folds, seed)
@@ -130,25 +157,30 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, training:
     cv = split[split["set"] == "cv"]
     test = split[split["set"] == "test"]
     test_rows = [rows_of[k] for k in zip(test["subject"], test["session"])]
-    preds = {name: ({}, {}) for name in (NETWORK, FLOOR, VOXELS, ORACLE)}
+    names = (NETWORK,) * bool(network) + (FLOOR, VOXELS, SCREEN, ORACLE)
+    preds = {name: ({}, {}) for name in names}
     labels = cache.index["label"].to_numpy()
     for k in sorted(int(f) for f in cv["fold"].unique()):
         train = cv[cv["fold"] != k]
         val = cv[cv["fold"] == k]
         tr = [rows_of[x] for x in zip(train["subject"], train["session"])]
         va = [rows_of[x] for x in zip(val["subject"], val["session"])]
-        out = runs / f"n{n_subjects}-s{seed}-f{k}"
-        settings = dict(training)
-        augment_cfg = settings.pop("augment")
-        train_fold(cache, tr, va, out, seed=seed + k, device="auto", progress=False,
-                   log=lambda *_: None, augment_cfg=augment_cfg, **settings)
-        model = load_model(out)
-        preds[NETWORK][0][k] = predict(model, cache, va)
-        preds[NETWORK][1][k] = predict(model, cache, test_rows)
-        for name in (FLOOR, VOXELS, ORACLE):
-            X = features[name]
-            kind = "regional" if name == VOXELS else "cerebrum"     # regional: C by inner folds
-            fitted = fit_baseline(kind, X.iloc[tr], labels[tr], train["subject"].to_numpy())
+        if network:
+            out = runs / f"n{n_subjects}-s{seed}-f{k}"
+            settings = dict(training)
+            augment_cfg = settings.pop("augment")
+            train_fold(cache, tr, va, out, seed=seed + k, device="auto", progress=False,
+                       log=lambda *_: None, augment_cfg=augment_cfg, **settings)
+            model = load_model(out)
+            preds[NETWORK][0][k] = predict(model, cache, va)
+            preds[NETWORK][1][k] = predict(model, cache, test_rows)
+        for name in (FLOOR, VOXELS, SCREEN, ORACLE):
+            X = features[VOXELS if name == SCREEN else name]
+            if name == SCREEN:
+                fitted = voxel_screen().fit(X.iloc[tr].to_numpy(float), labels[tr])
+            else:
+                kind = "regional" if name == VOXELS else "cerebrum"   # regional: C by inner folds
+                fitted = fit_baseline(kind, X.iloc[tr], labels[tr], train["subject"].to_numpy())
             for j, rows in ((0, va), (1, test_rows)):
                 frame = cache.index.iloc[rows][["subject", "session", "edss", "label"]]
                 preds[name][j][k] = frame.assign(
@@ -176,7 +208,8 @@ def _subjects(cohort: Path) -> int:
 
 
 def run(out: Path, sizes, effects, seeds, *, scale=2.0, crop=(48, 48, 56), folds=3,
-        test_fraction=0.2, region=None, training=None, log=print, **settings) -> pd.DataFrame:
+        test_fraction=0.2, region=None, space="native", network=True, training=None,
+        log=print, **settings) -> pd.DataFrame:
     """The learning-curve table; ``training``: overrides of :data:`TRAINING` (as
     ``--set``), ``settings``: the same as keywords (``epochs=1``)."""
     training = training_settings(training, **settings)
@@ -190,15 +223,18 @@ def run(out: Path, sizes, effects, seeds, *, scale=2.0, crop=(48, 48, 56), folds
                 generate_cohort(cohort, n_subjects=max(sizes), followup_fraction=0.4,
                                 severe_fraction=0.4, scale=scale, seed=seed,
                                 log=lambda *_: None, effect_scale=effect, region=region)
-            table, planted = build_truth_cache(cohort, cohort / "truth", crop, with_planted=True)
-            cache = open_cache(cohort / "truth" / "cache")
+            inputs = cohort / ("truth" if space == "native" else f"truth-{space}")
+            table, planted = build_truth_cache(cohort, inputs, crop, with_planted=True,
+                                               space=space)
+            cache = open_cache(inputs / "cache")
             features = session_features(cache, planted)
             log(f"effect {effect:g}, seed {seed}: cohort and cache in "
                 f"{time.perf_counter() - started:.0f} s")
             for n in sizes:
                 for r in one_point(cache, table, features, n, cohort / "runs", seed=seed,
                                    training=training, folds=folds,
-                                   test_fraction=test_fraction, log=log):
+                                   test_fraction=test_fraction, log=log,
+                                   network=network):
                     rows.append(dict(effect_scale=effect, **r))
     return pd.DataFrame(rows)
 
@@ -242,6 +278,10 @@ def main(argv=None):
     ap.add_argument("--selection", default=TRAINING["selection"], help="training.selection")
     ap.add_argument("--region", type=float, nargs=4, metavar=("X", "Y", "Z", "RADIUS"),
                     help="plant the effect in a ball of white matter (MNI mm)")
+    ap.add_argument("--space", choices=SPACES, default="native",
+                    help="network inputs in the NDI grid (the workflow's) or aligned to the head")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="no network: the baselines and the oracle alone (seconds per point)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="training settings (augment.KEY for the augmentation)")
     a = ap.parse_args(argv)
@@ -249,7 +289,8 @@ def main(argv=None):
     a.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     table = run(a.out, a.sizes, a.effects, a.seeds, scale=a.scale, crop=tuple(a.crop),
-                test_fraction=a.test_fraction, region=a.region,
+                test_fraction=a.test_fraction, region=a.region, space=a.space,
+                network=not a.baselines_only,
                 training={"epochs": a.epochs, "selection": a.selection, **overrides})
     table.to_csv(a.out / "learning_curve.tsv", sep="\t", index=False)
     plot(table, a.out / "learning_curve.png")

@@ -19,10 +19,10 @@ def test_two_point_grid(learning_curve, tmp_path):
     table = learning_curve.run(tmp_path, sizes=[8, 10], effects=[1.0], seeds=[0], epochs=1, folds=2,
                                scale=5.0, crop=(20, 20, 24), log=lambda *_: None)
     names = [learning_curve.NETWORK, learning_curve.FLOOR, learning_curve.VOXELS,
-             learning_curve.ORACLE]
+             learning_curve.SCREEN, learning_curve.ORACLE]
     assert list(table["classifier"]) == names * 2
-    assert list(table["n_subjects"]) == [8] * 4 + [10] * 4
-    first, second = table.iloc[0], table.iloc[4]
+    assert list(table["n_subjects"]) == [8] * 5 + [10] * 5
+    first, second = table.iloc[0], table.iloc[5]
     assert second["n_sessions"] > first["n_sessions"] >= 8    # the larger cohort extends it
     for _, row in table.iterrows():
         assert row["n_test"] >= 2
@@ -46,6 +46,27 @@ def test_two_point_grid(learning_curve, tmp_path):
     assert aucs["label"] == [1.0, 1.0, 1.0]
     for name in ("cerebrum means + age", "age", "noise"):
         assert len(aucs[name]) == 3 and all(0.0 <= v <= 1.0 for v in aucs[name])
+
+
+def test_baselines_only_and_the_screen_keeps_its_k_best_features(learning_curve, tmp_path):
+    """--baselines-only trains no network; the voxel screen keeps, of the features that
+    vary over the training sessions, the k whose classes differ most (ANOVA F)."""
+    table = learning_curve.run(tmp_path, sizes=[8], effects=[1.0], seeds=[0], folds=2,
+                               scale=5.0, crop=(20, 20, 24), network=False,
+                               log=lambda *_: None)
+    assert learning_curve.NETWORK not in set(table["classifier"])
+    assert not list(tmp_path.glob("cohort-*/runs/*"))
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 10)
+    X = rng.normal(size=(20, 30))
+    X[:, 3] = 0.0                                   # constant: never kept
+    X[:, 7] += 3.0 * y                              # the two columns that separate
+    X[:, 21] -= 2.0 * y
+    screen = learning_curve.voxel_screen(k=2).fit(X, y)
+    variance, select = screen.named_steps["variancethreshold"], screen.named_steps["selectkbest"]
+    columns = np.flatnonzero(variance.get_support())[select.get_support()]
+    assert sorted(columns) == [7, 21]
+    assert screen.predict_proba(X).shape == (20, 2)
 
 
 def test_cerebrum_means_by_hand(learning_curve):
