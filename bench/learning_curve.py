@@ -107,19 +107,11 @@ def session_features(cache, planted: dict) -> dict:
 
 
 def voxel_screen(k: int = SCREEN_FEATURES):
-    """The voxel screen: of the features not constant over the training sessions, the
-    ``k`` of largest ANOVA F between their classes, standardised, then the baselines' L2
-    logistic regression (balanced class weights)."""
-    from sklearn.feature_selection import SelectKBest, VarianceThreshold, f_classif
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """The voxel screen with a fixed ``k`` (the workflow's screen baseline,
+    :func:`gamer_mril.baselines.screen_pipeline`, chooses ``k`` by inner folds)."""
+    from gamer_mril.baselines import screen_pipeline
 
-    from gamer_mril.baselines import CEREBRUM_C
-
-    return make_pipeline(VarianceThreshold(), SelectKBest(f_classif, k=k), StandardScaler(),
-                         LogisticRegression(C=CEREBRUM_C, class_weight="balanced",
-                                            max_iter=5000))
+    return screen_pipeline(k)
 
 
 def training_settings(overrides=None, **keywords) -> dict:

@@ -1,7 +1,7 @@
 """Simple classifiers beside the network, on the same split, with the same metrics.
 
 A reader of Table II needs to know whether the network sees more than a simple statistic
-of the same maps does. Two baselines, both L2-penalised logistic regressions with balanced
+of the same maps does. Three baselines, all L2-penalised logistic regressions with balanced
 class weights, fitted per fold on that fold's training sessions exactly as the network is
 (validation on the fold's own sessions, the test set scored by every fold model):
 
@@ -10,7 +10,15 @@ class weights, fitted per fold on that fold's training sessions exactly as the n
 * ``regional``: the mean of each map in every AAL3 region of the cerebrum, plus age. The
   atlas is carried from MNI152 into each session through the inverse of the session's
   template registration (nearest neighbour), as the cerebellum is. The penalty is chosen
-  by a subject-grouped inner cross-validation on the training sessions only.
+  by a subject-grouped inner cross-validation on the training sessions only;
+* ``screen``: a voxel screen in MNI152, as a voxel-wise group comparison works. The three
+  maps are carried to MNI152 on a coarse grid (``screen_voxel_mm``) through the session's
+  template registration; of those voxels (and age), the ones that vary over the training
+  sessions are ranked by their ANOVA F between the training sessions' classes and the
+  ``k`` best kept, ``k`` chosen from :data:`SCREEN_KS` by the same inner folds. It looks
+  for a few voxels at the same place in every brain, where the network reads each
+  session in its own grid: a focal effect that the network misses can show here
+  (docs/benchmarks.md, "Where the ball is, and who can find it").
 
 Features are standardised (and a region absent from a session imputed by its training
 mean) inside the fitted pipeline, so nothing of the validation or test sessions leaks
@@ -29,13 +37,16 @@ from . import CONTRASTS
 
 #: The baselines, by name, with the label Table II gives them.
 BASELINES = {"cerebrum": "baseline: cerebrum means + age",
-             "regional": "baseline: AAL3 regional means + age"}
+             "regional": "baseline: AAL3 regional means + age",
+             "screen": "baseline: MNI152 voxel screen + age"}
 #: The row of a session's region table that holds the whole cerebrum.
 CEREBRUM = "cerebrum"
 #: Penalties searched for the regional baseline (inverse regularisation strength C).
 REGIONAL_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
-#: Fixed penalty of the cerebrum baseline (four standardised features).
+#: Fixed penalty of the cerebrum baseline (four standardised features) and of the screen.
 CEREBRUM_C = 1.0
+#: Numbers of features the voxel screen may keep (chosen by inner folds).
+SCREEN_KS = (10, 30, 100, 300, 1000)
 
 
 # ------------------------------------------------------------------ per-session features
@@ -96,6 +107,41 @@ def read_region_means(path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"region": str})
 
 
+def session_template_maps(maps: Mapping, xfm: Mapping, template_mask, voxel_mm: float):
+    """The session's network inputs (``maps``: {contrast: path}, cropped grid) carried to
+    MNI152 through its template transforms ``xfm`` (linear), on a grid of ``voxel_mm``
+    over the extent of the template brain mask file ``template_mask``: (4D array with the
+    contrasts last, in CONTRASTS order; its affine)."""
+    import nibabel as nib
+
+    from . import registration as reg
+    from .preprocessing import to_template_transforms
+    from .templates import template_brain_mask
+
+    tmask = template_brain_mask(template_mask)
+    zooms = np.abs(tmask.header.get_zooms()[:3])
+    shape = np.ceil(np.array(tmask.shape) * zooms / voxel_mm).astype(int)
+    affine = tmask.affine.copy()
+    affine[:3, :3] = tmask.affine[:3, :3] * (voxel_mm / zooms)
+    fixed = reg.to_ants(np.zeros(tuple(shape), dtype=np.float32), affine)
+    tlist, inv = to_template_transforms(dict(xfm))
+    out = []
+    for c in CONTRASTS:
+        img = nib.load(str(maps[c]))
+        moving = reg.to_ants(np.asarray(img.dataobj, dtype=np.float32), img.affine)
+        out.append(reg.from_ants(reg.apply(fixed, moving, tlist, "linear", inv))[0])
+    return np.stack(out, axis=-1).astype(np.float32), affine
+
+
+def read_template_maps(path) -> np.ndarray:
+    """A session's template maps (:func:`session_template_maps`) as one vector, every
+    contrast's voxels one after the other (the screen's features)."""
+    import nibabel as nib
+
+    data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+    return np.moveaxis(data, -1, 0).ravel()
+
+
 # ------------------------------------------------------------------ features per session
 def feature_table(region_tables: Mapping, ages: Mapping, kind: str) -> pd.DataFrame:
     """One row per session (index: (subject, session)), the features of baseline ``kind``.
@@ -105,8 +151,9 @@ def feature_table(region_tables: Mapping, ages: Mapping, kind: str) -> pd.DataFr
     ``age``; ``regional``: ``<region>:<contrast>`` for every region and contrast, and
     ``age``.
     """
-    if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; expected one of {', '.join(BASELINES)}")
+    if kind not in BASELINES or kind == "screen":
+        raise ValueError(f"unknown baseline {kind!r} of region tables; expected one of "
+                         "cerebrum, regional (the screen's features: screen_table)")
     rows = {}
     for key, table in region_tables.items():
         table = table.set_index("region")
@@ -120,6 +167,20 @@ def feature_table(region_tables: Mapping, ages: Mapping, kind: str) -> pd.DataFr
         rows[key] = feats
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index = pd.MultiIndex.from_tuples(out.index, names=["subject", "session"])
+    return out
+
+
+def screen_table(voxels: Mapping, ages: Mapping) -> pd.DataFrame:
+    """The voxel screen's features, one row per session (index: (subject, session)):
+    ``voxels``: {(subject, session): 1D array, every contrast's template-grid voxels one
+    after the other (:func:`read_template_maps`)}; the voxels zero in every session (out
+    of every brain) are left out, then ``age``."""
+    keys = list(voxels)
+    X = np.vstack([np.asarray(voxels[k], dtype=np.float32).ravel() for k in keys])
+    used = np.flatnonzero((X != 0).any(axis=0))
+    out = pd.DataFrame(X[:, used], columns=[f"v{i}" for i in used])
+    out["age"] = [float(ages[k]) for k in keys]
+    out.index = pd.MultiIndex.from_tuples(keys, names=["subject", "session"])
     return out
 
 
@@ -168,18 +229,48 @@ def fit_baseline(kind: str, X: pd.DataFrame, labels, groups, seed: int = 0):
     if kind == "cerebrum":
         return pipeline(CEREBRUM_C).fit(X.to_numpy(float), labels)
     splits = _inner_splits(labels, groups, seed)
+    if kind == "screen":
+        model, grid = screen_pipeline(), {"selectkbest__k": screen_ks(X, splits)}
+    else:
+        model, grid = pipeline(1.0), {"logisticregression__C": list(REGIONAL_CS)}
+    (key, values), = grid.items()
     if splits is None:
-        return pipeline(REGIONAL_CS[len(REGIONAL_CS) // 2]).fit(X.to_numpy(float), labels)
-    search = GridSearchCV(pipeline(1.0), {"logisticregression__C": list(REGIONAL_CS)},
-                          scoring="roc_auc", cv=splits, refit=True)
+        return model.set_params(**{key: values[len(values) // 2]}).fit(X.to_numpy(float), labels)
+    search = GridSearchCV(model, grid, scoring="roc_auc", cv=splits, refit=True)
     return search.fit(X.to_numpy(float), labels).best_estimator_
 
 
+def screen_pipeline(k: int = SCREEN_KS[0]):
+    """The voxel screen: of the features not constant over the training sessions, the
+    ``k`` of largest ANOVA F between their classes, standardised, then the L2 logistic
+    regression of the other baselines (balanced class weights, C = :data:`CEREBRUM_C`)."""
+    from sklearn.feature_selection import SelectKBest, VarianceThreshold, f_classif
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(VarianceThreshold(), SelectKBest(f_classif, k=k), StandardScaler(),
+                         LogisticRegression(C=CEREBRUM_C, class_weight="balanced",
+                                            max_iter=10000))
+
+
+def screen_ks(X, splits) -> list:
+    """The values of :data:`SCREEN_KS` that every (inner) training set can supply: no more
+    than the features that vary over it."""
+    X = np.asarray(X, dtype=np.float64)
+    parts = [X] + ([X[tr] for tr, _ in splits] if splits else [])
+    most = min(int((part.std(axis=0) > 0).sum()) for part in parts)
+    return [k for k in SCREEN_KS if k <= most] or [max(1, most)]
+
+
 def baseline_predictions(region_tables: Mapping, participants: pd.DataFrame,
-                         split: pd.DataFrame, kinds: Sequence = tuple(BASELINES),
-                         seed: int = 0) -> pd.DataFrame:
+                         split: pd.DataFrame, kinds: Sequence | None = None,
+                         seed: int = 0, screen_voxels: Mapping | None = None) -> pd.DataFrame:
     """Every baseline fitted per fold as the network is; its predictions of the fold's
     validation sessions and of the test sessions.
+
+    ``kinds``: the baselines to fit, by default every one whose features are given (the
+    screen's come as ``screen_voxels``, see :func:`screen_table`).
 
     ``split``: the split table (subject, session, set = ``cv`` | ``test``, fold for cv
     sessions). For fold k the training sessions are the cv sessions of the other folds.
@@ -193,9 +284,16 @@ def baseline_predictions(region_tables: Mapping, participants: pd.DataFrame,
     cv = split[split["set"] == "cv"]
     test = split[split["set"] == "test"]
     folds = sorted(int(f) for f in cv["fold"].unique())
+    if kinds is None:
+        kinds = [k for k in BASELINES if k != "screen" or screen_voxels is not None]
     rows = []
     for kind in kinds:
-        X = feature_table(region_tables, ages, kind)
+        if kind == "screen":
+            if screen_voxels is None:
+                raise ValueError("the screen baseline needs the sessions' template maps")
+            X = screen_table(screen_voxels, ages)
+        else:
+            X = feature_table(region_tables, ages, kind)
         for k in folds:
             train = cv[cv["fold"].astype(int) != k]
             val = cv[cv["fold"].astype(int) == k]
@@ -245,21 +343,42 @@ def run_region_means(maps: Mapping, cerebrum, xfm: Mapping, out, *, subject=None
                         "RegionsWithoutVoxels": int((table["voxels"] == 0).sum())})
 
 
+def run_template_maps(maps: Mapping, xfm: Mapping, template_mask, out, *, voxel_mm: float,
+                      subject=None, session=None, log_file=None, threads: int = 1) -> None:
+    """Rule template_maps: the session's network inputs in MNI152, for the voxel screen."""
+    from .io import save_nifti
+    from .jobs import step
+    from .layout import roles
+
+    with step("template_maps", inputs={**roles(maps), "template_mask": template_mask,
+                                       **dict(xfm)},
+              params={"voxel_mm": float(voxel_mm)}, outputs=[out], log_file=log_file,
+              threads=threads, subject=subject, session=session) as s:
+        data, affine = session_template_maps(maps, xfm, template_mask, float(voxel_mm))
+        save_nifti(data, affine, out)
+        s.sidecar(out, {"Volumes": list(CONTRASTS), "VoxelSize": float(voxel_mm)})
+
+
 def run_fit_baselines(region_paths: Sequence, participants, split_path, out, *,
-                      seed: int = 0, log_file=None, threads: int = 1) -> None:
-    """Rule fit_baselines: the baselines' per-fold predictions."""
+                      template_maps: Sequence = (), seed: int = 0, log_file=None,
+                      threads: int = 1) -> None:
+    """Rule fit_baselines: the baselines' per-fold predictions (the voxel screen's when
+    ``template_maps`` are given)."""
     from .inputs import load_participants
     from .io import atomic_write_text
     from .jobs import step
     from .layout import session_of
 
+    kinds = [k for k in BASELINES if k != "screen" or template_maps]
     with step("fit_baselines", inputs={"means": list(region_paths),
+                                       "template_maps": list(template_maps),
                                        "participants": participants, "split": split_path},
-              params={"seed": seed, "baselines": list(BASELINES)}, outputs=[out],
+              params={"seed": seed, "baselines": kinds}, outputs=[out],
               log_file=log_file, threads=threads) as s:
         tables = {session_of(p): read_region_means(p) for p in region_paths}
+        voxels = {session_of(p): read_template_maps(p) for p in template_maps} or None
         split = pd.read_csv(split_path, sep="\t", dtype={"subject": str, "session": str})
         pred = baseline_predictions(tables, load_participants(participants), split,
-                                    seed=seed)
+                                    kinds=kinds, seed=seed, screen_voxels=voxels)
         atomic_write_text(out, pred.to_csv(sep="\t", index=False))
-        s.sidecar(out, {"baselines": list(BASELINES)})
+        s.sidecar(out, {"baselines": kinds})

@@ -513,7 +513,10 @@ def run_evaluate_models(val_paths: Sequence, test_paths: Sequence, table_out, at
         others = {}
         if baselines:
             frame = _read_predictions(baselines)
+            present = set(frame["baseline"])
             for kind, label in BASELINES.items():
+                if kind not in present:
+                    continue
                 b_val, b_test = split_by_fold(frame, kind)
                 others[label] = (b_val, b_test)
                 tables.append(with_classifier(table_ii(b_val, b_test), label))

@@ -146,6 +146,12 @@ class Session:
         return self.file("means", ext=".tsv", space="NDIcrop", atlas="AAL3")
 
     @property
+    def template_maps(self) -> str:
+        """The three network inputs carried to MNI152 on the voxel screen's grid (one 4D
+        image, contrasts in CONTRASTS order): the features of the screen baseline."""
+        return self.file("maps", space=TPL, desc="screen")
+
+    @property
     def template_brain_mask(self) -> str:
         """Quality control of the template registration: the brain mask (cropped grid)
         warped to MNI152."""

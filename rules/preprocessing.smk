@@ -307,6 +307,34 @@ rule region_means:
         "../scripts/region_means.py"
 
 
+rule template_maps:
+    """The three network inputs carried to MNI152 (linear) on a grid of
+    baselines.screen_voxel_mm: the features of the voxel-screen baseline
+    (docs/method.md#52-baselines)."""
+    input:
+        **PREPROC,
+        **CROP_TO_TEMPLATE,
+        template_mask=OUTPUT_TEMPLATE["mask"],
+    output:
+        maps=S.template_maps,
+    log:
+        log_path("template_maps"),
+    benchmark:
+        bench_path("template_maps")
+    group:
+        "preprocess"
+    conda:
+        "../envs/preprocessing.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        voxel_mm=config["baselines"]["screen_voxel_mm"],
+    script:
+        "../scripts/template_maps.py"
+
+
 rule warp_brain_mask_to_template:
     """Quality control of step 6 (docs/method.md#28-quality-control-numbers): the
     session's brain mask in MNI152 (nearest neighbour); its Dice and Jaccard with the

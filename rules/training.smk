@@ -101,11 +101,13 @@ if not FROZEN:
 
     rule fit_baselines:
         """The baseline classifiers (docs/method.md#52-baselines): penalised logistic
-        regressions on cerebrum means or AAL3 regional means plus age, fitted per fold
+        regressions on cerebrum means, AAL3 regional means or a screen of MNI152 voxels,
+        each plus age, fitted per fold
         on the fold's training sessions, scoring its validation sessions and the test
         set as the network's fold models do."""
         input:
             means=for_analysed(S.region_means),
+            template_maps=for_analysed(S.template_maps),
             participants=ANALYSED_TABLE,
             split=SPLIT,
         output:

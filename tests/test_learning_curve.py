@@ -48,25 +48,15 @@ def test_two_point_grid(learning_curve, tmp_path):
         assert len(aucs[name]) == 3 and all(0.0 <= v <= 1.0 for v in aucs[name])
 
 
-def test_baselines_only_and_the_screen_keeps_its_k_best_features(learning_curve, tmp_path):
-    """--baselines-only trains no network; the voxel screen keeps, of the features that
-    vary over the training sessions, the k whose classes differ most (ANOVA F)."""
+def test_baselines_only(learning_curve, tmp_path):
+    """--baselines-only trains no network; the bench's voxel screen is the workflow's with
+    a fixed k (tests/test_baselines.py checks what it keeps)."""
     table = learning_curve.run(tmp_path, sizes=[8], effects=[1.0], seeds=[0], folds=2,
                                scale=5.0, crop=(20, 20, 24), network=False,
                                log=lambda *_: None)
     assert learning_curve.NETWORK not in set(table["classifier"])
     assert not list(tmp_path.glob("cohort-*/runs/*"))
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], 10)
-    X = rng.normal(size=(20, 30))
-    X[:, 3] = 0.0                                   # constant: never kept
-    X[:, 7] += 3.0 * y                              # the two columns that separate
-    X[:, 21] -= 2.0 * y
-    screen = learning_curve.voxel_screen(k=2).fit(X, y)
-    variance, select = screen.named_steps["variancethreshold"], screen.named_steps["selectkbest"]
-    columns = np.flatnonzero(variance.get_support())[select.get_support()]
-    assert sorted(columns) == [7, 21]
-    assert screen.predict_proba(X).shape == (20, 2)
+    assert learning_curve.voxel_screen(k=7).named_steps["selectkbest"].k == 7
 
 
 def test_cerebrum_means_by_hand(learning_curve):

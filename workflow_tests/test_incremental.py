@@ -51,8 +51,9 @@ PREPROCESSING = {r: 1 for r in PREPROCESSING_RULES}
 #: The steps the template registration (step 2b) does not depend on.
 BEFORE_TEMPLATE = ("scale_map", "skull_strip")
 INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
-#: In training mode a session's regional means feed the baseline classifiers too.
-TRAINED_PREPROCESSING = {**PREPROCESSING, "region_means": 1}
+#: In training mode a session's regional means and template maps feed the baseline
+#: classifiers too.
+TRAINED_PREPROCESSING = {**PREPROCESSING, "region_means": 1, "template_maps": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
                               "warp_top_masks", "relevance_reportlet")}
 #: A new chosen scenario (the cohort's) redraws every session's relevance reportlet.

@@ -45,11 +45,12 @@ def test_training_runs_end_to_end(trained, training_cohort):
     # the baselines: rows of Table II on the same folds, and the comparison
     assert t2["classifier"].iloc[0] == "GAMER-MRIL"
     assert set(t2["classifier"]) == {"GAMER-MRIL", "baseline: cerebrum means + age",
-                                     "baseline: AAL3 regional means + age"}
+                                     "baseline: AAL3 regional means + age",
+                                     "baseline: MNI152 voxel screen + age"}
     for _, rows in t2.groupby("classifier"):
         assert list(rows["model"])[:3] == ["fold 0", "fold 1", "mean"]
     comparison = pd.read_csv(group / "baseline_comparison.tsv", sep="\t")
-    assert len(comparison) == 4 and comparison["verdict"].str.contains("the network").all()
+    assert len(comparison) == 6 and comparison["verdict"].str.contains("the network").all()
     net = t2[(t2["classifier"] == "GAMER-MRIL") & (t2["model"] == "mean of folds")]
     test_rows = comparison[comparison["set"] == "test"]
     assert np.allclose(test_rows["auc_network"], net["auc"].iloc[0], equal_nan=True)
