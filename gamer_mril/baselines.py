@@ -107,18 +107,24 @@ def read_region_means(path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"region": str})
 
 
-def session_template_maps(maps: Mapping, xfm: Mapping, template_mask, voxel_mm: float):
+#: The MNI152 image (its resolution in mm) whose extent the screen's grid covers: the
+#: package's own, so that the grid depends on ``screen_voxel_mm`` alone.
+SCREEN_EXTENT = 2
+
+
+def session_template_maps(maps: Mapping, xfm: Mapping, voxel_mm: float,
+                          extent=SCREEN_EXTENT):
     """The session's network inputs (``maps``: {contrast: path}, cropped grid) carried to
     MNI152 through its template transforms ``xfm`` (linear), on a grid of ``voxel_mm``
-    over the extent of the template brain mask file ``template_mask``: (4D array with the
-    contrasts last, in CONTRASTS order; its affine)."""
+    over the extent of the MNI152 brain mask ``extent`` (a resolution in mm or a file):
+    (4D array with the contrasts last, in CONTRASTS order; its affine)."""
     import nibabel as nib
 
     from . import registration as reg
     from .preprocessing import to_template_transforms
     from .templates import template_brain_mask
 
-    tmask = template_brain_mask(template_mask)
+    tmask = template_brain_mask(extent)
     zooms = np.abs(tmask.header.get_zooms()[:3])
     shape = np.ceil(np.array(tmask.shape) * zooms / voxel_mm).astype(int)
     affine = tmask.affine.copy()
@@ -343,18 +349,19 @@ def run_region_means(maps: Mapping, cerebrum, xfm: Mapping, out, *, subject=None
                         "RegionsWithoutVoxels": int((table["voxels"] == 0).sum())})
 
 
-def run_template_maps(maps: Mapping, xfm: Mapping, template_mask, out, *, voxel_mm: float,
-                      subject=None, session=None, log_file=None, threads: int = 1) -> None:
+def run_template_maps(maps: Mapping, xfm: Mapping, out, *, voxel_mm: float,
+                      extent=SCREEN_EXTENT, subject=None, session=None, log_file=None,
+                      threads: int = 1) -> None:
     """Rule template_maps: the session's network inputs in MNI152, for the voxel screen."""
     from .io import save_nifti
     from .jobs import step
     from .layout import roles
 
-    with step("template_maps", inputs={**roles(maps), "template_mask": template_mask,
-                                       **dict(xfm)},
-              params={"voxel_mm": float(voxel_mm)}, outputs=[out], log_file=log_file,
-              threads=threads, subject=subject, session=session) as s:
-        data, affine = session_template_maps(maps, xfm, template_mask, float(voxel_mm))
+    with step("template_maps", inputs={**roles(maps), **dict(xfm)},
+              params={"voxel_mm": float(voxel_mm), "extent": str(extent)}, outputs=[out],
+              log_file=log_file, threads=threads, subject=subject,
+              session=session) as s:
+        data, affine = session_template_maps(maps, xfm, float(voxel_mm), extent)
         save_nifti(data, affine, out)
         s.sidecar(out, {"Volumes": list(CONTRASTS), "VoxelSize": float(voxel_mm)})
 

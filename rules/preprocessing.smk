@@ -309,12 +309,12 @@ rule region_means:
 
 rule template_maps:
     """The three network inputs carried to MNI152 (linear) on a grid of
-    baselines.screen_voxel_mm: the features of the voxel-screen baseline
+    baselines.screen_voxel_mm over the template's extent (independent of
+    preprocessing.template_resolution): the features of the voxel-screen baseline
     (docs/method.md#52-baselines)."""
     input:
         **PREPROC,
         **CROP_TO_TEMPLATE,
-        template_mask=OUTPUT_TEMPLATE["mask"],
     output:
         maps=S.template_maps,
     log:
