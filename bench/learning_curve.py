@@ -34,7 +34,9 @@ part of the workflow.
 
 ``--space aligned`` makes the network inputs in a grid fixed to the head (the true pose
 undone; ``bench/truth_cache.py``) instead of the NDI grid the workflow uses, to see what
-the inputs' alignment is worth. ``--region X Y Z R`` plants the effect in a ball of white matter (MNI mm) instead of the
+the inputs' alignment is worth (its inputs and fold models go to ``truth-aligned`` and
+``runs-aligned`` beside the native ones); ``--baselines-only`` trains no network.
+``--region X Y Z R`` plants the effect in a ball of white matter (MNI mm) instead of the
 demo's tracts (``gamer_mril.synthetic``); ``--set KEY=VALUE`` overrides a training setting
 of :data:`TRAINING` (``augment.KEY`` one of the augmentation), so that settings are
 compared on the same cohorts and folds.
@@ -223,7 +225,8 @@ def run(out: Path, sizes, effects, seeds, *, scale=2.0, crop=(48, 48, 56), folds
             log(f"effect {effect:g}, seed {seed}: cohort and cache in "
                 f"{time.perf_counter() - started:.0f} s")
             for n in sizes:
-                for r in one_point(cache, table, features, n, cohort / "runs", seed=seed,
+                runs = cohort / ("runs" if space == "native" else f"runs-{space}")
+                for r in one_point(cache, table, features, n, runs, seed=seed,
                                    training=training, folds=folds,
                                    test_fraction=test_fraction, log=log,
                                    network=network):
