@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from truth_cache import SPACES, build_truth_cache  # bench/truth_cache.py
+from truth_cache import SPACES, build_truth_cache, truth_dir  # bench/truth_cache.py
 
 from gamer_mril import CONTRASTS
 from gamer_mril.training import open_cache
@@ -67,7 +67,7 @@ def voxel_contrast(images, labels, region, cerebrum) -> pd.DataFrame:
 
 def measure(cohort: Path, crop=(32, 32, 38), space="native", share=0.3) -> tuple:
     """(region spread, voxel-contrast table) of ``cohort``'s truth inputs in ``space``."""
-    inputs = cohort / ("truth" if space == "native" else f"truth-{space}")
+    inputs = truth_dir(cohort, space)
     _, planted = build_truth_cache(cohort, inputs, crop, with_planted=True, space=space)
     cache = open_cache(inputs / "cache")
     keys = list(zip(cache.index["subject"], cache.index["session"]))

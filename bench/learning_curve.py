@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from truth_cache import SPACES, build_truth_cache  # bench/truth_cache.py
+from truth_cache import SPACES, build_truth_cache, truth_dir  # bench/truth_cache.py
 
 from gamer_mril import CONTRASTS
 from gamer_mril.baselines import fit_baseline
@@ -217,7 +217,7 @@ def run(out: Path, sizes, effects, seeds, *, scale=2.0, crop=(48, 48, 56), folds
                 generate_cohort(cohort, n_subjects=max(sizes), followup_fraction=0.4,
                                 severe_fraction=0.4, scale=scale, seed=seed,
                                 log=lambda *_: None, effect_scale=effect, region=region)
-            inputs = cohort / ("truth" if space == "native" else f"truth-{space}")
+            inputs = truth_dir(cohort, space)
             table, planted = build_truth_cache(cohort, inputs, crop, with_planted=True,
                                                space=space)
             cache = open_cache(inputs / "cache")

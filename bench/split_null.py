@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from learning_curve import cerebrum_means  # bench/learning_curve.py
+from truth_cache import truth_dir  # bench/truth_cache.py
 
 from gamer_mril.assessment import auc
 from gamer_mril.baselines import fit_baseline
@@ -68,7 +69,7 @@ def main(argv=None):
     ap.add_argument("--splits", type=int, default=100)
     ap.add_argument("--test-fraction", type=float, default=0.3)
     a = ap.parse_args(argv)
-    cache = open_cache(a.cohort / "truth" / "cache")
+    cache = open_cache(truth_dir(a.cohort) / "cache")
     for name, aucs in null_aucs(cache, null_features(cache), a.splits,
                                 a.test_fraction).items():
         q = np.percentile(aucs, [10, 50, 90])

@@ -38,6 +38,11 @@ from gamer_mril.training import build_cache
 SPACES = ("native", "aligned")
 
 
+def truth_dir(cohort: Path, space: str = "native") -> Path:
+    """Where the benchmarks keep ``cohort``'s truth inputs made in ``space``."""
+    return cohort / ("truth" if space == "native" else f"truth-{space}")
+
+
 def build_truth_cache(cohort: Path, out: Path, crop=(48, 48, 56), with_planted=False,
                       space="native"):
     """The network inputs of every session of ``cohort`` made from its ground truth, as a
@@ -73,6 +78,7 @@ def build_truth_cache(cohort: Path, out: Path, crop=(48, 48, 56), with_planted=F
             grid = np.diag([*size, 1.0])
             grid[:3, 3] = -size * (np.array(shape) - 1) / 2
             to_subject = grid
+        ijk = np.vstack([np.indices(shape).reshape(3, -1), np.ones((1, int(np.prod(shape))))])
 
         def resample(img, c, order):
             """``img`` (in contrast ``c``'s scanner pose) in the output grid."""
@@ -80,7 +86,6 @@ def build_truth_cache(cohort: Path, out: Path, crop=(48, 48, 56), with_planted=F
             vox = np.linalg.inv(img.affine) @ pose[c] @ to_subject
             if np.allclose(vox, np.eye(4)):
                 return data                      # already there: the NDI grid, native
-            ijk = np.vstack([np.indices(shape).reshape(3, -1), np.ones((1, int(np.prod(shape))))])
             return map_coordinates(data, (vox @ ijk)[:3], order=order,
                                    mode="constant").reshape(shape)
 

@@ -131,12 +131,10 @@ def session_template_maps(maps: Mapping, xfm: Mapping, voxel_mm: float,
     affine[:3, :3] = tmask.affine[:3, :3] * (voxel_mm / zooms)
     fixed = reg.to_ants(np.zeros(tuple(shape), dtype=np.float32), affine)
     tlist, inv = to_template_transforms(dict(xfm))
-    out = []
-    for c in CONTRASTS:
-        img = nib.load(str(maps[c]))
-        moving = reg.to_ants(np.asarray(img.dataobj, dtype=np.float32), img.affine)
-        out.append(reg.from_ants(reg.apply(fixed, moving, tlist, "linear", inv))[0])
-    return np.stack(out, axis=-1).astype(np.float32), affine
+    images = [nib.load(str(maps[c])) for c in CONTRASTS]      # one grid: the cropped one
+    volumes = np.stack([np.asarray(img.dataobj, dtype=np.float32) for img in images])
+    warped = reg.apply_to_volumes(fixed, volumes, images[0].affine, tlist, "linear", inv)
+    return np.moveaxis(warped, 0, -1), affine
 
 
 def read_template_maps(path) -> np.ndarray:
@@ -269,6 +267,12 @@ def screen_ks(X, splits) -> list:
     return [k for k in SCREEN_KS if k <= most] or [max(1, most)]
 
 
+def available_baselines(screen: bool) -> list:
+    """The baselines that can be fitted: all, or all but the voxel screen when the
+    sessions' template maps are not given."""
+    return [k for k in BASELINES if screen or k != "screen"]
+
+
 def baseline_predictions(region_tables: Mapping, participants: pd.DataFrame,
                          split: pd.DataFrame, kinds: Sequence | None = None,
                          seed: int = 0, screen_voxels: Mapping | None = None) -> pd.DataFrame:
@@ -291,7 +295,7 @@ def baseline_predictions(region_tables: Mapping, participants: pd.DataFrame,
     test = split[split["set"] == "test"]
     folds = sorted(int(f) for f in cv["fold"].unique())
     if kinds is None:
-        kinds = [k for k in BASELINES if k != "screen" or screen_voxels is not None]
+        kinds = available_baselines(screen_voxels is not None)
     rows = []
     for kind in kinds:
         if kind == "screen":
@@ -376,7 +380,7 @@ def run_fit_baselines(region_paths: Sequence, participants, split_path, out, *,
     from .jobs import step
     from .layout import session_of
 
-    kinds = [k for k in BASELINES if k != "screen" or template_maps]
+    kinds = available_baselines(bool(template_maps))
     with step("fit_baselines", inputs={"means": list(region_paths),
                                        "template_maps": list(template_maps),
                                        "participants": participants, "split": split_path},

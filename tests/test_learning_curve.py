@@ -49,14 +49,13 @@ def test_two_point_grid(learning_curve, tmp_path):
 
 
 def test_baselines_only(learning_curve, tmp_path):
-    """--baselines-only trains no network; the bench's voxel screen is the workflow's with
-    a fixed k (tests/test_baselines.py checks what it keeps)."""
+    """--baselines-only trains no network, and fits every baseline on the same folds."""
     table = learning_curve.run(tmp_path, sizes=[8], effects=[1.0], seeds=[0], folds=2,
                                scale=5.0, crop=(20, 20, 24), network=False,
                                log=lambda *_: None)
-    assert learning_curve.NETWORK not in set(table["classifier"])
+    assert list(table["classifier"]) == [learning_curve.FLOOR, learning_curve.VOXELS,
+                                         learning_curve.SCREEN, learning_curve.ORACLE]
     assert not list(tmp_path.glob("cohort-*/runs/*"))
-    assert learning_curve.voxel_screen(k=7).named_steps["selectkbest"].k == 7
 
 
 def test_cerebrum_means_by_hand(learning_curve):
