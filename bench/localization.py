@@ -56,7 +56,7 @@ from gamer_mril.assessment import masks_from_levels, quantile_mask
 from gamer_mril.io import sidecar_path
 from gamer_mril.layout import Session
 from gamer_mril.lrp import SCENARIOS
-from gamer_mril.preprocessing import CropBox, apply_crop
+from gamer_mril.spaces import CropBox, apply_crop
 from gamer_mril.scenario_stack import load_stack
 from gamer_mril.session_assessment import contrast_first
 

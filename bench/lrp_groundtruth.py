@@ -36,7 +36,7 @@ from gamer_mril import CONTRASTS
 from gamer_mril.assessment import quantile_mask
 from gamer_mril.lrp import SCENARIOS
 from gamer_mril.layout import Session
-from gamer_mril.preprocessing import CropBox, apply_crop
+from gamer_mril.spaces import CropBox, apply_crop
 from gamer_mril.scenario_stack import load_stack
 
 

@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 from gamer_mril import CONTRASTS
 from gamer_mril.explain import load_session_images
-from gamer_mril.preprocessing import CropBox, apply_crop
+from gamer_mril.spaces import CropBox, apply_crop
 
 SHIFTS = (8, -8, 10, -10, 12, -12, 14, -14)
 

@@ -27,7 +27,8 @@ import pandas as pd
 from scipy.ndimage import map_coordinates
 
 from gamer_mril import CONTRASTS
-from gamer_mril.preprocessing import RANGES, apply_crop, crop_box, scale_to_unit
+from gamer_mril.preprocessing import RANGES, scale_to_unit
+from gamer_mril.spaces import apply_crop, crop_box
 from gamer_mril.split import make_split, write_split
 from gamer_mril.synthetic import RAW_NAMES
 from gamer_mril.training import build_cache

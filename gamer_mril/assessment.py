@@ -1026,7 +1026,7 @@ def warp_masks_to_template(masks, affine, xfm: Mapping, template_mask=2):
     voxel for voxel what one nearest-neighbour resampling per mask gives."""
     from . import registration as reg
     from . import templates
-    from .preprocessing import to_template_transforms
+    from .spaces import to_template_transforms
 
     masks = np.asarray(masks)
     tmask = templates.template_brain_mask(template_mask)

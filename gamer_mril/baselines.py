@@ -89,7 +89,7 @@ def session_region_means(maps: Mapping, cerebrum_path, xfm: Mapping) -> pd.DataF
     import nibabel as nib
 
     from . import registration as reg
-    from .preprocessing import from_template_transforms
+    from .spaces import from_template_transforms
     from .templates import aal3_path
 
     mask_img = nib.load(str(cerebrum_path))
@@ -121,7 +121,7 @@ def session_template_maps(maps: Mapping, xfm: Mapping, voxel_mm: float,
     import nibabel as nib
 
     from . import registration as reg
-    from .preprocessing import to_template_transforms
+    from .spaces import to_template_transforms
     from .templates import template_brain_mask
 
     tmask = template_brain_mask(extent)

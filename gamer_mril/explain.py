@@ -33,7 +33,7 @@ import numpy as np
 from . import CONTRASTS
 from .io import sha256
 from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, explaining_fold, read_model_meta
-from .preprocessing import CropBox, uncrop
+from .spaces import CropBox, uncrop
 
 #: Every scenario of Table I.
 ALL_SCENARIOS = tuple(range(1, 13))

@@ -122,7 +122,7 @@ def test_the_package_never_imports_or_reads_snakemake():
 
     pattern = re.compile(r"^\s*(import|from)\s+snakemake\b|\bsmk\.|snakemake\.(input|output|"
                          r"params|wildcards|log)\b", re.MULTILINE)
-    hits = [str(p) for p in Path(gamer_mril.__file__).parent.glob("*.py")
+    hits = [str(p) for p in Path(gamer_mril.__file__).parent.rglob("*.py")
             if pattern.search(p.read_text())]
     assert hits == []
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from gamer_mril import preprocessing as pp
+from gamer_mril import spaces
 
 GRID = (10, 12, 8)
 
@@ -89,7 +90,7 @@ def _blob_mask():
 
 
 def _box(start, shape):
-    return pp.CropBox(start=tuple(start), shape=tuple(shape))
+    return spaces.CropBox(start=tuple(start), shape=tuple(shape))
 
 
 def _rot(axis, deg):
@@ -250,26 +251,26 @@ def test_scale_property_random(contrast):
 
 
 def test_cropbox_dict_roundtrip():
-    box = pp.CropBox(start=(1, -2, 3), shape=(4, 5, 6))
+    box = spaces.CropBox(start=(1, -2, 3), shape=(4, 5, 6))
     d = box.to_dict()
     assert d == {"start": [1, -2, 3], "shape": [4, 5, 6]}
     assert isinstance(d["start"], list) and isinstance(d["shape"], list)
     assert all(type(v) is int for v in d["start"] + d["shape"])
     # survives JSON
     d2 = json.loads(json.dumps(d))
-    back = pp.CropBox.from_dict(d2)
+    back = spaces.CropBox.from_dict(d2)
     assert back == box
     assert tuple(back.start) == (1, -2, 3)
     assert tuple(back.shape) == (4, 5, 6)
     # from a plain dict of lists, the fields are tuples (so equality / hashing work)
-    assert pp.CropBox.from_dict({"start": [1, -2, 3], "shape": [4, 5, 6]}) == pp.CropBox(
+    assert spaces.CropBox.from_dict({"start": [1, -2, 3], "shape": [4, 5, 6]}) == spaces.CropBox(
         start=(1, -2, 3), shape=(4, 5, 6)
     )
     assert hash(back) == hash(box)
 
 
 def test_cropbox_is_frozen():
-    box = pp.CropBox(start=(0, 0, 0), shape=(1, 1, 1))
+    box = spaces.CropBox(start=(0, 0, 0), shape=(1, 1, 1))
     with pytest.raises(dataclasses.FrozenInstanceError):
         box.start = (1, 1, 1)  # type: ignore[misc]
 
@@ -309,8 +310,8 @@ def test_blob_bbox_is_what_the_tests_assume():
     ],
 )
 def test_crop_box_hand_values(shape, start):
-    box = pp.crop_box(_blob_mask(), shape)
-    assert isinstance(box, pp.CropBox)
+    box = spaces.crop_box(_blob_mask(), shape)
+    assert isinstance(box, spaces.CropBox)
     assert tuple(box.start) == start
     assert tuple(box.shape) == shape
     # must be JSON-able (plain ints, not numpy scalars)
@@ -320,7 +321,7 @@ def test_crop_box_hand_values(shape, start):
 def test_crop_box_single_voxel_at_grid_corner():
     m = np.zeros(GRID, dtype=bool)
     m[9, 0, 7] = True  # lo=(9,0,7), hi=(10,1,8), extents 1
-    box = pp.crop_box(m, (3, 3, 4))
+    box = spaces.crop_box(m, (3, 3, 4))
     # 9+(1-3)//2 = 8 ; 0+(1-3)//2 = -1 ; 7+(1-4)//2 = 7-2 = 5
     assert tuple(box.start) == (8, -1, 5)
     assert tuple(box.shape) == (3, 3, 4)
@@ -328,7 +329,7 @@ def test_crop_box_single_voxel_at_grid_corner():
 
 def test_crop_box_empty_mask_raises():
     with pytest.raises(ValueError):
-        pp.crop_box(np.zeros(GRID, dtype=bool), (4, 4, 4))
+        spaces.crop_box(np.zeros(GRID, dtype=bool), (4, 4, 4))
 
 
 def test_crop_box_random_masks_against_loop_reference():
@@ -340,7 +341,7 @@ def test_crop_box_random_masks_against_loop_reference():
         shape = tuple(int(v) for v in rng.integers(1, 16, size=3))
         lo, hi = _ref_bbox(m)
         exp = tuple(lo[a] + math.floor((hi[a] - lo[a] - shape[a]) / 2) for a in range(3))
-        box = pp.crop_box(m, shape)
+        box = spaces.crop_box(m, shape)
         assert tuple(box.start) == exp, (trial, shape, lo, hi)
         assert tuple(box.shape) == shape
 
@@ -356,7 +357,7 @@ def _arange_volume():
 
 def test_apply_crop_inside_hand_values():
     x = _arange_volume()  # x[i,j,k] = 96*i + 8*j + k
-    out = pp.apply_crop(x, _box((2, 3, 1), (2, 2, 3)))
+    out = spaces.apply_crop(x, _box((2, 3, 1), (2, 2, 3)))
     assert out.shape == (2, 2, 3)
     assert out.dtype == x.dtype
     expected = np.array(
@@ -370,11 +371,11 @@ def test_apply_crop_inside_hand_values():
 
 def test_apply_crop_padding_low_side_hand_values():
     x = _arange_volume()
-    out = pp.apply_crop(x, _box((-1, 0, 6), (2, 1, 3)))
+    out = spaces.apply_crop(x, _box((-1, 0, 6), (2, 1, 3)))
     # rows: i=-1 (outside) and i=0; j=0; k = 6, 7, 8 (8 outside)
     expected = np.array([[[0, 0, 0]], [[6, 7, 0]]])
     np.testing.assert_array_equal(out, expected)
-    out_f = pp.apply_crop(x, _box((-1, 0, 6), (2, 1, 3)), fill=-7)
+    out_f = spaces.apply_crop(x, _box((-1, 0, 6), (2, 1, 3)), fill=-7)
     expected_f = np.array([[[-7, -7, -7]], [[6, 7, -7]]])
     np.testing.assert_array_equal(out_f, expected_f)
 
@@ -391,9 +392,9 @@ def test_apply_crop_padding_low_side_hand_values():
 )
 def test_apply_crop_against_loop_reference(start, shape):
     x = _arange_volume()
-    out = pp.apply_crop(x, _box(start, shape), fill=-1)
+    out = spaces.apply_crop(x, _box(start, shape), fill=-1)
     np.testing.assert_array_equal(out, _ref_crop(x, start, shape, -1))
-    out0 = pp.apply_crop(x, _box(start, shape))
+    out0 = spaces.apply_crop(x, _box(start, shape))
     np.testing.assert_array_equal(out0, _ref_crop(x, start, shape, 0))
     assert out0.shape == shape
     assert out0.dtype == x.dtype
@@ -401,7 +402,7 @@ def test_apply_crop_against_loop_reference(start, shape):
 
 def test_apply_crop_both_sides_hand_spot_checks():
     x = _arange_volume() + 1  # so real voxels are never 0
-    out = pp.apply_crop(x, _box((-3, -2, -2), (14, 16, 12)))
+    out = spaces.apply_crop(x, _box((-3, -2, -2), (14, 16, 12)))
     assert out.shape == (14, 16, 12)
     assert out[3, 2, 2] == 1  # full (0,0,0)
     assert out[12, 13, 9] == 960  # full (9,11,7) = 96*9+8*11+7+1
@@ -414,12 +415,12 @@ def test_apply_crop_both_sides_hand_spot_checks():
 
 def test_apply_crop_keeps_float32_and_bool():
     xf = (np.arange(960, dtype=np.float32) / 7).reshape(GRID)
-    of = pp.apply_crop(xf, _box((-1, 2, 3), (4, 4, 4)))
+    of = spaces.apply_crop(xf, _box((-1, 2, 3), (4, 4, 4)))
     assert of.dtype == np.float32
     np.testing.assert_array_equal(of, _ref_crop(xf, (-1, 2, 3), (4, 4, 4), 0))
 
     m = _blob_mask()
-    om = pp.apply_crop(m, _box((0, 1, -1), (8, 10, 9)))
+    om = spaces.apply_crop(m, _box((0, 1, -1), (8, 10, 9)))
     assert om.dtype == np.bool_
     np.testing.assert_array_equal(om, _ref_crop(m, (0, 1, -1), (8, 10, 9), False))
     assert om.sum() == m.sum()  # this box covers the whole blob
@@ -427,16 +428,16 @@ def test_apply_crop_keeps_float32_and_bool():
 
 def test_apply_crop_box_entirely_outside_is_all_fill():
     x = _arange_volume()
-    out = pp.apply_crop(x, _box((20, 0, 0), (2, 3, 4)), fill=5)
+    out = spaces.apply_crop(x, _box((20, 0, 0), (2, 3, 4)), fill=5)
     np.testing.assert_array_equal(out, np.full((2, 3, 4), 5))
-    out2 = pp.apply_crop(x, _box((0, -10, 0), (2, 3, 4)))
+    out2 = spaces.apply_crop(x, _box((0, -10, 0), (2, 3, 4)))
     np.testing.assert_array_equal(out2, np.zeros((2, 3, 4)))
 
 
 def test_apply_crop_does_not_modify_input():
     x = _arange_volume()
     before = x.copy()
-    out = pp.apply_crop(x, _box((2, 3, 1), (3, 3, 3)))
+    out = spaces.apply_crop(x, _box((2, 3, 1), (3, 3, 3)))
     out[...] = -99
     np.testing.assert_array_equal(x, before)
 
@@ -448,7 +449,7 @@ def test_apply_crop_does_not_modify_input():
 
 def test_uncrop_hand_values():
     c = np.array([[[1, 2, 3]], [[4, 5, 6]]], dtype=np.float32)  # shape (2,1,3)
-    full = pp.uncrop(c, _box((-1, 0, 6), (2, 1, 3)), GRID)
+    full = spaces.uncrop(c, _box((-1, 0, 6), (2, 1, 3)), GRID)
     assert full.shape == GRID
     # only c[1,0,0] -> (0,0,6) and c[1,0,1] -> (0,0,7) land in the grid
     expected = np.zeros(GRID)
@@ -456,7 +457,7 @@ def test_uncrop_hand_values():
     expected[0, 0, 7] = 5
     np.testing.assert_array_equal(full, expected)
 
-    full_f = pp.uncrop(c, _box((-1, 0, 6), (2, 1, 3)), GRID, fill=-2)
+    full_f = spaces.uncrop(c, _box((-1, 0, 6), (2, 1, 3)), GRID, fill=-2)
     expected_f = np.full(GRID, -2.0)
     expected_f[0, 0, 6] = 4
     expected_f[0, 0, 7] = 5
@@ -476,10 +477,10 @@ def test_uncrop_hand_values():
 def test_uncrop_against_loop_reference(start, shape):
     rng = np.random.default_rng(99)
     c = rng.normal(size=shape).astype(np.float32)
-    full = pp.uncrop(c, _box(start, shape), GRID)
+    full = spaces.uncrop(c, _box(start, shape), GRID)
     assert full.shape == GRID
     np.testing.assert_array_equal(full, _ref_uncrop(c, start, GRID, 0.0))
-    full_f = pp.uncrop(c, _box(start, shape), GRID, fill=-3)
+    full_f = spaces.uncrop(c, _box(start, shape), GRID, fill=-3)
     np.testing.assert_array_equal(full_f, _ref_uncrop(c, start, GRID, -3.0))
 
 
@@ -496,7 +497,7 @@ def test_uncrop_against_loop_reference(start, shape):
 def test_uncrop_of_crop_restores_covered_region(start, shape):
     x = (_arange_volume() + 1).astype(np.float64)
     box = _box(start, shape)
-    back = pp.uncrop(pp.apply_crop(x, box), box, GRID)
+    back = spaces.uncrop(spaces.apply_crop(x, box), box, GRID)
     cov = _ref_covered(start, shape, GRID)
     assert back.shape == GRID
     np.testing.assert_array_equal(back[cov], x[cov])
@@ -516,7 +517,7 @@ def test_uncrop_of_crop_restores_covered_region(start, shape):
 def test_uncrop_of_crop_both_sides_is_identity():
     x = np.random.default_rng(3).normal(size=GRID)
     box = _box((-3, -2, -2), (14, 16, 12))
-    back = pp.uncrop(pp.apply_crop(x, box), box, GRID)
+    back = spaces.uncrop(spaces.apply_crop(x, box), box, GRID)
     np.testing.assert_array_equal(back, x)
 
 
@@ -524,7 +525,7 @@ def test_crop_of_uncrop_keeps_in_grid_part():
     rng = np.random.default_rng(5)
     c = rng.normal(size=(14, 16, 12))
     box = _box((-3, -2, -2), (14, 16, 12))
-    again = pp.apply_crop(pp.uncrop(c, box, GRID), box)
+    again = spaces.apply_crop(spaces.uncrop(c, box, GRID), box)
     expected = np.zeros_like(c)
     expected[3:13, 2:14, 2:10] = c[3:13, 2:14, 2:10]
     np.testing.assert_array_equal(again, expected)
@@ -536,8 +537,8 @@ def test_crop_box_then_crop_then_uncrop_recovers_masked_map_when_box_holds_brain
     x = np.random.default_rng(11).uniform(0.1, 1.0, size=GRID)
     masked = np.where(m, x, 0.0)  # independent masking
     for shape in [(5, 7, 6), (6, 8, 7), (8, 10, 9), (14, 16, 12)]:
-        box = pp.crop_box(m, shape)
-        back = pp.uncrop(pp.apply_crop(masked, box), box, GRID)
+        box = spaces.crop_box(m, shape)
+        back = spaces.uncrop(spaces.apply_crop(masked, box), box, GRID)
         np.testing.assert_array_equal(back, masked)
 
 
@@ -555,7 +556,7 @@ def test_crop_affine_diagonal_hand_values():
             [0, 0, 0, 1.0],
         ]
     )
-    out = pp.crop_affine(a, _box((1, -2, 3), (4, 4, 4)))
+    out = spaces.crop_affine(a, _box((1, -2, 3), (4, 4, 4)))
     expected = np.array(
         [
             [2.0, 0, 0, -10.0 + 2.0 * 1],
@@ -573,7 +574,7 @@ def test_crop_affine_oblique_world_coordinates(start):
     a = _oblique_affine()
     a_before = a.copy()
     shape = (6, 5, 4)
-    out = pp.crop_affine(a, _box(start, shape))
+    out = spaces.crop_affine(a, _box(start, shape))
     np.testing.assert_array_equal(a, a_before)  # input untouched
     assert out.shape == (4, 4)
     np.testing.assert_allclose(out[3], [0, 0, 0, 1], atol=1e-12)
@@ -599,8 +600,8 @@ def test_crop_affine_consistent_with_cropped_contents():
     a = _oblique_affine()
     x = _arange_volume()
     box = _box((2, -1, 3), (4, 5, 6))
-    c = pp.apply_crop(x, box)
-    ca = pp.crop_affine(a, box)
+    c = spaces.apply_crop(x, box)
+    ca = spaces.crop_affine(a, box)
     inv = np.linalg.inv(a)
     for ijk in [(0, 1, 0), (3, 4, 4), (1, 2, 2)]:
         world = nib.affines.apply_affine(ca, ijk)

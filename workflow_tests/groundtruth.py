@@ -10,7 +10,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from gamer_mril.preprocessing import CropBox, dice, uncrop
+from gamer_mril.preprocessing import dice
+from gamer_mril.spaces import CropBox, uncrop
 from gamer_mril.registration import read_affine_xfm
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gamer_mril.io import sha256, sidecar_path
-from gamer_mril.preprocessing import CropBox, apply_crop
+from gamer_mril.spaces import CropBox, apply_crop
 
 from .conftest import make_config, run_snakemake
 from .groundtruth import cohort_figures

@@ -10,7 +10,7 @@ import pytest
 
 from gamer_mril.io import sha256, sidecar_path
 from gamer_mril.modelfiles import best_fold
-from gamer_mril.preprocessing import CropBox, apply_crop, uncrop
+from gamer_mril.spaces import CropBox, apply_crop, uncrop
 from gamer_mril.scenario_stack import load_stack
 from gamer_mril.split import read_split
 
