@@ -52,13 +52,12 @@ from heatmap_groundtruth import resample_like  # bench/heatmap_groundtruth.py
 from lrp_groundtruth import _load  # bench/lrp_groundtruth.py
 
 from gamer_mril import CONTRASTS
-from gamer_mril.assessment import masks_from_levels, quantile_mask
+from gamer_mril.assessment.masks import contrast_first, masks_from_levels, quantile_mask
 from gamer_mril.io import sidecar_path
 from gamer_mril.layout import Session
 from gamer_mril.lrp import SCENARIOS
 from gamer_mril.spaces import CropBox, apply_crop
 from gamer_mril.scenario_stack import load_stack
-from gamer_mril.session_assessment import contrast_first
 
 #: The twelve scenarios (docs/method.md#67-the-twelve-scenarios): 1-8 LRP
 #: (gamer_mril.layout.LRP_SCENARIOS), 9-12 saliency and integrated gradients.

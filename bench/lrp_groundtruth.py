@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from gamer_mril import CONTRASTS
-from gamer_mril.assessment import quantile_mask
+from gamer_mril.assessment.masks import quantile_mask
 from gamer_mril.lrp import SCENARIOS
 from gamer_mril.layout import Session
 from gamer_mril.spaces import CropBox, apply_crop

@@ -30,7 +30,7 @@ import pandas as pd
 from learning_curve import cerebrum_means  # bench/learning_curve.py
 from truth_cache import truth_dir  # bench/truth_cache.py
 
-from gamer_mril.assessment import auc
+from gamer_mril.statistics import auc
 from gamer_mril.baselines import fit_baseline
 from gamer_mril.split import make_split
 from gamer_mril.training import open_cache

@@ -1,10 +1,10 @@
 """Evaluation of the classifier: Table II, attention weights, ROC curves, and which
 model scores (and explains) each assessed session (docs/method.md#51-table-ii-and-its-intervals).
 
-:func:`binary_metrics` gives AUC (the Mann-Whitney statistic, :func:`roc_auc`), accuracy,
+:func:`binary_metrics` gives AUC (the Mann-Whitney statistic, :func:`gamer_mril.statistics.auc`), accuracy,
 specificity and sensitivity at a threshold (a session is called severe when p >= 0.5);
 :func:`table_ii` assembles them per fold, their mean and the test set, each with a
-subject-grouped bootstrap interval (:mod:`gamer_mril.bootstrap`); :func:`mean_attention`
+subject-grouped bootstrap interval (:mod:`gamer_mril.statistics`); :func:`mean_attention`
 and :func:`plot_roc` make the attention summary and the ROC figure;
 :func:`assessment_predictions` picks, for each assessed session, the model that never
 trained on it. Nothing here imports torch or snakemake.
@@ -20,21 +20,10 @@ import numpy as np
 import pandas as pd
 
 from . import CONTRASTS
-from .io import atomic_path, atomic_write_text
+from .io import atomic_write_text
+from .figures import new_figure, save_png
 from .modelfiles import best_fold, fold_of, read_model_meta
-
-
-def roc_auc(label, prob) -> float:
-    """ROC AUC as the Mann-Whitney statistic (ties count one half), NaN with one class."""
-    from scipy.stats import rankdata
-
-    label, prob = np.asarray(label).astype(int), np.asarray(prob, dtype=float)
-    pos = label == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0 or not np.isfinite(prob).all():
-        return float("nan")
-    ranks = rankdata(prob)
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+from .statistics import N_RESAMPLES, auc, grouped_bootstrap
 
 
 METRIC_COLUMNS = ("auc", "accuracy", "specificity", "sensitivity", "n")
@@ -57,7 +46,7 @@ def binary_metrics(label, prob, threshold: float = 0.5) -> dict:
     tp, tn = int((pred & pos).sum()), int((~pred & neg).sum())
     n = int(label.size)
     nan = float("nan")
-    return dict(auc=roc_auc(label, prob),
+    return dict(auc=auc(label, prob),
                 accuracy=(tp + tn) / n if n else nan,
                 specificity=tn / int(neg.sum()) if neg.any() else nan,
                 sensitivity=tp / int(pos.sum()) if pos.any() else nan,
@@ -124,7 +113,7 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
              threshold: float = 0.5, n_resamples: int | None = None,
              seed: int = 0) -> pd.DataFrame:
     """Table II: per-fold validation metrics, their mean, and the test set's metrics,
-    each with a 95% subject-grouped bootstrap interval (:mod:`gamer_mril.bootstrap`:
+    each with a 95% subject-grouped bootstrap interval (:mod:`gamer_mril.statistics`:
     ``<metric>_low``, ``<metric>_high``; ``n_resamples`` resamples, 2,000 by default,
     seeded; 0 leaves the intervals out).
 
@@ -147,7 +136,6 @@ def table_ii(val_predictions: Mapping, test_predictions: Mapping,
     The mean row's interval resamples the subjects of all folds together (each subject is
     in one fold) and averages the folds' metrics in each resample.
     """
-    from .bootstrap import N_RESAMPLES, grouped_bootstrap
 
     n_resamples = N_RESAMPLES if n_resamples is None else int(n_resamples)
     folds = sorted(val_predictions)
@@ -224,23 +212,20 @@ def plot_roc(curves: Mapping, path, title: str | None = None) -> None:
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
 
-    fig = Figure(figsize=(5, 5), dpi=120)
-    FigureCanvasAgg(fig)
+    fig = new_figure(5, 5)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance")
     for name, (label, prob) in curves.items():
         label = np.asarray(label).astype(int)
         prob = np.asarray(prob, dtype=float)
-        auc = roc_auc(label, prob)
+        area = auc(label, prob)
         if len(np.unique(label)) < 2:
             warnings.warn(f"ROC curve {name!r}: one class only, not drawn")
             continue
         fpr, tpr, _ = roc_curve(label, prob)
-        ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc:.3f})")
+        ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {area:.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("1 - specificity (false positive rate)")
@@ -250,8 +235,7 @@ def plot_roc(curves: Mapping, path, title: str | None = None) -> None:
         ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(str(tmp), format="png")
+    save_png(fig, path)
 
 
 
@@ -308,26 +292,11 @@ def frozen_predictions(predictions: Mapping, best: int) -> tuple:
     return table, pd.DataFrame(rows, columns=["model", *METRIC_COLUMNS])
 
 
-def _figure(width, height):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=120)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path) -> None:
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(str(tmp), format="png")
-
-
 def plot_training_curves(epochs: Mapping, chosen: Mapping, path) -> None:
     """Per fold, the training and validation loss and the validation AUC per epoch, the
     kept epoch marked. ``epochs``: {fold: epochs.tsv frame}; ``chosen``: {fold: epoch}."""
     folds = sorted(epochs)
-    fig = _figure(4.2 * len(folds), 5.5)
+    fig = new_figure(4.2 * len(folds), 5.5)
     for j, k in enumerate(folds):
         df = epochs[k]
         top = fig.add_subplot(2, len(folds), j + 1)
@@ -346,7 +315,8 @@ def plot_training_curves(epochs: Mapping, chosen: Mapping, path) -> None:
             if chosen.get(k) is not None:
                 ax.axvline(chosen[k], color="0.3", ls="--", lw=1, label="kept epoch")
             ax.legend(fontsize=7)
-    _save(fig, path)
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def reliability(label, prob, n_bins: int = 5) -> pd.DataFrame:
@@ -366,7 +336,7 @@ def reliability(label, prob, n_bins: int = 5) -> pd.DataFrame:
 def plot_reliability(curves: Mapping, path, n_bins: int = 5) -> None:
     """Reliability diagram {name: (label, prob)}: observed against predicted probability,
     the marker size growing with the sessions in the bin."""
-    fig = _figure(5, 5)
+    fig = new_figure(5, 5)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="perfect calibration")
     for name, (label, prob) in curves.items():
@@ -379,7 +349,8 @@ def plot_reliability(curves: Mapping, path, n_bins: int = 5) -> None:
     ax.set_ylabel("observed fraction severe")
     ax.set_aspect("equal")
     ax.legend(loc="upper left", fontsize=8)
-    _save(fig, path)
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 # ------------------------------------------------------------------ against the baselines
@@ -414,8 +385,8 @@ def _paired(network: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
 
 
 def _auc_difference(frame) -> dict:
-    return {"difference": roc_auc(frame["label"], frame["prob"])
-            - roc_auc(frame["label"], frame["prob_other"])}
+    return {"difference": auc(frame["label"], frame["prob"])
+            - auc(frame["label"], frame["prob_other"])}
 
 
 def _fold_mean_auc_difference(frame) -> dict:
@@ -449,7 +420,6 @@ def baseline_comparison(val: Mapping, test: Mapping, baselines: Mapping,
     classifiers see the same resampled subjects. Columns: baseline, set, auc_network,
     auc_baseline, difference, difference_low, difference_high, verdict.
     """
-    from .bootstrap import N_RESAMPLES, grouped_bootstrap
 
     n_resamples = N_RESAMPLES if n_resamples is None else int(n_resamples)
     rows = []
@@ -461,12 +431,12 @@ def baseline_comparison(val: Mapping, test: Mapping, baselines: Mapping,
                   _paired(mean_of_folds(test), mean_of_folds(b_test)), _auc_difference)]
         for set_name, where, frame, stat in cases:
             if set_name == "validation":
-                aucs = [(roc_auc(df["label"], df["prob"]), roc_auc(df["label"], df["prob_other"]))
+                aucs = [(auc(df["label"], df["prob"]), auc(df["label"], df["prob_other"]))
                         for _, df in frame.groupby("fold")]
                 auc_net, auc_base = (float(np.mean(x)) for x in zip(*aucs))
             else:
-                auc_net = roc_auc(frame["label"], frame["prob"])
-                auc_base = roc_auc(frame["label"], frame["prob_other"])
+                auc_net = auc(frame["label"], frame["prob"])
+                auc_base = auc(frame["label"], frame["prob_other"])
             low = high = float("nan")
             if n_resamples:
                 low, high, _ = grouped_bootstrap(

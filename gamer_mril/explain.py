@@ -77,6 +77,32 @@ def load_session_images(paths: Sequence, contrasts: Sequence[str] = CONTRASTS) -
     return np.stack(arrays), affine
 
 
+def load_network_inputs(image_paths: Sequence, model_dir, device="auto") -> tuple:
+    """``(model, images, affine, device)``: a fold model ready to run and one session's
+    maps exactly as the network saw them in training, shared by explanation and voxel
+    inverting.
+
+    The model is in eval mode on ``device`` (``"auto"``: CUDA where there is one) in
+    channels-last 3D memory (the twelve scenarios in 0.64 of the time on one CPU thread,
+    a third less time per inverting pass; the same outputs to rounding). The images
+    (L, D, H, W) are the maps in the model's contrast order, clipped to [0, 1] and rounded
+    through float16 like the training cache, so the logit equals predictions.tsv's; maps
+    of another shape than the model's input are a ``ValueError`` naming the file.
+    """
+    import torch
+
+    from .training import load_model, resolve_device
+
+    device = resolve_device(device)
+    model = load_model(model_dir, device=device).to(memory_format=torch.channels_last_3d)
+    images, affine = load_session_images(image_paths, model.contrasts)
+    images = np.clip(images, 0.0, 1.0).astype(np.float16).astype(np.float32)
+    if tuple(images.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"{image_paths[0]}: maps of shape {images.shape[1:]} but the model "
+                         f"at {model_dir} expects {tuple(model.input_shape)}")
+    return model, images, affine, device
+
+
 def read_crop_box(path) -> tuple:
     """``(CropBox, full_shape, full_affine)`` from the crop step's transform file."""
     d = json.loads(Path(path).read_text())
@@ -113,7 +139,6 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
 
     from . import lrp
     from .scenario_stack import save_stack
-    from .training import load_model, resolve_device
 
     scenarios = sorted(int(n) for n in scenarios)
     if not scenarios:
@@ -121,17 +146,7 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
     unknown = set(scenarios) - set(lrp.SCENARIOS)
     if unknown:
         raise ValueError(f"unknown scenarios {sorted(unknown)}; known: 1-12")
-    device = resolve_device(device)
-    # channels-last 3D memory: the twelve scenarios in 0.64 of the time on one CPU thread,
-    # the same maps (to 1e-13 for integrated gradients' sums)
-    model = load_model(model_dir, device=device).to(memory_format=torch.channels_last_3d)
-    images, affine = load_session_images(image_paths, model.contrasts)
-    # The network sees exactly what it saw in training: the cache's float16 values of
-    # the maps clipped to [0, 1] (so the logit here equals predictions.tsv's).
-    images = np.clip(images, 0.0, 1.0).astype(np.float16).astype(np.float32)
-    if tuple(images.shape[1:]) != tuple(model.input_shape):
-        raise ValueError(f"{image_paths[0]}: maps of shape {images.shape[1:]} but the model "
-                         f"at {model_dir} expects {tuple(model.input_shape)}")
+    model, images, affine, device = load_network_inputs(image_paths, model_dir, device)
     box, full_shape, full_affine = read_crop_box(crop_box_path)
 
     x = torch.from_numpy(images).unsqueeze(0).to(device)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from . import __version__
 
@@ -71,6 +72,20 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+#: Subject and session labels are read as strings ("001" stays "001").
+SESSION_IDS = {"subject": str, "session": str}
+
+
+def read_session_table(path) -> pd.DataFrame:
+    """A tab-separated table with ``subject`` and ``session`` columns read as strings."""
+    return pd.read_csv(path, sep="\t", dtype=SESSION_IDS)
+
+
+def session_keys(table: pd.DataFrame) -> pd.Series:
+    """One key per row, ``"<subject>\t<session>"``, naming a session across tables."""
+    return table["subject"] + "\t" + table["session"]
 
 
 def save_nifti(data, affine, path, header=None) -> None:

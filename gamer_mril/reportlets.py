@@ -160,10 +160,9 @@ def run_relevance_reportlet(ndimap, crop_mask, qmasks, chosen, out, *,
     ``qmasks``: the scenario stack of the session's level images."""
     import json
 
-    from .assessment import masks_from_levels
+    from .assessment.masks import contrast_first, masks_from_levels
     from .jobs import step
     from .scenario_stack import scenario_volumes
-    from .session_assessment import contrast_first
 
     scenario = int(json.loads(Path(chosen).read_text())["scenario"])
     with step("relevance_reportlet", inputs={"ndimap": ndimap, "mask": crop_mask,

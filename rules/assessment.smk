@@ -1,9 +1,100 @@
-# Assessment of the relevance maps over the cohort (docs/method.md#7-assessment): the
-# voxel inverting experiment (Fig. 4), correlation with EDSS (Tables III, IV) and the
-# group heatmaps in MNI152 (Fig. 6), from the per-session files of rules/relevance.smk.
-# The assessment set is every analysed session (the table without qc.exclude's): validation sessions are explained and
-# re-run by their own fold's model, test (and frozen-mode) sessions by the best fold's.
-# The logic: gamer_mril/assessment.py.
+# Assessment of the relevance maps (docs/method.md#7-assessment): per session the quantile
+# masks, voxel inverting through the explaining model and the top-N masks carried to
+# MNI152; over the cohort the voxel inverting experiment (Fig. 4), correlation with EDSS
+# (Tables III, IV) and the group heatmaps in MNI152 (Fig. 6).
+# The assessment set is every analysed session (the table without qc.exclude's): validation
+# sessions are explained and re-run by their own fold's model, test (and frozen-mode)
+# sessions by the best fold's. Not grouped on a cluster (see rules/relevance.smk).
+# The logic: gamer_mril/assessment/ (one module per section of the method).
+
+
+rule quantile_masks:
+    """docs/method.md#72-quantile-masks: every scenario's top-N quantile masks (N in
+    assessment.levels) as one level image per scenario, and the mean normalized value of
+    each contrast inside them (Tables III-IV)."""
+    input:
+        **PREPROC,
+        relmaps=RELMAPS,
+        cerebrum=S.cerebrum,
+    output:
+        masks=QMASKS,
+        values=S.mask_values,
+    log:
+        log_path("quantile_masks"),
+    benchmark:
+        bench_path("quantile_masks")
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        levels=LEVELS,
+    script:
+        "../scripts/quantile_masks.py"
+
+
+rule invert_session:
+    """docs/method.md#73-voxel-inverting: voxel inverting (x -> 1 - x) inside every
+    scenario's top-N masks, through the model that explains the session; its probability
+    for each. At the control levels also inside the least-relevant-first mask and
+    random masks of the same size in the cerebrum (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting).
+    """
+    input:
+        **PREPROC,
+        **explaining_models(),
+        masks=QMASKS,
+        relmaps=RELMAPS,
+        cerebrum=S.cerebrum,
+    output:
+        tsv=S.inverting,
+    log:
+        log_path("invert_session"),
+    benchmark:
+        bench_path("invert_session")
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+        gpu=GPU,
+    params:
+        age=session_age,
+        levels=LEVELS,
+        control_levels=CONTROL_LEVELS,
+        random_masks=ASM["random_masks"],
+        seed=ASM["seed"],
+    script:
+        "../scripts/invert_session.py"
+
+
+rule warp_top_masks:
+    """docs/method.md#76-template-space-and-group-heatmaps: every scenario's top-N mask
+    (N = assessment.heatmap_level) carried to MNI152 through the session's template
+    transforms (nearest neighbour)."""
+    input:
+        **CROP_TO_TEMPLATE,
+        masks=QMASKS,
+        template_mask=OUTPUT_TEMPLATE["mask"],
+    output:
+        top=TOP_MASKS,
+    log:
+        log_path("warp_top_masks"),
+    benchmark:
+        bench_path("warp_top_masks")
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        levels=LEVELS,
+        level=HEAT,
+    script:
+        "../scripts/warp_top_masks.py"
 
 
 rule voxel_inverting:
@@ -41,13 +132,15 @@ rule voxel_inverting:
     params:
         n_bootstrap=ASM["n_bootstrap"],
         seed=ASM["seed"],
+        level=HEAT,
     script:
         "../scripts/voxel_inverting.py"
 
 
 rule correlations:
-    """The scenario with the largest AUC drop at N = 40; Spearman correlation of the mean
-    normalized value in the top-N mask with EDSS (Tables III and IV)."""
+    """The scenario with the largest AUC drop at N = assessment.heatmap_level; Spearman
+    correlation of the mean normalized value in the top-N mask with EDSS (Tables III and
+    IV)."""
     input:
         values=for_analysed(S.mask_values),
         inverting=INVERTING_AUC,
@@ -84,6 +177,7 @@ rule correlations:
         n_permutations=ASM["n_permutations"],
         seed=ASM["seed"],
         n_bootstrap=ASM["n_bootstrap"],
+        level=HEAT,
     script:
         "../scripts/correlations.py"
 
@@ -125,6 +219,9 @@ rule group_heatmaps:
         mem_mb=4000,
         runtime=15,
     params:
+        heatmaps={
+            f"heat_{n:02d}_{g}": [n, g] for n in SCENARIOS for g in HEATMAP_GROUPS
+        },
         fig6_scenarios=FIG6_SCENARIOS,
         groups=list(HEATMAP_GROUPS),
         level=HEAT,

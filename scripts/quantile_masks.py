@@ -1,5 +1,5 @@
 """Rule quantile_masks: every scenario's top-N quantile masks of one session."""
-from gamer_mril.session_assessment import run_quantile_masks
+from gamer_mril.assessment.masks import run_quantile_masks
 
 i, o, w = snakemake.input, snakemake.output, snakemake.wildcards
 run_quantile_masks([i.t1map, i.mwfmap, i.ndimap], i.cerebrum, i.relmaps, o.masks, o.values,

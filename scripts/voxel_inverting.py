@@ -1,8 +1,8 @@
 """Rule voxel_inverting: AUC after voxel inverting per scenario and N (Fig. 4)."""
-from gamer_mril.assessment import run_voxel_inverting
+from gamer_mril.assessment.inverting import run_voxel_inverting
 
 i, o = snakemake.input, snakemake.output
 p = snakemake.params
 run_voxel_inverting(list(i.sessions), i.predictions, o.tsv, o.figure, o.scenarios,
-                    n_bootstrap=p.n_bootstrap, seed=p.seed,
+                    n_bootstrap=p.n_bootstrap, seed=p.seed, level=p.level,
                     log_file=snakemake.log[0], threads=snakemake.threads)

@@ -1,6 +1,6 @@
 """Rule warp_top_masks: every scenario's top-N mask of one session in MNI152."""
 from gamer_mril.layout import TEMPLATE_XFM_KEYS
-from gamer_mril.session_assessment import run_warp_top_masks
+from gamer_mril.assessment.heatmaps import run_warp_top_masks
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
 run_warp_top_masks(i.masks, {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gamer_mril.bootstrap import grouped_bootstrap
+from gamer_mril.statistics import grouped_bootstrap
 
 
 def _sessions(counts: dict) -> pd.DataFrame:
@@ -98,7 +98,7 @@ def test_table_ii_intervals():
 def test_auc_is_the_mann_whitney_statistic():
     from sklearn.metrics import roc_auc_score
 
-    from gamer_mril.evaluation import roc_auc as _auc
+    from gamer_mril.statistics import auc as _auc
 
     rng = np.random.default_rng(0)
     for _ in range(20):

@@ -10,8 +10,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
-from gamer_mril import assessment as A
-from gamer_mril import inverting as I
+from gamer_mril.assessment import controls
+from gamer_mril.assessment import masks as QM
+from gamer_mril import statistics
 from gamer_mril.roc import delong_test
 
 SHAPE = (9, 10, 11)
@@ -24,14 +25,14 @@ def _case(seed=0, n_volumes=3):
     region[4, 5, 5] = False                                   # a hole: not in the region
     # relevance with ties (rounded) and negative values
     rel = np.round(rng.normal(size=(n_volumes,) + SHAPE), 1).astype(np.float32)
-    top = A.quantile_masks(rel, region, [10, 40, 70], kind="individual")
+    top = QM.quantile_masks(rel, region, [10, 40, 70], kind="individual")
     return rel, region, top
 
 
 def test_lerf_masks_are_the_least_relevant_voxels_of_the_region():
     rel, region, top = _case()
     counts = [0, 5, 37, 120]
-    m = I.lerf_masks(rel[0], region, counts)
+    m = controls.lerf_masks(rel[0], region, counts)
     assert m.shape == (4,) + SHAPE
     assert [int(x.sum()) for x in m] == counts
     assert not (m & ~region).any()
@@ -44,16 +45,16 @@ def test_lerf_masks_are_the_least_relevant_voxels_of_the_region():
 def test_random_masks_are_uniform_draws_of_the_region():
     _, region, _ = _case()
     counts = [3, 40, 200]
-    a = I.random_masks(region, counts, np.random.default_rng(1))
-    b = I.random_masks(region, counts, np.random.default_rng(1))
-    c = I.random_masks(region, counts, np.random.default_rng(2))
+    a = controls.draw_random_masks(region, counts, np.random.default_rng(1))
+    b = controls.draw_random_masks(region, counts, np.random.default_rng(1))
+    c = controls.draw_random_masks(region, counts, np.random.default_rng(2))
     assert (a == b).all() and not (a == c).all()
     assert [int(x.sum()) for x in a] == counts
     assert not (a & ~region).any()
     assert not (a[0] & ~a[1]).any() and not (a[1] & ~a[2]).any()
     # each region voxel is drawn with probability count / |region|
     n = int(region.sum())
-    freq = np.mean([I.random_masks(region, [40], np.random.default_rng(s))[0][region]
+    freq = np.mean([controls.draw_random_masks(region, [40], np.random.default_rng(s))[0][region]
                     for s in range(400)], axis=0)
     assert abs(freq.mean() - 40 / n) < 1e-12
     assert np.abs(freq - 40 / n).max() < 0.12
@@ -63,23 +64,23 @@ def test_control_masks_match_the_top_masks_voxel_for_voxel():
     rel, region, top = _case()
     counts = top.reshape(top.shape[:2] + (-1,)).sum(-1)
     assert len(set(counts[1])) > 1                            # contrasts differ in size
-    ctl = I.control_masks(rel, region, top, n_random=3, seed=7, subject="01", session="2")
+    ctl = controls.control_masks(rel, region, top, random_masks=3, seed=7, subject="01", session="2")
     assert ctl["LeRF"].shape == top.shape and len(ctl["random"]) == 3
     for masks in [ctl["LeRF"], *ctl["random"]]:
         assert (masks.reshape(top.shape[:2] + (-1,)).sum(-1) == counts).all()
         assert not (masks & ~region).any()
     # draws differ; the same seed, subject and session give the same draws
     assert not (ctl["random"][0] == ctl["random"][1]).all()
-    again = I.control_masks(rel, region, top, n_random=3, seed=7, subject="01", session="2")
+    again = controls.control_masks(rel, region, top, random_masks=3, seed=7, subject="01", session="2")
     assert all((x == y).all() for x, y in zip(ctl["random"], again["random"]))
-    other = I.control_masks(rel, region, top, n_random=1, seed=7, subject="01", session="3")
+    other = controls.control_masks(rel, region, top, random_masks=1, seed=7, subject="01", session="3")
     assert not (other["random"][0] == ctl["random"][0]).all()
 
 
 def test_control_masks_of_a_combined_map_are_shared_by_the_contrasts():
     rel, region, _ = _case(n_volumes=1)
-    top = A.quantile_masks(rel[0], region, [20, 50], kind="combined")[:, 0]   # (L, D, H, W)
-    ctl = I.control_masks(rel[0], region, top, n_random=2, seed=0, subject="a", session="b")
+    top = QM.quantile_masks(rel[0], region, [20, 50], kind="combined")[:, 0]   # (L, D, H, W)
+    ctl = controls.control_masks(rel[0], region, top, random_masks=2, seed=0, subject="a", session="b")
     assert ctl["LeRF"].shape == top.shape
     for masks in [ctl["LeRF"], *ctl["random"]]:
         assert [int(m.sum()) for m in masks] == [int(m.sum()) for m in top]
@@ -91,7 +92,7 @@ def test_control_masks_reject_sizes_beyond_the_region():
     small = np.zeros(SHAPE, dtype=bool)
     small[0, 0, :3] = True
     with pytest.raises(ValueError, match="mask sizes"):
-        I.control_masks(rel, small, top, 1, 0, "a", "b")
+        controls.control_masks(rel, small, top, 1, 0, "a", "b")
 
 
 def test_auc_columns_equals_sklearn_with_ties():
@@ -99,8 +100,8 @@ def test_auc_columns_equals_sklearn_with_ties():
     y = rng.integers(0, 2, 40)
     s = np.round(rng.normal(size=(40, 6)) + y[:, None], 1)
     expect = [roc_auc_score(y, s[:, j]) for j in range(6)]
-    assert np.allclose(I.auc_columns(y, s), expect, atol=1e-12)
-    assert np.isnan(I.auc_columns(np.ones(5), np.arange(5.0))).all()
+    assert np.allclose(statistics.auc_columns(y, s), expect, atol=1e-12)
+    assert np.isnan(statistics.auc_columns(np.ones(5), np.arange(5.0))).all()
 
 
 def _probs(seed=0, n_subjects=10, with_controls=True):
@@ -130,7 +131,7 @@ def _probs(seed=0, n_subjects=10, with_controls=True):
 
 def test_intervals_hold_the_direct_auc():
     probs, labels, subjects = _probs()
-    out = I.inverting_intervals(probs, labels, subjects, n_resamples=300, seed=1)
+    out = controls.inverting_intervals(probs, labels, subjects, n_resamples=300, seed=1)
     assert len(out) == 1 + 3 * 2 * (1 + 1 + 4)
     for r in out.itertuples():
         sel = probs[(probs["order"] == r.order) & (probs["scenario"] == r.scenario)
@@ -140,7 +141,7 @@ def test_intervals_hold_the_direct_auc():
         assert r.auc_low <= r.auc + 1e-12 and r.auc <= r.auc_high + 1e-12
         assert 0 < r.n_valid <= 300
     # the same seed gives the same intervals
-    again = I.inverting_intervals(probs, labels, subjects, n_resamples=300, seed=1)
+    again = controls.inverting_intervals(probs, labels, subjects, n_resamples=300, seed=1)
     pd.testing.assert_frame_equal(out, again)
 
 
@@ -155,7 +156,7 @@ def test_control_summary_band_informative_and_aopc_by_hand():
             for d, a in enumerate((0.6, 0.7, 0.8, 0.9, 0.65)):
                 rows.append(dict(order="random", scenario=scn, N=n, draw=d, auc=a,
                                  auc_low=0, auc_high=1))
-    summary = I.control_summary(pd.DataFrame(rows))
+    summary = controls.control_summary(pd.DataFrame(rows))
     band = np.quantile([0.6, 0.7, 0.8, 0.9, 0.65], [0.025, 0.975])
     assert np.allclose(summary["random_low"], band[0]) and np.allclose(summary["random_high"], band[1])
     assert np.allclose(summary["random_auc"], 0.73)
@@ -163,14 +164,14 @@ def test_control_summary_band_informative_and_aopc_by_hand():
     got = summary.set_index(["scenario", "N"])["informative"].to_dict()
     # scenario 1: 0.40 and 0.30, below the band's 0.605; scenario 2: 0.75 inside, 0.65 too
     assert got == {(1, 30): True, (1, 40): True, (2, 30): False, (2, 40): False}
-    area = I.aopc(summary)
+    area = controls.aopc(summary)
     assert area[1] == pytest.approx(0.73 - (0.40 + 0.30) / 2)
     assert area[2] == pytest.approx(0.73 - (0.75 + 0.65) / 2)
 
 
 def test_paired_comparisons_are_delong_with_bh():
     probs, labels, subjects = _probs(seed=4, n_subjects=16, with_controls=False)
-    out = I.paired_comparisons(probs, labels, subjects, chosen=3, level=40, n_resamples=300)
+    out = controls.paired_comparisons(probs, labels, subjects, chosen=3, level=40, n_resamples=300)
     assert list(out["scenario"]) == [1, 2]
     at = probs[(probs["N"] == 40)].pivot(index="session", columns="scenario", values="prob")
     y = [labels[s] for s in at.index]
@@ -185,7 +186,7 @@ def test_paired_comparisons_are_delong_with_bh():
 # ------------------------------------------------------------------ DistinctImages
 
 def test_distinct_images_sends_each_distinct_input_once():
-    from gamer_mril.inverting import DistinctImages
+    from gamer_mril.assessment.inverting import DistinctImages
 
     seen = []
 
@@ -209,7 +210,7 @@ def test_distinct_images_sends_each_distinct_input_once():
 
 
 def test_distinct_images_checks_the_answer_count():
-    from gamer_mril.inverting import DistinctImages
+    from gamer_mril.assessment.inverting import DistinctImages
 
     predict = DistinctImages(lambda batch, ages: np.zeros(len(batch) + 1))
     with pytest.raises(ValueError, match="2 values for 1 images"):

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from gamer_mril import assessment as A
+from gamer_mril.assessment import inverting
 from gamer_mril.progress import bar
 
 
@@ -25,7 +25,7 @@ def test_voxel_inverting_reports_its_progress(caplog):
     caplog.set_level(logging.INFO, logger="gamer_mril")
     images = np.zeros((2, 3, 2, 2, 2), np.float32)
     masks = {n: np.zeros((2, 1, 3, 2, 2, 2), bool) for n in (1, 2)}
-    A.inverting_auc(lambda b, a: np.full(len(b), 0.5), images, [40, 50], [0, 1], masks,
+    inverting.inverting_auc(lambda b, a: np.full(len(b), 0.5), images, [40, 50], [0, 1], masks,
                     levels=[40], batch_size=1)
     last = [r.getMessage() for r in caplog.records if "voxel inverting" in r.getMessage()][-1]
     assert "4/4" in last                                 # 2 batches x 2 scenarios

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gamer_mril.assessment import correlation, inverting
+from gamer_mril.assessment import masks as QM
 from gamer_mril import CONTRASTS
-from gamer_mril import assessment as A
 from gamer_mril.inputs import load_participants
 from gamer_mril.io import sidecar_path
 from gamer_mril.layout import REPORTLETS
@@ -84,13 +85,13 @@ def test_quantile_masks_are_nested_inside_the_cerebrum(trained):
             # inside the cerebrum and over positive relevance only
             assert not (lvl_v > 0)[:, ~cerebrum].any()
             assert not ((lvl_v > 0) & (rel_v <= 0)).any()
-            masks = A.masks_from_levels(lvl_v, LEVELS)           # (levels, V, D, H, W)
+            masks = QM.masks_from_levels(lvl_v, LEVELS)           # (levels, V, D, H, W)
             counts = masks.reshape(len(LEVELS), masks.shape[1], -1).sum(-1)
             assert (np.diff(counts, axis=0) >= 0).all()           # nested
             assert (counts[-1] > 0).all()
             # the same masks as the package computes from the map
             kind = "individual" if n in INDIVIDUAL else "combined"
-            expect = A.quantile_masks(rel_v if kind == "individual" else rel, cerebrum,
+            expect = QM.quantile_masks(rel_v if kind == "individual" else rel, cerebrum,
                                       LEVELS, kind=kind)
             assert np.array_equal(expect[:, :masks.shape[1]], masks)
             # top-N holds about N % of the positive voxels (ties may add a few)
@@ -100,7 +101,7 @@ def test_quantile_masks_are_nested_inside_the_cerebrum(trained):
             assert side["Facts"]["scenarios"][str(n)]["kind"] == kind
             # per-session values: counts and means agree with the masks
             full = masks if kind == "individual" else np.repeat(masks, 3, axis=1)
-            means = A.mean_in_mask(images, full)
+            means = QM.mean_in_mask(images, full)
             sub = values[values["scenario"] == n]
             for k, lv in enumerate(LEVELS):
                 for c, contrast in enumerate(CONTRASTS):
@@ -142,7 +143,7 @@ def test_inverting_tsv_is_complete_and_auc_consistent(trained):
     probs["key"] = probs["subject"] + "_" + probs["session"]
     labels = {f"{s}_{t}": int(v) for (s, t), v in pred["label"].items()}
     models = {f"{s}_{t}": f"{r['set']} fold {r['fold']}" for (s, t), r in pred.iterrows()}
-    expect = A.auc_table(probs.drop(columns="session").rename(columns={"key": "session"}),
+    expect = inverting.auc_table(probs.drop(columns="session").rename(columns={"key": "session"}),
                          labels, models)
     table = pd.read_csv(results / "group" / "inverting_auc.tsv", sep="\t")
     assert len(table) == len(SCENARIOS) * len(LEVELS)
@@ -159,7 +160,7 @@ def test_inverting_tsv_is_complete_and_auc_consistent(trained):
     assert (results / "group" / "fig4_inverting.png").stat().st_size > 10_000
     # per scenario: AOPC, and the paired comparisons with the chosen scenario
     scen = pd.read_csv(results / "group" / "inverting_scenarios.tsv", sep="\t")
-    chosen = A.choose_scenario(table, n=40)
+    chosen = inverting.choose_scenario(table, n=40)
     assert sorted(scen["scenario"]) == sorted(SCENARIOS)
     assert list(scen.loc[scen["chosen"], "scenario"]) == [chosen]
     others = scen[~scen["chosen"]]
@@ -176,7 +177,7 @@ def test_correlation_tables(trained, training_cohort):
     group = results / "group"
     inv = pd.read_csv(group / "inverting_auc.tsv", sep="\t")
     chosen = json.loads((group / "chosen_scenario.json").read_text())
-    assert chosen["scenario"] == A.choose_scenario(inv, n=40)
+    assert chosen["scenario"] == inverting.choose_scenario(inv, n=40)
     assert chosen["level"] == 40
     row = inv[(inv["N"] == 40) & (inv["scenario"] == chosen["scenario"])].iloc[0]
     assert chosen["random_band"] == pytest.approx([row["random_low"], row["random_high"]])
@@ -205,7 +206,7 @@ def test_correlation_tables(trained, training_cohort):
             r = v[(v["scenario"] == chosen["scenario"]) & (v["N"] == 40) & (v["contrast"] == c)]
             vals.append(float(r["value"].iloc[0]))
             ys.append(edss[f"{s}_{t}"])
-        rho = A.spearman_rho(vals, ys)
+        rho = correlation.spearman_rho(vals, ys)
         assert t4.loc["rho", c] == pytest.approx(rho, abs=1e-9)
         row3 = t3[(t3["scenario"] == chosen["scenario"]) & (t3["N"] == 40)]
         assert row3[c].iloc[0] == pytest.approx(rho, abs=1e-9)

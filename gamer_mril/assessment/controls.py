@@ -22,12 +22,15 @@ counts and a seed, so a session's inverting table is reproducible from its input
 
 from __future__ import annotations
 
-import hashlib
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
+from ..roc import delong_test
+from ..statistics import auc_columns, bh_adjust, grouped_bootstrap
+
 
 def _counts(top) -> np.ndarray:
     """Voxel counts (levels, volumes) of top-N masks (levels, volumes, D, H, W)."""
@@ -70,7 +73,7 @@ def lerf_masks(relevance, region, counts) -> np.ndarray:
     return _fill(order, counts, relevance.shape)
 
 
-def random_masks(region, counts, rng) -> np.ndarray:
+def draw_random_masks(region, counts, rng) -> np.ndarray:
     """Random masks: for each count, ``count`` voxels of ``region`` drawn uniformly
     without replacement (one permutation of the region, so the masks are nested).
     Returns bool (len(counts), D, H, W)."""
@@ -89,7 +92,7 @@ def session_rng(seed: int, subject, session, draw: int, volume: int) -> np.rando
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def control_masks(relevance, region, top, n_random: int, seed: int, subject, session,
+def control_masks(relevance, region, top, random_masks: int, seed: int, subject, session,
                   ) -> dict:
     """The LeRF and random masks matching a scenario's top-N masks, voxel for voxel.
 
@@ -97,7 +100,7 @@ def control_masks(relevance, region, top, n_random: int, seed: int, subject, ses
     or (D, H, W) for a combined one; ``region``: the brain region of the masks (the
     cerebrum); ``top``: the top-N masks (levels, V, D, H, W), or (levels, D, H, W) for a
     combined map (one mask for every contrast). Returns ``{"LeRF": masks, "random":
-    [masks of draw 0, ..., draw n_random - 1]}``, each shaped like ``top``.
+    [masks of draw 0, ..., draw random_masks - 1]}``, each shaped like ``top``.
     """
     top = np.asarray(top, dtype=bool)
     relevance = np.asarray(relevance)
@@ -111,72 +114,13 @@ def control_masks(relevance, region, top, n_random: int, seed: int, subject, ses
     lerf = np.stack([lerf_masks(relevance[v], region, counts[:, v])
                      for v in range(top.shape[1])], axis=1)
     draws = []
-    for d in range(int(n_random)):
+    for d in range(int(random_masks)):
         draws.append(np.stack([
-            random_masks(region, counts[:, v], session_rng(seed, subject, session, d, v))
+            draw_random_masks(region, counts[:, v], session_rng(seed, subject, session, d, v))
             for v in range(top.shape[1])], axis=1))
     if shared:
         lerf, draws = lerf[:, 0], [m[:, 0] for m in draws]
     return {"LeRF": lerf, "random": draws}
-
-
-class DistinctImages:
-    """A ``predict(images, ages) -> probabilities`` that sends each distinct (image, age)
-    through ``predict`` once and answers repeats from memory.
-
-    Voxel inverting asks the same question many times: the random masks of a draw are the
-    same for every scenario whose top-N mask has the same voxel count (common random
-    numbers), two scenarios may pick the same voxels, and every pass starts from the
-    uninverted image. An inverted image is identified by its bytes and its age
-    (BLAKE2b), so an answer is only reused for an identical network input; ``calls`` and
-    ``images`` count what reached ``predict``, ``asked`` what was asked.
-    """
-
-    def __init__(self, predict: Callable):
-        self.predict = predict
-        self.answers: dict = {}
-        self.asked = self.images = self.calls = 0
-
-    @staticmethod
-    def key(image, age) -> bytes:
-        h = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=20)
-        h.update(np.float64(age).tobytes())
-        return h.digest()
-
-    def __call__(self, batch, ages) -> np.ndarray:
-        batch, ages = np.asarray(batch), np.asarray(ages, dtype=np.float64).reshape(-1)
-        keys = [self.key(x, a) for x, a in zip(batch, ages)]
-        new = [i for i, k in enumerate(keys) if k not in self.answers and k not in keys[:i]]
-        self.asked += len(keys)
-        if new:
-            p = np.asarray(self.predict(batch[new], ages[new]), dtype=np.float64).reshape(-1)
-            if p.shape != (len(new),):
-                raise ValueError(f"predict returned {p.size} values for {len(new)} images")
-            self.answers.update(zip((keys[i] for i in new), p))
-            self.calls += 1
-            self.images += len(new)
-        return np.array([self.answers[k] for k in keys])
-
-
-# ---------------------------------------------------------------- AUCs, vectorized
-
-def auc_columns(labels, scores) -> np.ndarray:
-    """The ROC AUC (ties count 1/2) of every column of ``scores`` (n, p) against
-    ``labels`` (n,) 0/1, from midranks; NaN for every column when one class is missing."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(labels).astype(bool).reshape(-1)
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim == 1:
-        s = s[:, None]
-    if s.shape[0] != y.size:
-        raise ValueError(f"{y.size} labels but {s.shape[0]} rows of scores")
-    m = int(y.sum())
-    n = y.size - m
-    if m == 0 or n == 0:
-        return np.full(s.shape[1], np.nan)
-    ranks = rankdata(s, axis=0)
-    return (ranks[y].sum(axis=0) - m * (m + 1) / 2) / (m * n)
 
 
 def inverting_intervals(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
@@ -188,7 +132,6 @@ def inverting_intervals(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
     (the baseline: order MoRF, scenario 0, N 0); ``labels``: {session: 0/1};
     ``subjects``: {session: subject}. Returns one row per (order, scenario, N, draw):
     ``auc``, ``auc_low``, ``auc_high``, ``n_valid`` (resamples with both classes)."""
-    from .bootstrap import grouped_bootstrap
 
     keys = ["order", "scenario", "N", "draw"]
     wide = probs.pivot_table(index="session", columns=keys, values="prob", aggfunc="first")
@@ -268,9 +211,6 @@ def paired_comparisons(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
     same sessions: DeLong's paired test (p, and p adjusted by Benjamini-Hochberg over the
     comparisons) and the subject-grouped bootstrap interval of the difference
     (chosen - other)."""
-    from .assessment import bh_adjust
-    from .bootstrap import grouped_bootstrap
-    from .roc import delong_test
 
     at = probs[(probs["order"] == "MoRF") & (probs["N"] == level)]
     wide = at.pivot_table(index="session", columns="scenario", values="prob",
