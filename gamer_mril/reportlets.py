@@ -153,9 +153,9 @@ def run_qc_reportlets(maps: Mapping, out: Mapping, *, cuts: int = CUTS, subject,
 
 
 def run_relevance_reportlet(ndimap, crop_mask, qmasks, chosen, out, *,
-                            level: int, subject, session, log_file=None,
+                            heatmap_level: int, subject, session, log_file=None,
                             threads: int = 1) -> None:
-    """Rule relevance_reportlet: the chosen scenario's top-``level`` mask over the
+    """Rule relevance_reportlet: the chosen scenario's top-``heatmap_level`` mask over the
     session's NDI map (cropped grid; a contour per contrast for an individual map).
     ``qmasks``: the scenario stack of the session's level images."""
     import json
@@ -164,10 +164,11 @@ def run_relevance_reportlet(ndimap, crop_mask, qmasks, chosen, out, *,
     from .jobs import step
     from .scenario_stack import scenario_volumes
 
+    level = int(heatmap_level)
     scenario = int(json.loads(Path(chosen).read_text())["scenario"])
     with step("relevance_reportlet", inputs={"ndimap": ndimap, "mask": crop_mask,
                                              "chosen": chosen, "masks": qmasks},
-              params={"level": int(level), "scenario": scenario}, outputs=[out],
+              params={"heatmap_level": level, "scenario": scenario}, outputs=[out],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
         lvl, affine = scenario_volumes(qmasks, scenario)
         lvl = contrast_first(lvl)

@@ -92,7 +92,7 @@ rule warp_top_masks:
         runtime=10,
     params:
         levels=LEVELS,
-        level=HEAT,
+        heatmap_level=HEAT,
     script:
         "../scripts/warp_top_masks.py"
 
@@ -132,7 +132,7 @@ rule voxel_inverting:
     params:
         n_bootstrap=ASM["n_bootstrap"],
         seed=ASM["seed"],
-        level=HEAT,
+        heatmap_level=HEAT,
     script:
         "../scripts/voxel_inverting.py"
 
@@ -177,7 +177,7 @@ rule correlations:
         n_permutations=ASM["n_permutations"],
         seed=ASM["seed"],
         n_bootstrap=ASM["n_bootstrap"],
-        level=HEAT,
+        heatmap_level=HEAT,
     script:
         "../scripts/correlations.py"
 
@@ -224,7 +224,7 @@ rule group_heatmaps:
         },
         fig6_scenarios=FIG6_SCENARIOS,
         groups=list(HEATMAP_GROUPS),
-        level=HEAT,
+        heatmap_level=HEAT,
     script:
         "../scripts/group_heatmaps.py"
 

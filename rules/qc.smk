@@ -126,7 +126,7 @@ rule relevance_reportlet:
         mem_mb=2000,
         runtime=10,
     params:
-        level=HEAT,
+        heatmap_level=HEAT,
     script:
         "../scripts/relevance_reportlet.py"
 

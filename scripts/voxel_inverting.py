@@ -4,5 +4,5 @@ from gamer_mril.assessment.inverting import run_voxel_inverting
 i, o = snakemake.input, snakemake.output
 p = snakemake.params
 run_voxel_inverting(list(i.sessions), i.predictions, o.tsv, o.figure, o.scenarios,
-                    n_bootstrap=p.n_bootstrap, seed=p.seed, level=p.level,
+                    n_bootstrap=p.n_bootstrap, seed=p.seed, heatmap_level=p.heatmap_level,
                     log_file=snakemake.log[0], threads=snakemake.threads)

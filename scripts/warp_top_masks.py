@@ -5,6 +5,6 @@ from gamer_mril.assessment.heatmaps import run_warp_top_masks
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
 run_warp_top_masks(i.masks, {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},
                    i.template_mask, o.top,
-                   levels=p.levels, level=p.level,
+                   levels=p.levels, heatmap_level=p.heatmap_level,
                    subject=w.subject, session=w.session,
                    log_file=snakemake.log[0], threads=snakemake.threads)

@@ -249,18 +249,19 @@ def table_iv(corr: pd.DataFrame) -> pd.DataFrame:
 
 def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chosen_out,
                      long_out, table_iii_out, table_iv_out, figure_out, n_permutations: int,
-                     seed: int, level: int, n_bootstrap: int = 2000,
+                     seed: int, heatmap_level: int, n_bootstrap: int = 2000,
                      log_file=None, threads: int = 1) -> None:
-    """Rule correlations: the scenario with the largest AUC drop at N = ``level``
-    (``assessment.heatmap_level``); Spearman correlation of the mean normalized value in
+    """Rule correlations: the scenario with the largest AUC drop at N =
+    ``heatmap_level``; Spearman correlation of the mean normalized value in
     its top-N masks with EDSS (Tables III, IV). ``value_paths``: every session's
     mask-values table."""
+    level = int(heatmap_level)
 
     inputs = {"values": list(value_paths), "inverting": inverting_auc,
               "participants": participants}
     with step("correlations", inputs=inputs,
               params={"n_permutations": n_permutations, "seed": seed,
-                      "n_bootstrap": n_bootstrap, "level": int(level)},
+                      "n_bootstrap": n_bootstrap, "heatmap_level": level},
               outputs=[chosen_out, long_out, table_iii_out, table_iv_out, figure_out],
               log_file=log_file, threads=threads) as s:
         inv = pd.read_csv(inverting_auc, sep="\t")

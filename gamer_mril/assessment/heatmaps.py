@@ -182,17 +182,17 @@ def warp_masks_to_template(masks, affine, xfm: Mapping, template_mask=2):
 
 
 def run_warp_top_masks(qmasks, xfm: Mapping, template_mask, out, *,
-                       levels: Sequence, level: int, subject, session, log_file=None,
+                       levels: Sequence, heatmap_level: int, subject, session, log_file=None,
                        threads: int = 1) -> None:
-    """Rule warp_top_masks: every scenario's top-``level`` mask to MNI152 (nearest
+    """Rule warp_top_masks: every scenario's top-``heatmap_level`` mask to MNI152 (nearest
     neighbour, the session's saved transforms, onto the grid of ``template_mask``, the
     file of the template's brain mask); one volume per contrast for individual maps.
     ``qmasks`` / ``out``: the scenario stacks of the level images / of the warped masks."""
 
-    levels = [int(n) for n in levels]
+    levels, level = [int(n) for n in levels], int(heatmap_level)
     with step("warp_top_masks", inputs={"masks": qmasks, "template_mask": template_mask,
                                         **dict(xfm)},
-              params={"levels": levels, "level": int(level)},
+              params={"levels": levels, "heatmap_level": level},
               outputs=[out], log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
         k = levels.index(int(level))
@@ -225,7 +225,7 @@ def run_warp_top_masks(qmasks, xfm: Mapping, template_mask, out, *,
 
 def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Sequence,
                        heatmaps: Mapping, *, figure_out, peaks_out, fig6_scenarios: Sequence,
-                       groups: Sequence, level: int, log_file=None,
+                       groups: Sequence, heatmap_level: int, log_file=None,
                        threads: int = 1) -> None:
     """Rule group_heatmaps: the fraction of sessions whose warped top-N mask covers each
     MNI152 voxel, per group (Fig. 6, drawn over ``template``, the file of the MNI152 T1w
@@ -234,11 +234,12 @@ def run_group_heatmaps(chosen_path, predictions_path, template, top_masks: Seque
     ``top_masks``: every session's scenario stack of warped top-N masks; ``heatmaps``:
     {(scenario, group): output path}, its scenarios those made."""
 
+    level = int(heatmap_level)
     scenarios = sorted({int(n) for n, _ in heatmaps})
     with step("group_heatmaps", inputs={"chosen": chosen_path, "predictions": predictions_path,
                                         "template": template},
               params={"scenarios": scenarios, "fig6_scenarios": [int(n) for n in fig6_scenarios],
-                      "groups": list(groups), "level": int(level)},
+                      "groups": list(groups), "heatmap_level": level},
               outputs=[*heatmaps.values(), figure_out, peaks_out], log_file=log_file,
               threads=threads) as s:
         chosen = int(json.loads(Path(chosen_path).read_text())["scenario"])

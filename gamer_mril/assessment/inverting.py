@@ -371,18 +371,19 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks,
 
 
 def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, figure_out,
-                        scenarios_out, *, level: int,
+                        scenarios_out, *, heatmap_level: int,
                         n_bootstrap: int = 2000, seed: int = 0, log_file=None,
                         threads: int = 1) -> None:
     """Rule voxel_inverting: AUC over the assessment set after inverting, per scenario
     and N (Fig. 4), from every session's inverting table, with its subject-grouped
     bootstrap interval and the LeRF and random controls where they were run
     (:mod:`gamer_mril.inverting`); per scenario (``scenarios_out``) the AOPC, the figures
-    at ``level`` and the paired comparison with the chosen scenario."""
+    at ``heatmap_level`` (N) and the paired comparison with the chosen scenario."""
+    level = int(heatmap_level)
 
     with step("voxel_inverting", inputs={"sessions": list(inverting_paths),
                                          "predictions": predictions_path},
-              params={"level": int(level), "n_bootstrap": int(n_bootstrap),
+              params={"heatmap_level": int(heatmap_level), "n_bootstrap": int(n_bootstrap),
                       "seed": int(seed)},
               outputs=[table_out, figure_out, scenarios_out], log_file=log_file,
               threads=threads):
