@@ -64,8 +64,8 @@ rule invert_session:
         age=session_age,
         levels=LEVELS,
         control_levels=CONTROL_LEVELS,
-        random_masks=ASM["random_masks"],
-        seed=ASM["seed"],
+        random_masks=ASM.random_masks,
+        seed=ASM.seed,
     script:
         "../scripts/invert_session.py"
 
@@ -130,8 +130,8 @@ rule voxel_inverting:
         mem_mb=1000,
         runtime=10,
     params:
-        n_bootstrap=ASM["n_bootstrap"],
-        seed=ASM["seed"],
+        n_bootstrap=ASM.n_bootstrap,
+        seed=ASM.seed,
         heatmap_level=HEAT,
     script:
         "../scripts/voxel_inverting.py"
@@ -174,9 +174,9 @@ rule correlations:
         mem_mb=2000,
         runtime=10,
     params:
-        n_permutations=ASM["n_permutations"],
-        seed=ASM["seed"],
-        n_bootstrap=ASM["n_bootstrap"],
+        n_permutations=ASM.n_permutations,
+        seed=ASM.seed,
+        n_bootstrap=ASM.n_bootstrap,
         heatmap_level=HEAT,
     script:
         "../scripts/correlations.py"

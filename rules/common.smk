@@ -21,6 +21,7 @@ from gamer_mril.inputs import (
 )
 from gamer_mril.modelfiles import MODEL_JSON, MODEL_WEIGHTS, find_fold_models
 from gamer_mril.qc import analysed, check_exclusions, exclusions
+from gamer_mril.settings import AssessmentSettings, RelevanceSettings
 from gamer_mril.templates import TEMPLATE_SPACE as TPL
 
 #: Root of the BIDS-derivative output dataset (run elsewhere with --directory).
@@ -125,22 +126,21 @@ def for_analysed(pattern):
 # ----------------------------------------------------------- configuration constants
 PP = config["preprocessing"]
 TR = config["training"]
-REL = config["relevance"]
-ASM = config["assessment"]
+try:
+    #: The relevance and assessment settings, derived and checked once (gamer_mril/settings.py).
+    REL = RelevanceSettings.from_config(config["relevance"])
+    ASM = AssessmentSettings.from_config(config["assessment"])
+except ValueError as err:
+    raise WorkflowError(f"bad config: {err}") from None
 #: Raw maps (the config's patterns), keyed like every step's named maps.
 RAW = {layout.KEY[c]: config["inputs"]["maps"][c] for c in CONTRASTS}
 UNITS = {c: config["inputs"]["units"].get(c, "fraction") for c in CONTRASTS}
-SCENARIOS = [int(n) for n in REL["scenarios"]]
+SCENARIOS = list(REL.scenarios)
 #: Top-N levels of the quantile masks: the configured ones and the heatmap level.
-HEAT = int(ASM["heatmap_level"])
-LEVELS = sorted({int(n) for n in ASM["levels"]} | {HEAT})
+HEAT = ASM.heatmap_level
+LEVELS = list(ASM.levels)
 #: Levels of the LeRF and random controls of voxel inverting (unset: every level).
-CONTROL_LEVELS = sorted(int(n) for n in ASM.get("control_levels") or LEVELS)
-if not set(CONTROL_LEVELS) <= set(LEVELS):
-    raise WorkflowError(
-        f"bad config: assessment.control_levels {CONTROL_LEVELS} must be among the "
-        f"levels {LEVELS}"
-    )
+CONTROL_LEVELS = list(ASM.control_levels)
 #: Scenarios of the paper's Fig. 6 (besides the chosen one), those computed.
 FIG6_SCENARIOS = [n for n in (3, 4) if n in SCENARIOS]
 HEATMAP_GROUPS = ("severe", "mild", "all")

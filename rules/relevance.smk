@@ -34,7 +34,7 @@ rule explain_session:
     params:
         age=session_age,
         scenarios=SCENARIOS,
-        ig_steps=REL["ig_steps"],
+        ig_steps=REL.ig_steps,
     script:
         "../scripts/explain_session.py"
 
