@@ -5,8 +5,8 @@
 * a composite that differs from the paper's only in the rule of the convs after the stem
   (epsilon instead of alpha1-beta0) changes the maps and still conserves relevance on
   networks with zero biases, built as ``tests/test_lrp_oracle.py`` builds its
-  "conservative" networks (there also with signed conv weights, where alpha1-beta0 drops
-  relevance at zero denominators and epsilon does not);
+  "conservative" networks (its helpers are imported; also with signed conv weights,
+  where alpha1-beta0 drops relevance at zero denominators and epsilon does not);
 * the named product rules give the hand-computed splits; the epsilon conv rule matches
   ``x * dz/dx`` computed by autograd; walks with different rules below ``m`` are refused
   in one pass.
@@ -25,11 +25,9 @@ from torch import nn
 from gamer_mril import lrp
 from gamer_mril.lrp.walk import _lrp, _prepare_inputs
 from gamer_mril.network import build_model
-
-DT = torch.float64
-SHAPE = (15, 16, 17)                       # smallest legal input; 1 x 1 x 1 features
-ARCH = dict(growth=2, stem_channels=4, hidden=6, attention_dim=4)
-L = 3
+# the oracle's networks (tests/ is on sys.path as pytest imports test modules by name)
+from test_lrp_oracle import (ARCH, DT, SHAPE, L, _conservative_model, _gen, _generic_model,
+                             _images, _randomize_bn)
 
 #: The paper's rules but epsilon on every conv after the stem.
 EPSILON_CONVS = dataclasses.replace(lrp.PAPER, conv=lrp.Epsilon())
@@ -44,46 +42,14 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _images(batch, seed):
-    return torch.rand((batch, L) + SHAPE, generator=_gen(seed), dtype=DT)
-
-
-def _randomize_bn(model, seed, zero_shift):
-    """As tests/test_lrp_oracle.py: random BN scales, channel 0's gamma negative, the last
-    positive, 30 % of the others negative; ``zero_shift`` zeroes running_mean and beta."""
-    g = _gen(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm3d):
-                c = mod.num_features
-                sign = torch.where(torch.rand(c, generator=g, dtype=DT) < 0.3, -1.0, 1.0)
-                sign[0] = -1.0
-                sign[-1] = 1.0
-                mod.weight.copy_(sign * (0.5 + torch.rand(c, generator=g, dtype=DT)))
-                mod.running_var.copy_(0.3 + torch.rand(c, generator=g, dtype=DT))
-                if zero_shift:
-                    mod.running_mean.zero_()
-                    mod.bias.zero_()
-                else:
-                    mod.running_mean.copy_(0.3 * torch.randn(c, generator=g, dtype=DT))
-                    mod.bias.copy_(0.2 * torch.randn(c, generator=g, dtype=DT))
-
-
-def _bias_free_model(seed, x, nonnegative_convs=True):
-    """All biases zero, random BN scales (some negative); with ``nonnegative_convs`` the
-    conv weights after the stem are >= 0 (the oracle's conservative network); head_fc
-    rescaled so that max |m_l| over ``x`` is 1 for every path."""
-    model = build_model(SHAPE, seed=seed, **ARCH).to(DT)
+def _signed_bias_free_model(seed, x):
+    """The oracle's conservative network but with signed conv weights after the stem: all
+    biases zero, random BN scales (some negative), head_fc rescaled so that max |m_l| over
+    ``x`` is 1 for every path."""
+    model = build_model(SHAPE, seed=seed, **ARCH, hidden=6, attention_dim=4).to(DT)
     _randomize_bn(model, seed + 100, zero_shift=True)
     with torch.no_grad():
-        for name, mod in model.named_modules():
-            if (nonnegative_convs and isinstance(mod, nn.Conv3d)
-                    and not name.endswith("stem.conv")):
-                mod.weight.abs_()
+        for mod in model.modules():
             if isinstance(mod, (nn.Linear, nn.Conv3d)) and mod.bias is not None:
                 mod.bias.zero_()
         model.eval()
@@ -93,15 +59,10 @@ def _bias_free_model(seed, x, nonnegative_convs=True):
     return model
 
 
-def _generic_model(seed):
-    model = build_model(SHAPE, seed=seed, **ARCH).to(DT)
-    _randomize_bn(model, seed + 100, zero_shift=False)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def generic():
-    return _generic_model(13), _images(2, 81), torch.tensor([44.0, 31.0], dtype=DT)
+    model = _generic_model(seed=13, hidden=6, attention_dim=4)
+    return model, _images(2, 81), torch.tensor([44.0, 31.0], dtype=DT)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +130,7 @@ def test_a_custom_composite_changes_the_maps(generic):
 
 def test_a_custom_composite_conserves_on_the_conservative_network(inputs):
     x, age = inputs
-    model = _bias_free_model(9, x)
+    model = _conservative_model(9, x, hidden=6, attention_dim=4)
     for product in (lrp.ProposedProduct(), lrp.SignalTakesAll()):
         rule = dataclasses.replace(EPSILON_CONVS, product=product)
         assert _relative_errors(model, x, age, rule).max() < 1e-6
@@ -179,7 +140,7 @@ def test_epsilon_convs_conserve_where_alpha1beta0_drops_relevance(inputs):
     """Zero biases but signed conv weights: alpha1-beta0 loses the relevance of neurons
     with no positive contribution, epsilon keeps it (up to the stabiliser)."""
     x, age = inputs
-    model = _bias_free_model(9, x, nonnegative_convs=False)
+    model = _signed_bias_free_model(9, x)
     assert _relative_errors(model, x, age, EPSILON_CONVS).max() < 1e-4
     assert _relative_errors(model, x, age, lrp.PAPER).max() > 1e-2
     paper = lrp.explain(model, x, age, rule=lrp.PAPER).voxels
