@@ -33,10 +33,8 @@ import numpy as np
 from . import CONTRASTS
 from .io import sha256
 from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, explaining_fold, read_model_meta
+from .settings import scenario_numbers
 from .spaces import CropBox, uncrop
-
-#: Every scenario of Table I.
-ALL_SCENARIOS = tuple(range(1, 13))
 
 
 def choose_model(model_dirs: Mapping, subject: str, session: str, split=None) -> tuple:
@@ -140,12 +138,7 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
     from . import lrp
     from .scenario_stack import save_stack
 
-    scenarios = sorted(int(n) for n in scenarios)
-    if not scenarios:
-        raise ValueError("no scenario asked for")
-    unknown = set(scenarios) - set(lrp.SCENARIOS)
-    if unknown:
-        raise ValueError(f"unknown scenarios {sorted(unknown)}; known: 1-12")
+    scenarios = scenario_numbers(scenarios)
     model, images, affine, device = load_network_inputs(image_paths, model_dir, device)
     box, full_shape, full_affine = read_crop_box(crop_box_path)
 
@@ -213,7 +206,7 @@ def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_pat
 
     log = logging.getLogger("gamer_mril")
     frozen = split_path is None
-    scenarios = sorted(int(n) for n in scenarios)
+    scenarios = list(scenario_numbers(scenarios))
     inputs = {**roles(zip(CONTRASTS, maps)), "box": crop_box,
               **({} if frozen else {"split": split_path})}
     with step("explain_session", inputs=inputs,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..progress import bar as progress_bar
+from ..settings import scenario_numbers
 from .canonize import canonize
 from .gradients import _eval_network, _ig, _input_gradients
 from .rules import PRODUCT_RULES
@@ -113,10 +114,7 @@ def scenario_maps(model: nn.Module, x: torch.Tensor, age: torch.Tensor,
     bar over the scenarios goes to the ``gamer_mril`` logger (:mod:`gamer_mril.progress`).
     ``record``, if given, receives {number: :func:`~gamer_mril.lrp.walk.conservation` of
     the walk} for the LRP scenarios (a combined map shares its individual map's walk)."""
-    numbers = sorted({int(n) for n in scenarios})
-    unknown = [n for n in numbers if n not in SCENARIOS]
-    if unknown:
-        raise ValueError(f"unknown scenario numbers {unknown}; known: 1..12")
+    numbers = scenario_numbers(scenarios)
     bar = progress_bar(len(numbers), "relevance scenarios", unit="map")
 
     def note(message, done):
