@@ -156,3 +156,17 @@ def test_long_modules_say_why(name):
         assert "Longer than 400 lines" in doc, (
             f"{name} has {n} lines: split it, or say in its docstring why it is longer "
             f"('Longer than 400 lines because ...')")
+
+
+def test_the_module_map_matches_the_package():
+    """docs/development.md's module map names every module of the package, once, and
+    nothing else."""
+    import re
+
+    text = (PACKAGE.parent / "docs" / "development.md").read_text()
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^- `(gamer_mril/[\w/]+\.py)`:", section, flags=re.M)
+    actual = sorted(str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py"))
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert sorted(listed) == actual, (sorted(set(actual) - set(listed)),
+                                      sorted(set(listed) - set(actual)))
