@@ -23,7 +23,7 @@ from . import templates
 from .errors import InputError
 from .io import atomic_write_json, save_nifti
 from .jobs import step
-from .layout import roles
+from .layout import roles, template_transform_outputs
 from .similarity import normalized_mutual_information, overlap
 from .spaces import (apply_crop, bounding_box, crop_affine, crop_box, from_template_transforms,
                      to_template_transforms)
@@ -246,7 +246,7 @@ def step_register_template(t1_path, strip_path, template, transform, workdir,
                            out: dict) -> dict:
     """Step 2b: :func:`register_template`, its transforms kept under the names ``out``
     (keys ``affine``, ``warp``, ``inverse_warp``; ``affine`` alone for ``Affine``)."""
-    writes = ["affine", "inverse_warp", "warp"] if transform == "SyN" else ["affine"]
+    writes = sorted(template_transform_outputs(transform))
     if sorted(out) != writes:
         raise ValueError(f"a {transform} registration writes {writes}, not {sorted(out)}")
 
