@@ -37,11 +37,11 @@ import pandas as pd
 
 from . import CONTRASTS
 from .errors import InputError
+from .jobs import session_label
 
 __all__ = [
     "UNITS",
     "CANONICAL_UNIT",
-    "session_label",
     "load_participants",
     "find_maps",
     "check_session_files",
@@ -93,11 +93,6 @@ _PLACEHOLDERS = ("subject", "session")
 def _strip_prefix(value, prefix: str) -> str:
     value = str(value).strip()
     return value[len(prefix):] if value.startswith(prefix) else value
-
-
-def session_label(subject, session) -> str:
-    """Return ``sub-<subject> ses-<session>`` (a ``sub-``/``ses-`` prefix is not doubled)."""
-    return f"sub-{_strip_prefix(subject, 'sub-')} ses-{_strip_prefix(session, 'ses-')}"
 
 
 def _who(session) -> str:

@@ -38,8 +38,17 @@ MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=268435456:"
 
 
 def session_label(subject=None, session=None) -> str:
-    """``sub-X ses-Y`` for a per-session job, ``cohort`` for a cohort-level one."""
-    return "cohort" if subject is None else f"sub-{subject} ses-{session}"
+    """``sub-X ses-Y`` of a session, for messages and per-session jobs (a ``sub-`` or
+    ``ses-`` prefix already there is not doubled), ``cohort`` for a cohort-level job (no
+    subject)."""
+    if subject is None:
+        return "cohort"
+
+    def bare(value, prefix):
+        value = str(value).strip()
+        return value[len(prefix):] if value.startswith(prefix) else value
+
+    return f"sub-{bare(subject, 'sub-')} ses-{bare(session, 'ses-')}"
 
 
 class Step:

@@ -31,11 +31,29 @@ def roles(maps, prefix: str = "") -> dict:
     """{role: path} of maps given by contrast ({qT1: path, ...}): qT1 -> t1map, ..."""
     return {prefix + KEY[c]: p for c, p in dict(maps).items()}
 
+
 #: The transforms between a session and MNI152: the template registration of step 2b
 #: (Session.template_xfm: affine, warp, inverse warp; an affine-only registration,
 #: template_transform: Affine, has the affine alone) and, for the NDI and cropped grids,
 #: the qT1 -> NDI co-registration of step 3 ("coreg").
 TEMPLATE_XFM_KEYS = ("coreg", "affine", "warp", "inverse_warp")
+#: The transforms each kind of template registration of step 2b writes
+#: (``preprocessing.template_transform``; keys of Session.template_xfm): affine then SyN
+#: writes the affine, the warp and its inverse, an affine-only registration the affine.
+TEMPLATE_TRANSFORM_OUTPUTS = {"SyN": ("affine", "warp", "inverse_warp"),
+                              "Affine": ("affine",)}
+
+
+def template_transform_outputs(transform: str) -> tuple:
+    """The keys of Session.template_xfm that a step-2b registration of kind ``transform``
+    (SyN or Affine, :data:`TEMPLATE_TRANSFORM_OUTPUTS`) writes; the workflow's rules and
+    the preprocessing step both ask here."""
+    if transform not in TEMPLATE_TRANSFORM_OUTPUTS:
+        raise ValueError(f"unknown template transform {transform!r}; expected one of "
+                         f"{tuple(TEMPLATE_TRANSFORM_OUTPUTS)}")
+    return TEMPLATE_TRANSFORM_OUTPUTS[transform]
+
+
 #: The relevance scenarios made by LRP (docs/method.md#67-the-twelve-scenarios), whose
 #: maps carry a conservation record; the same as gamer_mril.lrp.SCENARIOS says (tested),
 #: here so that the workflow can plan without importing torch.
@@ -100,6 +118,12 @@ class Session:
         return dict(affine=self.file("xfm", ext=".mat", **XFM_TPL, desc="affine"),
                     warp=self.file("xfm", **XFM_TPL, desc="warp"),
                     inverse_warp=self.file("xfm", **XFM_TPL_INV, desc="warp"))
+
+    def template_xfm_of(self, transform: str) -> dict:
+        """The part of :attr:`template_xfm` that a registration of kind ``transform``
+        writes (:func:`template_transform_outputs`), in the same order."""
+        keys = template_transform_outputs(transform)
+        return {k: v for k, v in self.template_xfm.items() if k in keys}
 
     @property
     def native_brain_mask(self) -> str:

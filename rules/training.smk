@@ -2,7 +2,7 @@
 # 3-5).
 # In frozen-model mode (training.frozen_models) the split, training and evaluation rules
 # do not exist: the given models predict every session of the table.
-# The logic: gamer_mril/split.py and gamer_mril/training.py.
+# The logic: gamer_mril/split.py and the package gamer_mril/training/ (jobs.py: run_<rule>).
 
 
 rule build_cache:

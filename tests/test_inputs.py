@@ -23,7 +23,6 @@ from gamer_mril.inputs import (
     load_participants,
     run_select_participants,
     select_sessions,
-    session_label,
     write_participants,
 )
 
@@ -61,15 +60,6 @@ def make_maps(root, subject, session, contrasts=CONTRASTS):
 
 def two_session_table(tmp_path):
     return load_participants(write_table(tmp_path, "01\t01\t40\t2\n02\t01\t50\t6\n"))
-
-
-# ----------------------------------------------------------------------------------------
-# session_label
-# ----------------------------------------------------------------------------------------
-
-def test_session_label():
-    assert session_label("01", "02") == "sub-01 ses-02"
-    assert session_label("sub-01", "ses-02") == "sub-01 ses-02"
 
 
 # ----------------------------------------------------------------------------------------

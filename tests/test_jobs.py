@@ -98,6 +98,17 @@ def test_a_failing_step_leaves_no_output_or_sidecar_and_names_rule_and_session(t
     assert "b is broken" in log.read_text()
 
 
+def test_session_label():
+    """The one label of a session, in messages and in every job (inputs imports it)."""
+    from gamer_mril import inputs
+    from gamer_mril.jobs import session_label
+
+    assert session_label("01", "02") == "sub-01 ses-02"
+    assert session_label("sub-01", "ses-02") == "sub-01 ses-02"      # prefixes not doubled
+    assert session_label() == "cohort"                              # a cohort-level job
+    assert inputs.session_label is session_label
+
+
 def test_a_step_removes_stale_sidecars_of_its_missing_outputs(tmp_path):
     from gamer_mril.jobs import step
 

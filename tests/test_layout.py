@@ -7,8 +7,24 @@ import numpy as np
 import pytest
 
 from gamer_mril.errors import InputError
-from gamer_mril.layout import Session, bids, session_of
-from gamer_mril.preprocessing import run_scale_map
+from gamer_mril.layout import Session, bids, session_of, template_transform_outputs
+from gamer_mril.preprocessing import run_scale_map, step_register_template
+
+
+def test_the_template_transforms_each_registration_writes(tmp_path):
+    """One place says which step-2b transforms exist: SyN writes the affine, the warp and
+    its inverse, Affine the affine alone; the rules' outputs and the step's check agree."""
+    s = Session("results", "{subject}", "{session}")
+    assert template_transform_outputs("SyN") == ("affine", "warp", "inverse_warp")
+    assert template_transform_outputs("Affine") == ("affine",)
+    assert s.template_xfm_of("SyN") == s.template_xfm
+    assert s.template_xfm_of("Affine") == {"affine": s.template_xfm["affine"]}
+    with pytest.raises(ValueError, match="unknown template transform"):
+        template_transform_outputs("Rigid")
+    # the step refuses outputs its registration does not write, before reading anything
+    for transform, out in (("Affine", s.template_xfm), ("SyN", s.template_xfm_of("Affine"))):
+        with pytest.raises(ValueError, match=f"a {transform} registration writes"):
+            step_register_template("t1.nii.gz", "strip.nii.gz", 2, transform, tmp_path, out)
 
 
 def test_names_are_the_bids_derivative_names():

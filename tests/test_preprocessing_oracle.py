@@ -280,11 +280,19 @@ def test_cropbox_is_frozen():
 # ----------------------------------------------------------------------------------
 
 
-def test_blob_bbox_is_what_the_tests_assume():
-    # guards the hand values below: bbox of the blob, by explicit loop
-    lo, hi = _ref_bbox(_blob_mask())
-    assert lo == [2, 3, 1]
-    assert hi == [7, 10, 7]
+def test_bounding_box_by_hand():
+    """spaces.bounding_box, which the crop step uses: lo inclusive, hi exclusive per axis.
+    The blob's box is set by its single-voxel extremes (the hand values the crop cases
+    below start from); one voxel gives a box of one voxel; an empty mask has none."""
+    lo, hi = spaces.bounding_box(_blob_mask())
+    assert lo.tolist() == [2, 3, 1]
+    assert hi.tolist() == [7, 10, 7]
+    one = np.zeros(GRID, dtype=bool)
+    one[9, 0, 4] = True                          # a corner of axes 0 and 1
+    lo, hi = spaces.bounding_box(one)
+    assert lo.tolist() == [9, 0, 4] and hi.tolist() == [10, 1, 5]
+    with pytest.raises(ValueError, match="empty mask"):
+        spaces.bounding_box(np.zeros(GRID, dtype=bool))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Quality control of the preprocessing (gamer_mril.qc): flags, similarity, overlap and the
-sessions left out, against hand-computed cases."""
+"""Quality control of the preprocessing (gamer_mril.qc: flags, the sessions left out) and the
+similarity and overlap measures it reads (gamer_mril.similarity), against hand-computed
+cases."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_reasons_add_up_and_small_cohorts_are_not_judged_on_volume():
 # ------------------------------------------------------ similarity with NDI (step 4)
 
 def test_nmi_exact_cases():
-    from gamer_mril.qc import normalized_mutual_information as nmi
+    from gamer_mril.similarity import normalized_mutual_information as nmi
 
     mask = np.ones((2, 2, 1), dtype=bool)
     a = np.array([0.0, 0.0, 1.0, 1.0]).reshape(2, 2, 1)
@@ -70,7 +71,7 @@ def test_nmi_exact_cases():
 def test_nmi_ignores_units_and_falls_when_a_map_is_shifted():
     from scipy.ndimage import gaussian_filter, shift
 
-    from gamer_mril.qc import normalized_mutual_information as nmi
+    from gamer_mril.similarity import normalized_mutual_information as nmi
 
     rng = np.random.default_rng(0)
     ndi = gaussian_filter(rng.random((30, 30, 30)), 2)
@@ -99,7 +100,7 @@ def test_low_similarity_is_flagged_on_one_side_only():
 def test_overlap_by_nipype_against_hand_counts(tmp_path, monkeypatch):
     import nibabel as nib
 
-    from gamer_mril.qc import overlap
+    from gamer_mril.similarity import overlap
 
     a = np.zeros((4, 4, 4), np.uint8)
     b = np.zeros((4, 4, 4), np.uint8)

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from gamer_mril import CONTRASTS
 from gamer_mril import evaluation as E
 from gamer_mril import training as T
+from gamer_mril.training.loop import _batch_stream
+from gamer_mril.training.selection import _trailing_mean
 
 SMALL = (16, 16, 20)
 
@@ -424,9 +426,9 @@ def test_single_class_validation_falls_back_to_loss(synthetic_cache, tmp_path):
 
 
 def test_trailing_mean_by_hand():
-    assert T._trailing_mean([0.5, 0.7, 0.9], 2) == pytest.approx(0.8)
-    assert T._trailing_mean([0.5, float("nan"), 0.9], 5) == pytest.approx(0.7)
-    assert math.isnan(T._trailing_mean([float("nan")], 3))
+    assert _trailing_mean([0.5, 0.7, 0.9], 2) == pytest.approx(0.8)
+    assert _trailing_mean([0.5, float("nan"), 0.9], 5) == pytest.approx(0.7)
+    assert math.isnan(_trailing_mean([float("nan")], 3))
 
 
 @pytest.mark.parametrize("selection", ["val_auc_smoothed", "val_loss", "last"])
@@ -515,8 +517,8 @@ def test_train_fold_rejects_overlap(synthetic_cache, tmp_path):
 def test_prefetched_batches_match(synthetic_cache):
     cache, _ = synthetic_cache
     chunks = [np.array([3, 1]), np.array([5, 5, 0]), np.array([7])]
-    plain = list(T._batch_stream(cache, chunks, torch.device("cpu"), prefetch=False))
-    ahead = list(T._batch_stream(cache, chunks, torch.device("cpu"), prefetch=True))
+    plain = list(_batch_stream(cache, chunks, torch.device("cpu"), prefetch=False))
+    ahead = list(_batch_stream(cache, chunks, torch.device("cpu"), prefetch=True))
     assert len(plain) == len(ahead) == 3
     for a, b in zip(plain, ahead):
         assert all(torch.equal(u, v) for u, v in zip(a, b))
