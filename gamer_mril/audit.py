@@ -33,6 +33,10 @@ an earlier output is not walked again (its line says ``checked for <that output>
 its problems count for every output that depends on it. ``--tsv`` writes one row per
 output (status, counts, problems). The workflow's ``audit`` target (rules/audit.smk)
 runs this on every final map of a run.
+
+Longer than 400 lines because the audit is one command-line tool whose walk, re-hashing
+and report share one record of what was checked; splitting it would pass that record
+between modules.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ subject-grouped bootstrap interval (:mod:`gamer_mril.statistics`); :func:`mean_a
 and :func:`plot_roc` make the attention summary and the ROC figure;
 :func:`assessment_predictions` picks, for each assessed session, the model that never
 trained on it. Nothing here imports torch or snakemake.
+
+Longer than 400 lines because Table II, the baseline comparison and their figures read
+the same prediction tables and the same metric definitions; the next split would move
+the figures out.
 """
 
 from __future__ import annotations

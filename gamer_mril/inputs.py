@@ -19,6 +19,10 @@ docs/method.md#8-decisions-the-paper-leaves-open):
   so a user fixes the table in one pass rather than one error per run.
 * Non-finite voxels (NaN, +-inf) in a map are not an error: they are counted, set to 0 and
   the count is returned so that the caller can record it in the provenance sidecar.
+
+Longer than 400 lines because every check of a session's inputs (table, files, image
+contents, units) is here, in one place, so that every error names the session and the
+file the same way.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ template registration, cerebellum removal) work on NIfTI images through ANTsPy a
 in :mod:`gamer_mril.registration`. The ``step_*`` functions read and write one step's
 files and return the facts for its sidecars; the ``run_*`` functions at the end are the
 jobs of the workflow's preprocessing rules (one each).
+
+Longer than 400 lines because it holds the array steps of sections 2.1-2.7 and the jobs
+of their rules; the jobs are the next to move to a module of their own.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ the planted disability effect inside both corticospinal tracts (cerebral peduncl
 limb of the internal capsule, corona radiata: EDSS is dominated by ambulation, hence by the
 pyramidal tracts), of strength ``clip((EDSS - 2) / 4, 0, 1)`` (none up to EDSS 2, full from
 EDSS 6); a weaker global age effect. Gaussian noise is added last.
+
+Longer than 400 lines because the generator's anatomy, lesions, planted effect and file
+writing make one cohort together; it serves the demo and the tests, not the workflow.
 """
 
 from __future__ import annotations
