@@ -161,10 +161,8 @@ def one_point(cache, table, features, n_subjects, runs: Path, *, seed, training:
         va = [rows_of[x] for x in zip(val["subject"], val["session"])]
         if network:
             out = runs / f"n{n_subjects}-s{seed}-f{k}"
-            settings = dict(training)
-            augment_cfg = settings.pop("augment")
             train_fold(cache, tr, va, out, seed=seed + k, device="auto", progress=False,
-                       log=lambda *_: None, augment_cfg=augment_cfg, **settings)
+                       log=lambda *_: None, **training)
             model = load_model(out)
             preds[NETWORK][0][k] = predict(model, cache, va)
             preds[NETWORK][1][k] = predict(model, cache, test_rows)

@@ -342,9 +342,8 @@ def run_region_means(maps: Mapping, cerebrum, xfm: Mapping, out, *, subject=None
     over each AAL3 region of it."""
     from .io import atomic_write_text
     from .jobs import step
-    from .layout import roles
 
-    with step("region_means", inputs={**roles(maps), "cerebrum": cerebrum, **dict(xfm)},
+    with step("region_means", inputs={**dict(maps), "cerebrum": cerebrum, **dict(xfm)},
               outputs=[out], log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
         table = session_region_means(maps, cerebrum, xfm)
@@ -353,21 +352,20 @@ def run_region_means(maps: Mapping, cerebrum, xfm: Mapping, out, *, subject=None
                         "RegionsWithoutVoxels": int((table["voxels"] == 0).sum())})
 
 
-def run_template_maps(maps: Mapping, xfm: Mapping, out, *, voxel_mm: float,
+def run_template_maps(maps: Mapping, xfm: Mapping, out, *, screen_voxel_mm: float,
                       extent=SCREEN_EXTENT, subject=None, session=None, log_file=None,
                       threads: int = 1) -> None:
     """Rule template_maps: the session's network inputs in MNI152, for the voxel screen."""
     from .io import save_nifti
     from .jobs import step
-    from .layout import roles
 
-    with step("template_maps", inputs={**roles(maps), **dict(xfm)},
-              params={"voxel_mm": float(voxel_mm), "extent": str(extent)}, outputs=[out],
+    with step("template_maps", inputs={**dict(maps), **dict(xfm)},
+              params={"screen_voxel_mm": float(screen_voxel_mm), "extent": str(extent)}, outputs=[out],
               log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
-        data, affine = session_template_maps(maps, xfm, float(voxel_mm), extent)
+        data, affine = session_template_maps(maps, xfm, float(screen_voxel_mm), extent)
         save_nifti(data, affine, out)
-        s.sidecar(out, {"Volumes": list(CONTRASTS), "VoxelSize": float(voxel_mm)})
+        s.sidecar(out, {"Volumes": list(CONTRASTS), "VoxelSize": float(screen_voxel_mm)})
 
 
 def run_fit_baselines(region_paths: Sequence, participants, split_path, out, *,

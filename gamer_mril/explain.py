@@ -201,13 +201,12 @@ def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_pat
     import logging
 
     from .jobs import step
-    from .layout import roles
     from .split import read_split
 
     log = logging.getLogger("gamer_mril")
     frozen = split_path is None
     scenarios = list(scenario_numbers(scenarios))
-    inputs = {**roles(zip(CONTRASTS, maps)), "box": crop_box,
+    inputs = {**dict(zip(CONTRASTS, maps)), "box": crop_box,
               **({} if frozen else {"split": split_path})}
     with step("explain_session", inputs=inputs,
               params={"age": float(age), "scenarios": scenarios, "ig_steps": int(ig_steps),

@@ -22,16 +22,6 @@ from .templates import TEMPLATE_SPACE as TPL
 #: File suffix of each contrast.
 SUFFIX = {"qT1": "T1map", "MWF": "MWFmap", "NDI": "NDImap"}
 CONTRAST_OF = {v: k for k, v in SUFFIX.items()}
-#: Key of each contrast's map in a step's named inputs and outputs (and its role in the
-#: provenance sidecars).
-KEY = {"qT1": "t1map", "MWF": "mwfmap", "NDI": "ndimap"}
-
-
-def roles(maps, prefix: str = "") -> dict:
-    """{role: path} of maps given by contrast ({qT1: path, ...}): qT1 -> t1map, ..."""
-    return {prefix + KEY[c]: p for c, p in dict(maps).items()}
-
-
 #: The transforms between a session and MNI152: the template registration of step 2b
 #: (Session.template_xfm: affine, warp, inverse warp; an affine-only registration,
 #: template_transform: Affine, has the affine alone) and, for the NDI and cropped grids,

@@ -26,7 +26,7 @@ from . import templates
 from .errors import InputError
 from .io import atomic_write_json, save_nifti
 from .jobs import step
-from .layout import roles, template_transform_outputs
+from .layout import template_transform_outputs
 from .similarity import normalized_mutual_information, overlap
 from .spaces import (apply_crop, bounding_box, crop_affine, crop_box, from_template_transforms,
                      to_template_transforms)
@@ -424,15 +424,17 @@ def step_warp_mask_to_template(mask_path, xfm: dict, template_mask, out_path, wo
 # ------------------------------------------------------------------ the rules' jobs
 # One function per rule of rules/preprocessing.smk: each opens the job
 # (gamer_mril.jobs.step), runs its step and writes every output's provenance sidecar.
-# ``maps`` and ``out`` dictionaries are keyed by contrast (qT1, MWF, NDI); the sidecars
-# name each map by its role (gamer_mril.layout.KEY: t1map, mwfmap, ndimap).
+# ``maps`` and ``out`` dictionaries are keyed by contrast (qT1, MWF, NDI), as the rules'
+# named inputs and the sidecars' roles are. Each setting keeps its config.yaml name
+# (``preprocessing.<name>``) as keyword and in the sidecar's Parameters.
 
-def run_make_template_cerebellum(margin_mm: float, out, *, log_file=None,
+def run_make_template_cerebellum(out, *, cerebellum_margin_mm: float, log_file=None,
                                  threads: int = 1) -> None:
     """Rule make_template_cerebellum: the MNI152 cerebellum mask, made once."""
-    with step("make_template_cerebellum", inputs={}, params={"margin_mm": margin_mm},
+    with step("make_template_cerebellum", inputs={},
+              params={"cerebellum_margin_mm": cerebellum_margin_mm},
               outputs=[out], log_file=log_file, threads=threads) as s:
-        s.sidecar(out, step_template_cerebellum(margin_mm, out))
+        s.sidecar(out, step_template_cerebellum(cerebellum_margin_mm, out))
 
 
 def run_template_images(resolution: int, t1w_out, mask_out, *, log_file=None,
@@ -450,7 +452,7 @@ def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, sessio
                   log_file=None, threads: int = 1) -> None:
     """Rule scale_map (step 1) for the three maps of a session. Every map is checked
     before a bad one stops the job, so one log names every problem of the session."""
-    with step("scale_map", inputs=roles(raw), params={"units": dict(units)},
+    with step("scale_map", inputs=dict(raw), params={"units": dict(units)},
               outputs=list(out.values()), log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
         bad = []
@@ -467,61 +469,64 @@ def run_scale_map(raw: Mapping, out: Mapping, units: Mapping, *, subject, sessio
             raise InputError(f"{s.session}: {len(bad)} bad input map(s):\n" + "\n".join(bad))
 
 
-def run_skull_strip(t1map, out, *, method: str, given_mask=None, subject=None,
+def run_skull_strip(qt1, out, *, skullstrip: str, given_mask=None, subject=None,
                     session=None, log_file=None, threads: int = 1) -> None:
     """Rule skull_strip (step 2a): the mask that strips the head, on the qT1 grid."""
     with step("skull_strip",
-              inputs={"t1map": t1map, "given": [given_mask] if given_mask else []},
-              params={"method": method}, outputs=[out], log_file=log_file, threads=threads,
-              subject=subject, session=session) as s:
-        s.sidecar(out, step_skull_strip(t1map, out, method, given_mask=given_mask))
+              inputs={"qT1": qt1, "given": [given_mask] if given_mask else []},
+              params={"skullstrip": skullstrip}, outputs=[out], log_file=log_file,
+              threads=threads, subject=subject, session=session) as s:
+        s.sidecar(out, step_skull_strip(qt1, out, skullstrip, given_mask=given_mask))
 
 
-def run_register_to_template(t1map, strip, template, out: Mapping, *, transform: str,
+def run_register_to_template(qt1, strip, template, out: Mapping, *, template_transform: str,
                              seed: int, subject=None, session=None, log_file=None,
                              threads: int = 1) -> None:
     """Rule register_to_template (step 2b): ``template`` the file of the MNI152 T1w image
     (rule template_images); ``out`` keys affine, warp, inverse_warp (SyN) or affine
     (Affine)."""
     with step("register_to_template",
-              inputs={"t1map": t1map, "strip": strip, "template": template},
-              params={"transform": transform, "seed": seed},
+              inputs={"qT1": qt1, "strip": strip, "template": template},
+              params={"template_transform": template_transform, "seed": seed},
               outputs=list(out.values()), log_file=log_file, threads=threads, seed=seed,
               subject=subject, session=session) as s:
-        facts = step_register_template(t1map, strip, template, transform, s.workdir,
+        facts = step_register_template(qt1, strip, template, template_transform, s.workdir,
                                        dict(out))
         for path in out.values():
             s.sidecar(path, facts)
 
 
-def run_make_brain_mask(strip, xfm: Mapping, template_mask, out, *, method: str,
+def run_make_brain_mask(strip, xfm: Mapping, template_mask, out, *, skullstrip: str,
                         given: bool = False, subject=None, session=None, log_file=None,
                         threads: int = 1) -> None:
     """Rule make_brain_mask (step 2c): the brain mask on the qT1 grid; ``template_mask``
     the file of the MNI152 brain mask (rule template_images)."""
     with step("make_brain_mask",
               inputs={"strip": strip, "template_mask": template_mask, **dict(xfm)},
-              params={"method": method, "given": bool(given)},
+              params={"skullstrip": skullstrip, "given": bool(given)},
               outputs=[out], log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
-        s.sidecar(out, step_brain_mask(strip, dict(xfm), out, method, template_mask,
+        s.sidecar(out, step_brain_mask(strip, dict(xfm), out, skullstrip, template_mask,
                                        given=given))
 
 
-def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, transform: str, seed: int,
+def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, coregistration: str,
+                          seed: int,
                           subject=None, session=None, log_file=None,
                           threads: int = 1) -> None:
     """Rule coregister_to_ndi (step 3): qT1 and MWF each registered to NDI.
 
     ``moving`` / ``out``: {contrast: scaled map} / {contrast: transform file}."""
-    with step("coregister_to_ndi", inputs={"fixed": ndi, **roles(moving)},
-              params={"transform": transform, "seed": seed}, outputs=list(out.values()),
+    with step("coregister_to_ndi", inputs={"fixed": ndi, **dict(moving)},
+              params={"coregistration": coregistration, "seed": seed},
+              outputs=list(out.values()),
               log_file=log_file, threads=threads, seed=seed, subject=subject,
               session=session) as s:
         # qT1 first: its transform is MWF's second start
         for c in sorted(moving, key=lambda c: c != "qT1"):
             start = out["qT1"] if c != "qT1" and "qT1" in out else None
-            facts = step_coregister(ndi, moving[c], out[c], transform, s.workdir / c, start)
+            facts = step_coregister(ndi, moving[c], out[c], coregistration, s.workdir / c,
+                                    start)
             s.sidecar(out[c], facts, inputs={"fixed": ndi, "moving": moving[c]})
 
 
@@ -530,7 +535,7 @@ def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping,
     """Rule resample_to_ndi (step 4): qT1 and MWF into the NDI grid, the mask applied.
 
     ``moving`` / ``xfms``: {qT1, MWF: scaled map / transform}; ``out``: all three."""
-    inputs = {"ndi": ndi, **roles(moving), **roles(xfms, "xfm_"), "mask": mask}
+    inputs = {"ndi": ndi, **dict(moving), **{f"xfm_{c}": p for c, p in xfms.items()}, "mask": mask}
     with step("resample_to_ndi", inputs=inputs, outputs=[*out.values(), out_mask],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
         facts = step_resample_to_ndi(ndi, dict(moving), dict(xfms), mask, dict(out), out_mask)
@@ -542,14 +547,14 @@ def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping,
                                          if c in nmi else {})})
 
 
-def run_crop_to_brain(maps: Mapping, mask, shape, out: Mapping, out_mask, out_box, *,
+def run_crop_to_brain(maps: Mapping, mask, out: Mapping, out_mask, out_box, *, crop_shape,
                       subject=None, session=None, log_file=None, threads: int = 1) -> None:
     """Rule crop_to_brain (step 5): a fixed matrix centred on the brain, box recorded."""
-    with step("crop_to_brain", inputs={**roles(maps), "mask": mask},
-              params={"shape": [int(n) for n in shape]},
+    with step("crop_to_brain", inputs={**dict(maps), "mask": mask},
+              params={"crop_shape": [int(n) for n in crop_shape]},
               outputs=[*out.values(), out_mask, out_box], log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
-        facts = step_crop(dict(maps), mask, tuple(int(n) for n in shape), dict(out), out_mask,
+        facts = step_crop(dict(maps), mask, tuple(int(n) for n in crop_shape), dict(out), out_mask,
                           out_box, s.provenance())
         for path in [*out.values(), out_mask]:
             s.sidecar(path, facts)
@@ -561,7 +566,7 @@ def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Ma
     """Rule remove_cerebellum (step 7): the network's inputs."""
     outputs = [*out.values(), out_cerebellum, out_cerebrum]
     with step("remove_cerebellum",
-              inputs={**roles(maps), "mask": mask, "cerebellum": cerebellum, **dict(xfm)},
+              inputs={**dict(maps), "mask": mask, "cerebellum": cerebellum, **dict(xfm)},
               outputs=outputs, log_file=log_file, threads=threads, subject=subject,
               session=session) as s:
         facts = step_remove_cerebellum(dict(maps), mask, dict(xfm), cerebellum, dict(out),
@@ -570,19 +575,19 @@ def run_remove_cerebellum(maps: Mapping, mask, xfm: Mapping, cerebellum, out: Ma
             s.sidecar(path, facts)
 
 
-def run_warp_brain_mask_to_template(mask, xfm: Mapping, template_mask, out, *, t1map=None,
-                                    out_t1map=None, subject=None, session=None,
+def run_warp_brain_mask_to_template(mask, xfm: Mapping, template_mask, out, *, qt1=None,
+                                    out_qt1=None, subject=None, session=None,
                                     log_file=None, threads: int = 1) -> None:
     """Rule warp_brain_mask_to_template: quality control of the template registration,
     the brain mask (and the qT1 map, for the reportlet) carried to MNI152, onto the grid
     of ``template_mask`` (the file of the MNI152 brain mask, rule template_images)."""
-    inputs = {"mask": mask, **({"t1map": t1map} if t1map else {}),
+    inputs = {"mask": mask, **({"qT1": qt1} if qt1 else {}),
               "template_mask": template_mask, **dict(xfm)}
-    outputs = [out] + ([out_t1map] if out_t1map else [])
+    outputs = [out] + ([out_qt1] if out_qt1 else [])
     with step("warp_brain_mask_to_template", inputs=inputs, params={}, outputs=outputs,
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
         facts = step_warp_mask_to_template(mask, dict(xfm), template_mask, out,
-                                           s.workdir, t1map, out_t1map)
+                                           s.workdir, qt1, out_qt1)
         s.sidecar(out, facts)
-        if out_t1map:
-            s.sidecar(out_t1map)
+        if out_qt1:
+            s.sidecar(out_qt1)

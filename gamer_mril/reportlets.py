@@ -120,13 +120,13 @@ def flicker_reportlet(fixed, moving, contour, out, labels=("fixed", "moving"),
     _write(out, lambda tmp: utils.compose_view(views[0], views[1], out_file=tmp))
 
 
-def run_qc_reportlets(maps: Mapping, out: Mapping, *, cuts: int = CUTS, subject, session,
-                      log_file=None, threads: int = 1) -> None:
+def run_qc_reportlets(maps: Mapping, out: Mapping, *, reportlet_cuts: int = CUTS, subject,
+                      session, log_file=None, threads: int = 1) -> None:
     """Rule qc_reportlets: a session's preprocessing reportlets.
 
-    ``maps``: ``t1map`` (scaled, native), ``native_mask`` (step 2c), ``ndimap``,
-    ``t1map_ndi``, ``mwfmap_ndi``, ``ndi_mask`` (step 4), ``t1map_crop``, ``crop_mask``,
-    ``cerebellum`` (steps 5, 7), ``t1map_template`` (the qT1 map in MNI152),
+    ``maps``: ``qT1`` (scaled, native), ``native_mask`` (step 2c), ``NDI``,
+    ``qT1_ndi``, ``MWF_ndi``, ``ndi_mask`` (step 4), ``qT1_crop``, ``crop_mask``,
+    ``cerebellum`` (steps 5, 7), ``qT1_template`` (the qT1 map in MNI152),
     ``template_t1w`` and ``template_mask`` (the files of rule template_images); ``out``:
     one SVG per name of :data:`gamer_mril.layout.REPORTLETS`.
     """
@@ -134,25 +134,25 @@ def run_qc_reportlets(maps: Mapping, out: Mapping, *, cuts: int = CUTS, subject,
     from .jobs import step
 
     with step("qc_reportlets", inputs=dict(maps), outputs=list(out.values()),
-              params={"cuts": int(cuts)},
+              params={"reportlet_cuts": int(reportlet_cuts)},
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
-        contour_reportlet(maps["t1map"], maps["native_mask"], out["brainmask"],
-                          label="brain mask", cuts=cuts)
+        contour_reportlet(maps["qT1"], maps["native_mask"], out["brainmask"],
+                          label="brain mask", cuts=reportlet_cuts)
         for c, suffix in (("qT1", "T1map"), ("MWF", "MWFmap")):
-            flicker_reportlet(maps["ndimap"], maps[f"{suffix.lower()}_ndi"],
+            flicker_reportlet(maps["NDI"], maps[f"{c}_ndi"],
                               maps["ndi_mask"], out[f"coreg{suffix}"],
-                              labels=("NDI", f"{c} in the NDI grid"), cuts=cuts)
+                              labels=("NDI", f"{c} in the NDI grid"), cuts=reportlet_cuts)
         template_mask = templates.template_brain_mask(maps["template_mask"])
         flicker_reportlet(templates.template_t1w(maps["template_t1w"]),
-                          maps["t1map_template"], template_mask, out["template"],
-                          labels=("MNI152 template", "qT1 in MNI152"), cuts=cuts)
-        contour_reportlet(maps["t1map_crop"], maps["cerebellum"], out["cerebellum"],
-                          label="cerebellum removed", bbox=maps["crop_mask"], cuts=cuts)
+                          maps["qT1_template"], template_mask, out["template"],
+                          labels=("MNI152 template", "qT1 in MNI152"), cuts=reportlet_cuts)
+        contour_reportlet(maps["qT1_crop"], maps["cerebellum"], out["cerebellum"],
+                          label="cerebellum removed", bbox=maps["crop_mask"], cuts=reportlet_cuts)
         for name, path in out.items():
             s.sidecar(path, {"Reportlet": name})
 
 
-def run_relevance_reportlet(ndimap, crop_mask, qmasks, chosen, out, *,
+def run_relevance_reportlet(ndi, crop_mask, qmasks, chosen, out, *,
                             heatmap_level: int, subject, session, log_file=None,
                             threads: int = 1) -> None:
     """Rule relevance_reportlet: the chosen scenario's top-``heatmap_level`` mask over the
@@ -166,7 +166,7 @@ def run_relevance_reportlet(ndimap, crop_mask, qmasks, chosen, out, *,
 
     level = int(heatmap_level)
     scenario = int(json.loads(Path(chosen).read_text())["scenario"])
-    with step("relevance_reportlet", inputs={"ndimap": ndimap, "mask": crop_mask,
+    with step("relevance_reportlet", inputs={"NDI": ndi, "mask": crop_mask,
                                              "chosen": chosen, "masks": qmasks},
               params={"heatmap_level": level, "scenario": scenario}, outputs=[out],
               log_file=log_file, threads=threads, subject=subject, session=session) as s:
@@ -175,6 +175,6 @@ def run_relevance_reportlet(ndimap, crop_mask, qmasks, chosen, out, *,
         volumes = lvl if lvl.ndim == 4 else lvl[None]
         masks = [nib.Nifti1Image(m.astype(np.uint8), affine)
                  for m in masks_from_levels(volumes, [level])[0]]
-        masks_reportlet(ndimap, masks, out, bbox=crop_mask)
+        masks_reportlet(ndi, masks, out, bbox=crop_mask)
         s.sidecar(out, {"Reportlet": "relevance", "Scenario": scenario, "Level": int(level),
                         "Volumes": len(masks)})

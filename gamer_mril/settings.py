@@ -1,6 +1,8 @@
-"""The settings of the relevance and assessment stages, read once from the validated
-config into small typed objects (docs/method.md#6-layer-wise-relevance-propagation,
-docs/method.md#7-assessment).
+"""The settings of each stage, read once from the validated config into small typed
+objects: preprocessing (docs/method.md#2-preprocessing), quality control
+(docs/method.md#28-quality-control-numbers), training (docs/method.md#5-training),
+relevance (docs/method.md#6-layer-wise-relevance-propagation) and assessment
+(docs/method.md#7-assessment).
 
 ``config.yaml`` is validated against ``schemas/config.schema.yaml`` first; what the schema
 cannot say (the levels that follow from others, a control level that must be a level) is
@@ -11,7 +13,7 @@ of its ``config.yaml`` entry, and the job functions and sidecars use the same na
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 #: The scenarios of the paper's Table I.
 ALL_SCENARIOS = tuple(range(1, 13))
@@ -27,6 +29,82 @@ def scenario_numbers(numbers) -> tuple:
     if unknown:
         raise ValueError(f"unknown scenarios {unknown}; known: 1-12")
     return out
+
+
+def _from_section(cls, section: Mapping, name: str):
+    """``cls`` built from a config section that the schema validated (and filled with its
+    defaults): every field is required, a missing one names the section and the key."""
+    missing = [f.name for f in fields(cls) if f.name not in section]
+    if missing:
+        raise ValueError(f"{name}: missing {', '.join(missing)}")
+    return cls(**{f.name: section[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings:
+    """``preprocessing:`` of the config (steps 2-7); each rule passes the fields it uses
+    under these names, and the job writes them so in its sidecar's Parameters."""
+    skullstrip: str
+    coregistration: str
+    crop_shape: tuple
+    skullstrip_template_resolution: int
+    template_transform: str
+    template_resolution: int
+    cerebellum_margin_mm: float
+    seed: int
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> PreprocessingSettings:
+        s = _from_section(cls, section, "preprocessing")
+        object.__setattr__(s, "crop_shape", tuple(int(n) for n in s.crop_shape))
+        return s
+
+
+@dataclass(frozen=True)
+class QcSettings:
+    """``qc:`` of the config: the flag thresholds, the reportlets' cuts and the sessions
+    excluded by hand ({session key: reason}, as the config gives it)."""
+    min_dice: float
+    mad_limit: float
+    reportlet_cuts: int
+    exclude: object
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> QcSettings:
+        return _from_section(cls, section, "qc")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """``training:`` of the config. :meth:`job_settings` is what a training job gets (and
+    records): every setting but those of the workflow (``gpu``, ``frozen_models``)."""
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    growth: int
+    selection: str
+    selection_window: int
+    precision: str
+    lr_schedule: str
+    patience: int
+    restarts: int
+    augment: Mapping
+    gpu: bool
+    frozen_models: object
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> TrainingSettings:
+        section = {"frozen_models": None, **section}
+        return _from_section(cls, section, "training")
+
+    def job_settings(self) -> dict:
+        """The settings of a training job, a plain mapping under the config's names."""
+        out = asdict(self)
+        for k in ("gpu", "frozen_models"):
+            out.pop(k)
+        return out
 
 
 @dataclass(frozen=True)

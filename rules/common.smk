@@ -21,7 +21,13 @@ from gamer_mril.inputs import (
 )
 from gamer_mril.modelfiles import MODEL_JSON, MODEL_WEIGHTS, find_fold_models
 from gamer_mril.qc import analysed, check_exclusions, exclusions
-from gamer_mril.settings import AssessmentSettings, RelevanceSettings
+from gamer_mril.settings import (
+    AssessmentSettings,
+    PreprocessingSettings,
+    QcSettings,
+    RelevanceSettings,
+    TrainingSettings,
+)
 from gamer_mril.templates import TEMPLATE_SPACE as TPL
 
 #: Root of the BIDS-derivative output dataset (run elsewhere with --directory).
@@ -32,6 +38,19 @@ wildcard_constraints:
     subject="[A-Za-z0-9]+",
     session="[A-Za-z0-9]+",
     fold="[0-9]+",
+
+
+# ------------------------------------------------------------- the stages' settings
+try:
+    #: Each stage's settings, read and checked once (gamer_mril/settings.py); rules pass
+    #: them under their config.yaml names.
+    PP = PreprocessingSettings.from_config(config["preprocessing"])
+    QC = QcSettings.from_config(config["qc"])
+    TR = TrainingSettings.from_config(config["training"])
+    REL = RelevanceSettings.from_config(config["relevance"])
+    ASM = AssessmentSettings.from_config(config["assessment"])
+except ValueError as err:
+    raise WorkflowError(f"bad config: {err}") from None
 
 
 # ---------------------------------------------------------------- the session table
@@ -85,7 +104,7 @@ def _analysed_sessions():
     """The sessions of the table that qc.exclude does not leave out, and the excluded
     ones with their reasons."""
     try:
-        excluded = exclusions(config["qc"]["exclude"])
+        excluded = exclusions(QC.exclude)
         if len(SESSIONS):
             check_exclusions(excluded, zip(SESSIONS["subject"], SESSIONS["session"]))
     except ValueError as err:
@@ -124,16 +143,8 @@ def for_analysed(pattern):
 
 
 # ----------------------------------------------------------- configuration constants
-PP = config["preprocessing"]
-TR = config["training"]
-try:
-    #: The relevance and assessment settings, derived and checked once (gamer_mril/settings.py).
-    REL = RelevanceSettings.from_config(config["relevance"])
-    ASM = AssessmentSettings.from_config(config["assessment"])
-except ValueError as err:
-    raise WorkflowError(f"bad config: {err}") from None
-#: Raw maps (the config's patterns), keyed like every step's named maps.
-RAW = {layout.KEY[c]: config["inputs"]["maps"][c] for c in CONTRASTS}
+#: Raw maps (the config's patterns), keyed by contrast like every step's named maps.
+RAW = {c: config["inputs"]["maps"][c] for c in CONTRASTS}
 UNITS = {c: config["inputs"]["units"].get(c, "fraction") for c in CONTRASTS}
 SCENARIOS = list(REL.scenarios)
 #: Top-N levels of the quantile masks: the configured ones and the heatmap level.
@@ -145,22 +156,22 @@ CONTROL_LEVELS = list(ASM.control_levels)
 FIG6_SCENARIOS = [n for n in (3, 4) if n in SCENARIOS]
 HEATMAP_GROUPS = ("severe", "mild", "all")
 #: GPU jobs ask for resources gpu=1 where the config says so.
-GPU = 1 if TR["gpu"] else 0
+GPU = 1 if TR.gpu else 0
 
 # ------------------------------------------------------------- per-session outputs
 #: Every per-session output name, as a {subject}/{session} pattern (gamer_mril/layout.py).
 S = layout.Session(OUT, "{subject}", "{session}")
-SCALED = {layout.KEY[c]: S.scaled(layout.SUFFIX[c]) for c in CONTRASTS}
-XFM_TO_NDI = {layout.KEY[c]: S.xfm_to_ndi(layout.SUFFIX[c]) for c in ("qT1", "MWF")}
-NDI_GRID = {layout.KEY[c]: S.ndi_grid(layout.SUFFIX[c]) for c in CONTRASTS}
-CROP_GRID = {layout.KEY[c]: S.crop_grid(layout.SUFFIX[c]) for c in CONTRASTS}
-PREPROC = {layout.KEY[c]: S.preproc(c) for c in CONTRASTS}
+SCALED = {c: S.scaled(layout.SUFFIX[c]) for c in CONTRASTS}
+XFM_TO_NDI = {c: S.xfm_to_ndi(layout.SUFFIX[c]) for c in ("qT1", "MWF")}
+NDI_GRID = {c: S.ndi_grid(layout.SUFFIX[c]) for c in CONTRASTS}
+CROP_GRID = {c: S.crop_grid(layout.SUFFIX[c]) for c in CONTRASTS}
+PREPROC = {c: S.preproc(c) for c in CONTRASTS}
 #: Step 2b's transforms (MNI152 and the qT1 grid): affine, warp and inverse warp (SyN),
 #: or the affine alone (Affine); the package decides which (layout.template_transform_outputs).
-TEMPLATE_XFM = S.template_xfm_of(PP["template_transform"])
+TEMPLATE_XFM = S.template_xfm_of(PP.template_transform)
 #: Step 6: the cropped (and NDI) grid and MNI152, through step 3's qT1 -> NDI
 #: co-registration and step 2b's transforms (gamer_mril.preprocessing.to_template_transforms).
-CROP_TO_TEMPLATE = {"coreg": XFM_TO_NDI["t1map"], **TEMPLATE_XFM}
+CROP_TO_TEMPLATE = {"coreg": XFM_TO_NDI["qT1"], **TEMPLATE_XFM}
 #: The relevance stage's per-session images, each a scenario stack (every requested
 #: scenario in one file, gamer_mril/scenario_stack.py): relevance maps in the cropped and
 #: the NDI grid, the quantile masks' level images, the top-N masks warped to MNI152.
@@ -189,8 +200,8 @@ def template_images(resolution):
 
 
 #: The template registered to each session (step 2b) and the grid of the MNI152 outputs.
-SKULLSTRIP_TEMPLATE = template_images(PP["skullstrip_template_resolution"])
-OUTPUT_TEMPLATE = template_images(PP["template_resolution"])
+SKULLSTRIP_TEMPLATE = template_images(PP.skullstrip_template_resolution)
+OUTPUT_TEMPLATE = template_images(PP.template_resolution)
 QC_TABLE = f"{GROUP}/preprocessing_qc.tsv"
 SPLIT = f"{GROUP}/split.tsv"
 #: The session cache: every session's network inputs in one memory-mapped array.
@@ -242,7 +253,7 @@ def given_mask(wildcards):
 # --------------------------------------------------------------------- fold models
 def _fold_models():
     """(folder of the fold models, their fold numbers); frozen models are checked here."""
-    frozen = TR.get("frozen_models")
+    frozen = TR.frozen_models
     if not frozen:
         return f"{OUT}/models", list(range(config["split"]["n_folds"]))
     try:
@@ -253,7 +264,7 @@ def _fold_models():
 
 
 #: Frozen-model mode: trained models given in the config, no training jobs.
-FROZEN = bool(TR.get("frozen_models"))
+FROZEN = bool(TR.frozen_models)
 MODELS, FOLDS = _fold_models()
 
 

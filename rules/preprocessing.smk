@@ -25,7 +25,7 @@ rule make_template_cerebellum:
         mem_mb=2000,
         runtime=10,
     params:
-        margin_mm=PP["cerebellum_margin_mm"],
+        cerebellum_margin_mm=PP.cerebellum_margin_mm,
     script:
         "../scripts/make_template_cerebellum.py"
 
@@ -86,7 +86,7 @@ rule skull_strip:
     strips the head before the template registration, on the qT1 grid: the given mask,
     deepbet's on the pseudo-T1w image, or the head itself (skullstrip: template)."""
     input:
-        t1map=SCALED["t1map"],
+        qT1=SCALED["qT1"],
         given=given_mask,
     output:
         mask=S.skullstrip_mask,
@@ -103,7 +103,7 @@ rule skull_strip:
         mem_mb=6000,
         runtime=20,
     params:
-        method=PP["skullstrip"],
+        skullstrip=PP.skullstrip,
     script:
         "../scripts/skull_strip.py"
 
@@ -114,7 +114,7 @@ rule register_to_template:
     inverse kept. Composed with step 3's co-registration they carry images between every
     session grid and MNI152 (docs/method.md#26-registration-to-mni152)."""
     input:
-        t1map=SCALED["t1map"],
+        qT1=SCALED["qT1"],
         strip=S.skullstrip_mask,
         template=SKULLSTRIP_TEMPLATE["t1w"],
     output:
@@ -132,8 +132,8 @@ rule register_to_template:
         mem_mb=4000,
         runtime=30,
     params:
-        transform=PP["template_transform"],
-        seed=PP["seed"],
+        template_transform=PP.template_transform,
+        seed=PP.seed,
     script:
         "../scripts/register_to_template.py"
 
@@ -163,7 +163,7 @@ rule make_brain_mask:
         mem_mb=2000,
         runtime=10,
     params:
-        method=PP["skullstrip"],
+        skullstrip=PP.skullstrip,
     script:
         "../scripts/make_brain_mask.py"
 
@@ -172,9 +172,9 @@ rule coregister_to_ndi:
     """Step 3 (docs/method.md#23-co-registration-to-ndi): qT1 and MWF each registered to
     NDI, rigid (or affine), Mattes mutual information."""
     input:
-        ndimap=SCALED["ndimap"],
-        t1map=SCALED["t1map"],
-        mwfmap=SCALED["mwfmap"],
+        NDI=SCALED["NDI"],
+        qT1=SCALED["qT1"],
+        MWF=SCALED["MWF"],
     output:
         **XFM_TO_NDI,
     log:
@@ -190,8 +190,8 @@ rule coregister_to_ndi:
         mem_mb=3000,
         runtime=20,
     params:
-        transform=PP["coregistration"],
-        seed=PP["seed"],
+        coregistration=PP.coregistration,
+        seed=PP.seed,
     script:
         "../scripts/coregister_to_ndi.py"
 
@@ -201,8 +201,8 @@ rule resample_to_ndi:
     grid (linear), the brain mask (nearest); the mask applied to all three contrasts."""
     input:
         **SCALED,
-        xfm_t1map=XFM_TO_NDI["t1map"],
-        xfm_mwfmap=XFM_TO_NDI["mwfmap"],
+        xfm_qT1=XFM_TO_NDI["qT1"],
+        xfm_MWF=XFM_TO_NDI["MWF"],
         mask=S.native_brain_mask,
     output:
         **NDI_GRID,
@@ -247,7 +247,7 @@ rule crop_to_brain:
         mem_mb=2000,
         runtime=10,
     params:
-        shape=PP["crop_shape"],
+        crop_shape=PP.crop_shape,
     script:
         "../scripts/crop_to_brain.py"
 
@@ -330,7 +330,7 @@ rule template_maps:
         mem_mb=2000,
         runtime=10,
     params:
-        voxel_mm=config["baselines"]["screen_voxel_mm"],
+        screen_voxel_mm=config["baselines"]["screen_voxel_mm"],
     script:
         "../scripts/template_maps.py"
 
@@ -343,11 +343,11 @@ rule warp_brain_mask_to_template:
     input:
         **CROP_TO_TEMPLATE,
         mask=S.crop_grid("mask"),
-        t1map=CROP_GRID["t1map"],
+        qT1=CROP_GRID["qT1"],
         template_mask=OUTPUT_TEMPLATE["mask"],
     output:
         mask=S.template_brain_mask,
-        t1map=S.template_t1map,
+        qT1=S.template_t1map,
     log:
         log_path("warp_brain_mask_to_template"),
     benchmark:

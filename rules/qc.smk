@@ -38,8 +38,8 @@ rule preprocessing_qc:
         mem_mb=1000,
         runtime=5,
     params:
-        min_dice=config["qc"]["min_dice"],
-        mad_limit=config["qc"]["mad_limit"],
+        min_dice=QC.min_dice,
+        mad_limit=QC.mad_limit,
     script:
         "../scripts/preprocessing_qc.py"
 
@@ -49,16 +49,16 @@ rule qc_reportlets:
     brain mask contour on qT1, qT1 and MWF against NDI after co-registration (flickers),
     the session's qT1 in MNI152 against the template, the cerebellum removed."""
     input:
-        t1map=SCALED["t1map"],
+        qT1=SCALED["qT1"],
         native_mask=S.native_brain_mask,
-        ndimap=NDI_GRID["ndimap"],
-        t1map_ndi=NDI_GRID["t1map"],
-        mwfmap_ndi=NDI_GRID["mwfmap"],
+        NDI=NDI_GRID["NDI"],
+        qT1_ndi=NDI_GRID["qT1"],
+        MWF_ndi=NDI_GRID["MWF"],
         ndi_mask=S.ndi_grid("mask"),
-        t1map_crop=CROP_GRID["t1map"],
+        qT1_crop=CROP_GRID["qT1"],
         crop_mask=S.crop_grid("mask"),
         cerebellum=S.cerebellum,
-        t1map_template=S.template_t1map,
+        qT1_template=S.template_t1map,
         template_t1w=OUTPUT_TEMPLATE["t1w"],
         template_mask=OUTPUT_TEMPLATE["mask"],
     output:
@@ -89,7 +89,7 @@ rule qc_reportlets:
         mem_mb=2000,
         runtime=10,
     params:
-        cuts=config["qc"]["reportlet_cuts"],
+        reportlet_cuts=QC.reportlet_cuts,
     script:
         "../scripts/qc_reportlets.py"
 
@@ -100,7 +100,7 @@ rule relevance_reportlet:
     the cohort's: a new choice redraws every session's."""
     input:
         masks=QMASKS,
-        ndimap=CROP_GRID["ndimap"],
+        NDI=CROP_GRID["NDI"],
         crop_mask=S.crop_grid("mask"),
         chosen=CHOSEN,
     output:

@@ -70,10 +70,10 @@ if not FROZEN:
         threads: 1
         resources:
             mem_mb=8000,
-            runtime=240 * TR["restarts"],
+            runtime=240 * TR.restarts,
             gpu=GPU,
         params:
-            training={k: v for k, v in TR.items() if k not in ("gpu", "frozen_models")},
+            training=TR.job_settings(),
         script:
             "../scripts/train_fold.py"
 

@@ -2,7 +2,7 @@
 from gamer_mril.preprocessing import run_coregister_to_ndi
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-run_coregister_to_ndi(i.ndimap, {"qT1": i.t1map, "MWF": i.mwfmap},
-                      {"qT1": o.t1map, "MWF": o.mwfmap}, transform=p.transform, seed=p.seed,
-                      subject=w.subject, session=w.session,
+run_coregister_to_ndi(i.NDI, {"qT1": i.qT1, "MWF": i.MWF},
+                      {"qT1": o.qT1, "MWF": o.MWF}, coregistration=p.coregistration,
+                      seed=p.seed,                       subject=w.subject, session=w.session,
                       log_file=snakemake.log[0], threads=snakemake.threads)

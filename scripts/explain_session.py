@@ -3,7 +3,7 @@ from gamer_mril.explain import run_explain_session
 from gamer_mril.modelfiles import model_dirs
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-run_explain_session([i.t1map, i.mwfmap, i.ndimap], i.box,
+run_explain_session([i.qT1, i.MWF, i.NDI], i.box,
                     model_dirs(i.weights),
                     i.get("split"),
                     o.crop, o.ndi, scenarios=p.scenarios, age=p.age, ig_steps=p.ig_steps, subject=w.subject, session=w.session,

@@ -3,7 +3,7 @@ from gamer_mril.modelfiles import model_dirs
 from gamer_mril.assessment.inverting import run_invert_session
 
 i, p, w = snakemake.input, snakemake.params, snakemake.wildcards
-run_invert_session([i.t1map, i.mwfmap, i.ndimap],
+run_invert_session([i.qT1, i.MWF, i.NDI],
                    model_dirs(i.weights),
                    i.get("split"),
                    i.masks, snakemake.output.tsv, age=p.age, levels=p.levels,

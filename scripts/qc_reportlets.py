@@ -4,5 +4,5 @@ from gamer_mril.reportlets import run_qc_reportlets
 
 i, o, w = snakemake.input, snakemake.output, snakemake.wildcards
 run_qc_reportlets(dict(i.items()), {name: o[name] for name in REPORTLETS},
-                  cuts=snakemake.params.cuts, subject=w.subject, session=w.session,
+                  reportlet_cuts=snakemake.params.reportlet_cuts, subject=w.subject, session=w.session,
                   log_file=snakemake.log[0], threads=snakemake.threads)

@@ -1,9 +1,9 @@
 """Rule resample_to_ndi (step 4): qT1 and MWF into the NDI grid, the brain mask applied."""
-from gamer_mril.layout import KEY
+from gamer_mril import CONTRASTS
 from gamer_mril.preprocessing import run_resample_to_ndi
 
 i, o, w = snakemake.input, snakemake.output, snakemake.wildcards
-run_resample_to_ndi(i.ndimap, {"qT1": i.t1map, "MWF": i.mwfmap},
-                    {"qT1": i.xfm_t1map, "MWF": i.xfm_mwfmap}, i.mask,
-                    {c: o[k] for c, k in KEY.items()}, o.mask, subject=w.subject,
+run_resample_to_ndi(i.NDI, {"qT1": i.qT1, "MWF": i.MWF},
+                    {"qT1": i.xfm_qT1, "MWF": i.xfm_MWF}, i.mask,
+                    {c: o[c] for c in CONTRASTS}, o.mask, subject=w.subject,
                     session=w.session, log_file=snakemake.log[0], threads=snakemake.threads)

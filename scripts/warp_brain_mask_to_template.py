@@ -5,6 +5,6 @@ from gamer_mril.preprocessing import run_warp_brain_mask_to_template
 i, w = snakemake.input, snakemake.wildcards
 run_warp_brain_mask_to_template(i.mask, {k: v for k, v in i.items() if k in TEMPLATE_XFM_KEYS},
                                 i.template_mask, snakemake.output.mask,
-                                t1map=i.t1map, out_t1map=snakemake.output.t1map,
+                                qt1=i.qT1, out_qt1=snakemake.output.qT1,
                                 subject=w.subject, session=w.session,
                                 log_file=snakemake.log[0], threads=snakemake.threads)

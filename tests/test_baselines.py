@@ -198,7 +198,7 @@ def test_template_maps_by_hand(tmp_path):
         np.testing.assert_allclose(data[..., i], (i + 1) * 2.0 * np.arange(5)[:, None, None]
                                    * np.ones((5, 4, 3)), atol=1e-4)
     out = tmp_path / "maps.nii.gz"
-    B.run_template_maps(maps, {"affine": identity, "coreg": identity}, out, voxel_mm=4.0,
+    B.run_template_maps(maps, {"affine": identity, "coreg": identity}, out, screen_voxel_mm=4.0,
                         extent=mask)
     vector = B.read_template_maps(out)
     np.testing.assert_allclose(vector[:60], data[..., 0].ravel(), atol=1e-6)

@@ -1,9 +1,30 @@
-"""The relevance and assessment settings read once from the config (gamer_mril.settings)."""
+"""The stages' settings read once from the config (gamer_mril.settings), and one name per
+setting from config.yaml through the rules' params."""
 
 import pytest
 import yaml
 
-from gamer_mril.settings import AssessmentSettings, RelevanceSettings, scenario_numbers
+import re
+from pathlib import Path
+
+from gamer_mril.settings import (
+    AssessmentSettings,
+    PreprocessingSettings,
+    QcSettings,
+    RelevanceSettings,
+    TrainingSettings,
+    scenario_numbers,
+)
+
+ROOT = Path(__file__).parents[1]
+#: Each settings object, its config section and its name in rules/common.smk.
+OBJECTS = ((PreprocessingSettings, "preprocessing", "PP"), (QcSettings, "qc", "QC"),
+           (TrainingSettings, "training", "TR"), (RelevanceSettings, "relevance", "REL"),
+           (AssessmentSettings, "assessment", "ASM"))
+
+
+def _schema():
+    return yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
 
 
 def _assessment(**over):
@@ -36,13 +57,45 @@ def test_scenarios_sorted_once_and_known():
         scenario_numbers([])
 
 
-def test_every_field_is_a_config_entry():
-    """One name per setting: each field of the objects is an entry of config.yaml's
-    section (the derived ones included)."""
-    from pathlib import Path
-
-    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
-    for cls, section in ((AssessmentSettings, "assessment"), (RelevanceSettings, "relevance")):
+def test_every_field_is_a_schema_entry_and_config_yaml_builds_them():
+    """One name per setting: each field of the objects is an entry of its section in the
+    schema (the derived ones included), and config.yaml, with the schema's defaults
+    filled in where it leaves an entry out, builds every object."""
+    schema = _schema()["properties"]
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for cls, section, _ in OBJECTS:
+        props = schema[section]["properties"]
         fields = set(cls.__dataclass_fields__)
-        documented = set(config[section]) | {"control_levels"}   # commented out: unset
-        assert fields <= documented, (section, fields - documented)
+        assert fields <= set(props), (section, fields - set(props))
+        filled = {k: v["default"] for k, v in props.items() if "default" in v}
+        cls.from_config({**filled, **config[section]})
+
+
+def test_a_missing_entry_names_the_section_and_key():
+    section = {"skullstrip": "template", "coregistration": "rigid"}
+    with pytest.raises(ValueError, match=r"preprocessing: missing crop_shape, "):
+        PreprocessingSettings.from_config(section)
+
+
+def test_training_jobs_get_every_training_setting_but_the_workflow_ones():
+    props = _schema()["properties"]["training"]["properties"]
+    t = TrainingSettings.from_config({k: v["default"] for k, v in props.items()
+                                      if "default" in v})
+    assert set(t.job_settings()) == set(props) - {"gpu", "frozen_models"}
+
+
+def test_rule_params_keep_the_config_names():
+    """A rule param read from a settings object (``name=PP.field``) or from the config
+    (``name=config["section"]["key"]``) is called by that field's or key's name, so the
+    job's keyword and its sidecar's Parameters keep the config.yaml name."""
+    seen = 0
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        text = path.read_text()
+        for name, obj, field in re.findall(r"^\s+(\w+)=(PP|QC|TR|REL|ASM)\.(\w+),?$", text,
+                                           re.M):
+            assert name == field, (path.name, f"{name}={obj}.{field}")
+            seen += 1
+        for name, key in re.findall(r'^\s+(\w+)=config\["\w+"\]\["(\w+)"\],?$', text, re.M):
+            assert name == key, (path.name, f"{name}= ... {key}")
+            seen += 1
+    assert seen >= 15          # the pattern still matches the rules' params

@@ -348,7 +348,7 @@ def synthetic_cache(tmp_path_factory):
 def _train(cache, out, seed, epochs=6, **kw):
     train_idx = np.arange(N_TRAIN)
     val_idx = np.arange(N_TRAIN, N_TRAIN + N_VAL)
-    kw.setdefault("augment_cfg", dict(max_rotation_deg=10, noise_sd=0.05))
+    kw.setdefault("augment", dict(max_rotation_deg=10, noise_sd=0.05))
     logs = []
     summary = T.train_fold(cache, train_idx, val_idx, out, epochs=epochs, batch_size=8,
                            lr=3e-3, seed=seed, device="cpu", progress=False,
@@ -417,7 +417,7 @@ def test_single_class_validation_falls_back_to_loss(synthetic_cache, tmp_path):
     logs = []
     summary = T.train_fold(cache, np.arange(N_TRAIN), val_idx, tmp_path, epochs=2,
                            batch_size=8, lr=3e-3, seed=0, device="cpu", progress=False,
-                           log=logs.append, augment_cfg=False, num_threads=1)
+                           log=logs.append, augment=False, num_threads=1)
     epochs = pd.read_csv(tmp_path / "epochs.tsv", sep="\t")
     assert epochs["val_auc"].isna().all()
     assert summary["best_epoch"] == int(epochs["epoch"][epochs["val_loss"].idxmin()])

@@ -42,7 +42,6 @@ from .. import CONTRASTS
 from ..explain import load_session_images
 from ..io import atomic_path
 from ..jobs import step
-from ..layout import roles
 from ..scenario_stack import load_stack, save_stack, volume_names
 
 log = logging.getLogger("gamer_mril.assessment")
@@ -212,7 +211,7 @@ def read_level_images(path) -> tuple:
 
 def _maps(maps: Sequence) -> dict:
     """{role: path} of the session's network inputs, given in CONTRASTS order."""
-    return roles(zip(CONTRASTS, maps))
+    return dict(zip(CONTRASTS, maps))
 
 
 def mean_in_mask(images, masks) -> np.ndarray:

@@ -23,9 +23,9 @@ def run_build_cache(table_path, maps: Mapping, images_out, index_out, *,
     memory-mapped array. ``maps``: {contrast: [every session's preprocessed map]}."""
     from ..inputs import load_participants
     from ..jobs import step
-    from ..layout import roles, session_of
+    from ..layout import session_of
 
-    inputs = {"table": table_path, **roles({c: list(maps[c]) for c in CONTRASTS})}
+    inputs = {"table": table_path, **dict({c: list(maps[c]) for c in CONTRASTS})}
     with step("build_cache", inputs=inputs, outputs=[images_out, index_out],
               log_file=log_file, threads=threads) as s:
         table = load_participants(table_path)
@@ -43,9 +43,10 @@ def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: S
                    training: Mapping, threads: int = 1, log_file=None) -> None:
     """Rule train_fold: the model of one cross-validation fold, written into the folder of
     ``weights_out``; ``outputs``: every file the rule declares there (weights, model.json,
-    epochs.tsv, val_predictions.tsv); ``training``: the config's training block (epochs,
-    batch_size, lr, weight_decay, seed, augment, growth, selection, selection_window,
-    lr_schedule, patience, restarts)."""
+    epochs.tsv, val_predictions.tsv); ``training``: the training job's settings under their
+    config names (``settings.TrainingSettings.job_settings``), each a keyword of
+    :func:`~.restarts.train_fold` and :func:`~.loop.train_one`; fold k trains with seed
+    ``seed + k``."""
     import logging
 
     from ..jobs import step
@@ -64,13 +65,7 @@ def run_train_fold(images, index, split_path, fold: int, weights_out, outputs: S
         summary = train_fold(
             cache, cache.rows_for(zip(train.subject, train.session)),
             cache.rows_for(zip(val.subject, val.session)), out_dir,
-            epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-            weight_decay=t["weight_decay"], seed=t["seed"] + fold,
-            augment_cfg=t.get("augment"), growth=t.get("growth", 4), device="auto", log=log,
-            num_threads=threads, selection=t.get("selection", "val_auc"),
-            selection_window=t.get("selection_window", 5),
-            lr_schedule=t.get("lr_schedule", "constant"), patience=t.get("patience", 0),
-            precision=t.get("precision", "fp32"), restarts=t.get("restarts", 1))
+            **{**t, "seed": t["seed"] + fold}, device="auto", log=log, num_threads=threads)
         s.sidecar(weights_out, {k: summary[k] for k in
                                 ("best_epoch", "epochs_run", "val_auc", "n_train", "n_val",
                                  "device", "restart", "restarts")})

@@ -334,7 +334,7 @@ def _summary(run: _Run, state: _State, rows: Sequence, best: Mapping, best_epoch
 
 def train_one(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
               batch_size: int = 70, lr: float = 5e-5, weight_decay: float = 1e-2,
-              seed: int = 0, device="auto", augment_cfg: Mapping | None = None,
+              seed: int = 0, device="auto", augment: Mapping | bool | None = None,
               growth: int = 4, progress: bool = True, log=print,
               eval_batch_size: int = 16, num_threads: int | None = None,
               selection: str = "val_auc", selection_window: int = 5,
@@ -351,7 +351,7 @@ def train_one(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
     under bfloat16 autocast (validation too); the default float32 keeps CPU runs
     bit-reproducible.
 
-    ``augment_cfg``: keyword arguments of :func:`~.augmentation.augment` overriding
+    ``augment`` (``training.augment``): keyword arguments of :func:`~.augmentation.augment` overriding
     :data:`~.augmentation.AUGMENT_DEFAULTS`; ``False`` turns augmentation off.
     ``num_threads``: torch's intra-op thread count for the run (restored afterwards); give
     the job's thread count, since oversubscribed OpenMP threads slow the small 3D ops down
@@ -370,7 +370,7 @@ def train_one(cache: SessionCache, train_idx, val_idx, out_dir, *, epochs: int,
     _check_settings(cache, train_idx, val_idx, epochs=epochs, batch_size=batch_size,
                     selection=selection, lr_schedule=lr_schedule, precision=precision,
                     selection_window=selection_window, patience=patience)
-    aug = _augment_settings(augment_cfg)
+    aug = _augment_settings(augment)
     run = _Run(cache=cache, train_idx=train_idx, val_idx=val_idx, out_dir=Path(out_dir),
                device=resolve_device(device), epochs=epochs, batch_size=batch_size, lr=lr,
                weight_decay=weight_decay, seed=seed, aug=aug, growth=growth,
