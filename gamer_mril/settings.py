@@ -13,7 +13,7 @@ of its ``config.yaml`` entry, and the job functions and sidecars use the same na
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 #: The scenarios of the paper's Table I.
 ALL_SCENARIOS = tuple(range(1, 13))
@@ -56,8 +56,7 @@ class PreprocessingSettings:
     @classmethod
     def from_config(cls, section: Mapping) -> PreprocessingSettings:
         s = _from_section(cls, section, "preprocessing")
-        object.__setattr__(s, "crop_shape", tuple(int(n) for n in s.crop_shape))
-        return s
+        return replace(s, crop_shape=tuple(int(n) for n in s.crop_shape))
 
 
 @dataclass(frozen=True)

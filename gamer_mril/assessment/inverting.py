@@ -10,9 +10,10 @@ probabilities become the AUC per scenario and level (:func:`auc_table`), with in
 controls and the chosen scenario (:func:`choose_scenario`: the largest AUC drop at
 ``assessment.heatmap_level``).
 
-The model enters :func:`inverting_auc` only as a ``predict`` callable. Longer than 400
-lines because it holds the experiment and its two jobs, the per-session one and the
-cohort one, which read and write the same tables.
+The model enters :func:`inverting_auc` only as a ``predict`` callable.
+
+Longer than 400 lines because it holds the experiment and its two jobs, the per-session
+one and the cohort one, which read and write the same tables.
 """
 
 from __future__ import annotations
