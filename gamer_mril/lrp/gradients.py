@@ -152,7 +152,7 @@ def smoothed_reference(x: torch.Tensor, sigma) -> torch.Tensor:
         vol = F.conv3d(vol, (kernel / kernel.sum()).reshape([1, 1] + shape), padding=pad)
     vol = vol.reshape((b, c + 1) + tuple(x.shape[2:]))
     inv = torch.where(mask > 0, 1.0 / vol[:, -1:].clamp_min(1e-30), torch.zeros_like(mask))
-    return (vol[:, :-1] * inv).contiguous()
+    return torch.empty_like(x).copy_(vol[:, :-1] * inv)          # x's memory format
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, age: torch.Tensor,
