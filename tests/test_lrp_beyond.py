@@ -31,7 +31,6 @@ from scipy import ndimage
 from torch import nn
 
 from gamer_mril import lrp
-from gamer_mril.lrp.gradients import _input_gradients
 from lrp_reference import ReferenceLRP
 from test_lrp_oracle import (ARCH, DT, SHAPE, L, _conservative_model, _gen, _generic_model,
                              _images, _randomize_bn)
