@@ -59,8 +59,8 @@ from gamer_mril.lrp import SCENARIOS
 from gamer_mril.spaces import CropBox, apply_crop
 from gamer_mril.scenario_stack import load_stack
 
-#: The twelve scenarios (docs/method.md#67-the-twelve-scenarios): 1-8 LRP
-#: (gamer_mril.layout.LRP_SCENARIOS), 9-12 saliency and integrated gradients.
+#: Every scenario (docs/method.md#67-the-twelve-scenarios and #68-beyond-the-paper-scenarios-13-to-20): 1-8 and 15-18 LRP
+#: (gamer_mril.layout.LRP_SCENARIOS), the others gradient methods.
 SCENARIO_NUMBERS = tuple(sorted(SCENARIOS))
 #: Session groups the figures are averaged over, and the group heatmap each row is read with.
 GROUPS = {"all": "all", "severe": "severe"}
@@ -137,7 +137,7 @@ def heatmap_ratio(heatmap, region, cerebrum) -> float:
 # ----------------------------------------------------------------------------- inputs
 
 def scenario_names() -> dict:
-    """{number: name} of the twelve scenarios (gamer_mril.lrp.SCENARIOS)."""
+    """{number: name} of every scenario (gamer_mril.lrp.SCENARIOS)."""
     return {n: SCENARIOS[n].name for n in SCENARIO_NUMBERS}
 
 

@@ -48,7 +48,7 @@ def _resolve_device(name):
 
 
 def run(shape, batch, repeats, device_name, ig_steps, scenarios, dtype_name, threads,
-        ig_repeats):
+        ig_repeats, ig_reference_sigma=2.0):
     import torch
     from torch import nn
 
@@ -105,7 +105,9 @@ def run(shape, batch, repeats, device_name, ig_steps, scenarios, dtype_name, thr
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t = timeit(lambda: lrp.scenario_maps(model, x, age, scenarios=numbers,
-                                              ig_steps=ig_steps), device, reps)
+                                              ig_steps=ig_steps,
+                                              ig_reference_sigma=ig_reference_sigma),
+                   device, reps)
         row = dict(scenario=label, name=name, s_per_session=t / batch,
                    ratio=t / fwd_bwd, ratio_per_step=(t / fwd_bwd / steps) if steps else None)
         if device.type == "cuda":
@@ -116,7 +118,8 @@ def run(shape, batch, repeats, device_name, ig_steps, scenarios, dtype_name, thr
     for n in scenarios:
         sc = lrp.SCENARIOS[n]
         is_ig = sc.method == "ig"
-        measure(str(n), sc.name, [n], ig_repeats if is_ig else repeats,
+        slow = is_ig or sc.method == "smoothgrad"
+        measure(str(n), sc.name, [n], ig_repeats if slow else repeats,
                 steps=ig_steps if is_ig else None)
     if sorted(scenarios) == list(range(1, 13)):
         measure("all", "scenarios 1-12 in one call", list(range(1, 13)), ig_repeats)
@@ -146,14 +149,17 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps")
     ap.add_argument("--scenarios", nargs="+", type=int, default=list(range(1, 13)),
-                    help="scenario numbers (default 1..12)")
+                    help="scenario numbers (default 1..12; 13-20 beyond the paper: "
+                         "bench/beyond.py compares them with the twelve)")
+    ap.add_argument("--ig-reference-sigma", type=float, default=2.0,
+                    help="voxels, the smoothed reference of scenarios 19, 20 (default 2)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args(argv)
 
     shape = (96, 96, 112) if args.large else tuple(args.shape)
     res = run(shape, args.batch, args.repeats, args.device, args.ig_steps, args.scenarios,
-              args.dtype, args.threads, args.ig_repeats)
+              args.dtype, args.threads, args.ig_repeats, args.ig_reference_sigma)
 
     print(f"device {res['device']}, shape {res['shape']}, batch {res['batch']}, "
           f"{res['dtype']}, threads {res['threads'] or '-'}, IG steps {res['ig_steps']}")

@@ -22,6 +22,7 @@ frozen-model mode, the fold model with the best validation AUC
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,8 @@ import numpy as np
 from . import CONTRASTS
 from .io import sha256
 from .modelfiles import MODEL_JSON, MODEL_WEIGHTS, best_fold, explaining_fold, read_model_meta
-from .settings import scenario_numbers
+from .settings import (GAMMA, IG_REFERENCE_SIGMA_MM, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES,
+                       SMOOTHGRAD_SEED, scenario_numbers)
 from .spaces import CropBox, uncrop
 
 
@@ -123,14 +125,37 @@ def conservation_facts(kept: dict, contrasts: Sequence[str]) -> dict:
                 total=kept["total"][0], relative_error=kept["relative_error"][0])
 
 
+def smoothgrad_session_seed(smoothgrad_seed: int, subject, session) -> int:
+    """The seed of a session's SmoothGrad noise: the config's ``smoothgrad_seed`` and the
+    session's label (:func:`gamer_mril.jobs.session_label`) hashed together (sha256, 63
+    bits), so a rerun draws the same noise and two sessions draw different noise."""
+    from .jobs import session_label
+
+    text = f"{int(smoothgrad_seed)}|{session_label(subject, session)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def voxel_sigma(sigma_mm: float, affine) -> tuple:
+    """A Gaussian's sd in mm as voxels along each array axis of a grid with ``affine``."""
+    sizes = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return tuple(float(sigma_mm / v) for v in sizes)
+
+
 def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
                     crop_output, ndi_output, scenarios: Sequence, *,
-                    ig_steps: int = 32, device="auto", log=print) -> dict:
+                    ig_steps: int = 32, smoothgrad_samples: int = SMOOTHGRAD_SAMPLES,
+                    smoothgrad_noise: float = SMOOTHGRAD_NOISE,
+                    smoothgrad_seed: int = SMOOTHGRAD_SEED, gamma: float = GAMMA,
+                    ig_reference_sigma_mm: float = IG_REFERENCE_SIGMA_MM,
+                    subject=None, session=None, device="auto", log=print) -> dict:
     """Compute and write the relevance maps of one session; return facts for sidecars.
 
     ``crop_output`` / ``ndi_output``: the scenario stacks to write (cropped and NDI grid)
     of ``scenarios``. ``crop_box_path``: the crop step's ``from-NDI_to-NDIcrop`` file
-    (box, shape and affine of the NDI grid). Returns a dict with the model, the volume
+    (box, shape and affine of the NDI grid). The settings of the scenarios beyond the
+    paper keep the config's names (:class:`gamer_mril.settings.RelevanceSettings`);
+    ``subject`` and ``session`` pick the session's SmoothGrad noise
+    (:func:`smoothgrad_session_seed`). Returns a dict with the model, the volume
     table and, per scenario, its description, total relevance and conservation record.
     """
     import torch
@@ -145,10 +170,15 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
     x = torch.from_numpy(images).unsqueeze(0).to(device)
     x = x.contiguous(memory_format=torch.channels_last_3d)
     age_t = torch.tensor([float(age)], dtype=torch.float32, device=device)
+    noise_seed = smoothgrad_session_seed(smoothgrad_seed, subject, session)
+    sigma = voxel_sigma(ig_reference_sigma_mm, affine)
     t0 = time.perf_counter()
     record = {}
     maps = lrp.scenario_maps(model, x, age_t, scenarios=scenarios, ig_steps=ig_steps,
-                             record=record)
+                             record=record, gamma=gamma,
+                             smoothgrad_samples=smoothgrad_samples,
+                             smoothgrad_noise=smoothgrad_noise, smoothgrad_seed=noise_seed,
+                             ig_reference_sigma=sigma)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         out = model(x, age_t, return_details=True)
@@ -159,7 +189,12 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
                  logit=float(out["logit"][0]), prob=float(out["p"][0]),
                  attention={c: float(a) for c, a in zip(model.contrasts, out["a"][0])},
                  age=float(age), device=str(device), seconds_all_scenarios=round(seconds, 3),
-                 ig_steps=int(ig_steps), crop_box=box.to_dict(), scenarios={})
+                 ig_steps=int(ig_steps), smoothgrad_samples=int(smoothgrad_samples),
+                 smoothgrad_noise=float(smoothgrad_noise),
+                 smoothgrad_seed=int(smoothgrad_seed), smoothgrad_session_seed=noise_seed,
+                 gamma=float(gamma), ig_reference_sigma_mm=float(ig_reference_sigma_mm),
+                 ig_reference_sigma_voxels=list(sigma), crop_box=box.to_dict(),
+                 scenarios={})
     crop, full = {}, {}
     for n in scenarios:
         sc = lrp.SCENARIOS[n]
@@ -170,7 +205,7 @@ def explain_session(image_paths: Sequence, age: float, model_dir, crop_box_path,
         full[n] = uncrop(arr, box, full_shape + arr.shape[3:])
         facts["scenarios"][n] = dict(
             number=n, start=sc.start, method=sc.method, rule=sc.rule, kind=sc.kind,
-            name=sc.name, volumes=list(model.contrasts) if arr.ndim == 4 else ["combined"],
+            name=sc.name, composite=sc.composite, reference=sc.reference, volumes=list(model.contrasts) if arr.ndim == 4 else ["combined"],
             total_relevance=float(arr.sum(dtype=np.float64)))
         if n in record:
             facts["scenarios"][n]["conservation"] = conservation_facts(record[n],
@@ -190,14 +225,16 @@ def model_files(model_dir) -> list:
 
 def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_path,
                         crop_output, ndi_output, *, scenarios: Sequence, age: float,
-                        ig_steps: int, subject, session, log_file=None,
-                        threads: int = 1) -> None:
+                        ig_steps: int, smoothgrad_samples: int, smoothgrad_noise: float,
+                        smoothgrad_seed: int, gamma: float, ig_reference_sigma_mm: float,
+                        subject, session, log_file=None, threads: int = 1) -> None:
     """Rule explain_session: every requested scenario of one session, one forward pass.
 
     ``maps``: the network inputs (CONTRASTS order); ``model_dirs``: {fold: model folder};
     ``split_path``: the split table, None in frozen-model mode (the best fold's model
     explains every session); ``crop_output`` / ``ndi_output``: the scenario stacks of
-    the cropped and the NDI grid."""
+    the cropped and the NDI grid; the settings by their config names
+    (:class:`gamer_mril.settings.RelevanceSettings`)."""
     import logging
 
     from .jobs import step
@@ -208,8 +245,12 @@ def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_pat
     scenarios = list(scenario_numbers(scenarios))
     inputs = {**dict(zip(CONTRASTS, maps)), "box": crop_box,
               **({} if frozen else {"split": split_path})}
+    settings = dict(ig_steps=int(ig_steps), smoothgrad_samples=int(smoothgrad_samples),
+                    smoothgrad_noise=float(smoothgrad_noise),
+                    smoothgrad_seed=int(smoothgrad_seed), gamma=float(gamma),
+                    ig_reference_sigma_mm=float(ig_reference_sigma_mm))
     with step("explain_session", inputs=inputs,
-              params={"age": float(age), "scenarios": scenarios, "ig_steps": int(ig_steps),
+              params={"age": float(age), "scenarios": scenarios, **settings,
                       "frozen_models": frozen},
               outputs=[crop_output, ndi_output], log_file=log_file,
               threads=threads, subject=subject, session=session) as s:
@@ -219,8 +260,8 @@ def run_explain_session(maps: Sequence, crop_box, model_dirs: Mapping, split_pat
         s.params["fold"] = fold
         log.info("explained by the model of fold %d (%s)", fold, model_dir)
         facts = explain_session(list(maps), age, model_dir, crop_box, crop_output,
-                                ndi_output, scenarios, ig_steps=ig_steps, device="auto",
-                                log=log.info)
+                                ndi_output, scenarios, **settings, subject=subject,
+                                session=session, device="auto", log=log.info)
         for path in (crop_output, ndi_output):
             s.sidecar(path, dict(facts, fold=fold))
 

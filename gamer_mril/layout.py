@@ -44,10 +44,11 @@ def template_transform_outputs(transform: str) -> tuple:
     return TEMPLATE_TRANSFORM_OUTPUTS[transform]
 
 
-#: The relevance scenarios made by LRP (docs/method.md#67-the-twelve-scenarios), whose
-#: maps carry a conservation record; the same as gamer_mril.lrp.SCENARIOS says (tested),
-#: here so that the workflow can plan without importing torch.
-LRP_SCENARIOS = tuple(range(1, 9))
+#: The relevance scenarios made by LRP (docs/method.md#67-the-twelve-scenarios, 1-8, and
+#: docs/method.md#68-beyond-the-paper-scenarios-13-to-20, 15-18), whose maps carry a
+#: conservation record; the same as gamer_mril.lrp.SCENARIOS says (tested), here so that
+#: the workflow can plan without importing torch.
+LRP_SCENARIOS = tuple(range(1, 9)) + tuple(range(15, 19))
 
 #: The preprocessing reportlets of a session (gamer_mril.reportlets): brain mask (step
 #: 2c), co-registration of qT1 and MWF to NDI (steps 3-4), the session in MNI152 (step

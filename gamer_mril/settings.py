@@ -15,19 +15,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
-#: The scenarios of the paper's Table I.
-ALL_SCENARIOS = tuple(range(1, 13))
+#: The scenarios of the paper's Table I (docs/method.md#67-the-twelve-scenarios).
+PAPER_SCENARIOS = tuple(range(1, 13))
+#: Every scenario: the paper's twelve, then 13-20 beyond the paper
+#: (docs/method.md#68-beyond-the-paper-scenarios-13-to-20).
+ALL_SCENARIOS = tuple(range(1, 21))
+
+#: Defaults of the settings of the scenarios beyond the paper (the schema's, tested):
+#: SmoothGrad's copies, the sd of its noise as a fraction of the [0, 1] range and the
+#: seed of the noise (13, 14); the gamma rule's gamma (15-18); the sd in mm of the
+#: Gaussian that smooths integrated gradients' reference (19, 20).
+SMOOTHGRAD_SAMPLES = 16
+SMOOTHGRAD_NOISE = 0.15
+SMOOTHGRAD_SEED = 0
+GAMMA = 0.25
+IG_REFERENCE_SIGMA_MM = 10.0
 
 
 def scenario_numbers(numbers) -> tuple:
     """The scenario numbers asked for, ascending and once each; ``ValueError`` for an empty
-    list or a number outside 1-12."""
+    list or a number outside :data:`ALL_SCENARIOS` (1-20)."""
     out = tuple(sorted({int(n) for n in numbers}))
     if not out:
         raise ValueError("no scenario asked for")
     unknown = [n for n in out if n not in ALL_SCENARIOS]
     if unknown:
-        raise ValueError(f"unknown scenarios {unknown}; known: 1-12")
+        raise ValueError(f"unknown scenarios {unknown}; known: {ALL_SCENARIOS[0]}-"
+                         f"{ALL_SCENARIOS[-1]} ({list(ALL_SCENARIOS)})")
     return out
 
 
@@ -106,17 +120,44 @@ class TrainingSettings:
         return out
 
 
+def _bounded(section, key, default, kind, low, high, low_open=False):
+    value = kind(section.get(key, default))
+    if value < low or (low_open and value == low) or value > high:
+        raise ValueError(f"relevance.{key} = {value} must lie in "
+                         f"{'(' if low_open else '['}{low}, {high}]")
+    return value
+
+
 @dataclass(frozen=True)
 class RelevanceSettings:
-    """``relevance:`` of the config: the scenarios to compute (ascending) and the points of
-    the integrated-gradients path."""
+    """``relevance:`` of the config: the scenarios to compute (ascending), the points of
+    the integrated-gradients path (scenarios 10, 12, 19, 20), SmoothGrad's copies, noise
+    and seed (13, 14), the gamma rule's gamma (15-18) and the sd in mm of the smoothed
+    reference of integrated gradients (19, 20)."""
     scenarios: tuple
     ig_steps: int
+    smoothgrad_samples: int = SMOOTHGRAD_SAMPLES
+    smoothgrad_noise: float = SMOOTHGRAD_NOISE
+    smoothgrad_seed: int = SMOOTHGRAD_SEED
+    gamma: float = GAMMA
+    ig_reference_sigma_mm: float = IG_REFERENCE_SIGMA_MM
 
     @classmethod
     def from_config(cls, section: Mapping) -> RelevanceSettings:
+        """Missing keys of the scenarios beyond the paper take the defaults above (the
+        schema fills them in for the workflow); out-of-range values are a ValueError."""
         return cls(scenarios=scenario_numbers(section["scenarios"]),
-                   ig_steps=int(section["ig_steps"]))
+                   ig_steps=int(section["ig_steps"]),
+                   smoothgrad_samples=_bounded(section, "smoothgrad_samples",
+                                               SMOOTHGRAD_SAMPLES, int, 1, 1000),
+                   smoothgrad_noise=_bounded(section, "smoothgrad_noise", SMOOTHGRAD_NOISE,
+                                             float, 0.0, 1.0, low_open=True),
+                   smoothgrad_seed=_bounded(section, "smoothgrad_seed", SMOOTHGRAD_SEED,
+                                            int, 0, 2**32 - 1),
+                   gamma=_bounded(section, "gamma", GAMMA, float, 0.0, 100.0),
+                   ig_reference_sigma_mm=_bounded(section, "ig_reference_sigma_mm",
+                                                  IG_REFERENCE_SIGMA_MM, float, 0.0, 100.0,
+                                                  low_open=True))
 
 
 @dataclass(frozen=True)

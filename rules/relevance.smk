@@ -12,7 +12,9 @@ rule explain_session:
     """docs/method.md#6-layer-wise-relevance-propagation: one session, one forward pass
     shared by all requested scenarios: LRP from the attention weights and from f(x) with
     the proposed and the LRP-all product rules, individual and combined maps, saliency and
-    integrated gradients; each map in the cropped grid and put back in the NDI grid."""
+    integrated gradients; beyond the paper SmoothGrad, LRP with the gamma composites and
+    integrated gradients from a smoothed reference; each map in the cropped grid and put
+    back in the NDI grid."""
     input:
         **PREPROC,
         **explaining_models(),
@@ -35,6 +37,11 @@ rule explain_session:
         age=session_age,
         scenarios=SCENARIOS,
         ig_steps=REL.ig_steps,
+        smoothgrad_samples=REL.smoothgrad_samples,
+        smoothgrad_noise=REL.smoothgrad_noise,
+        smoothgrad_seed=REL.smoothgrad_seed,
+        gamma=REL.gamma,
+        ig_reference_sigma_mm=REL.ig_reference_sigma_mm,
     script:
         "../scripts/explain_session.py"
 

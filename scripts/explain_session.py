@@ -6,5 +6,9 @@ i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wild
 run_explain_session([i.qT1, i.MWF, i.NDI], i.box,
                     model_dirs(i.weights),
                     i.get("split"),
-                    o.crop, o.ndi, scenarios=p.scenarios, age=p.age, ig_steps=p.ig_steps, subject=w.subject, session=w.session,
+                    o.crop, o.ndi, scenarios=p.scenarios, age=p.age, ig_steps=p.ig_steps,
+                    smoothgrad_samples=p.smoothgrad_samples,
+                    smoothgrad_noise=p.smoothgrad_noise, smoothgrad_seed=p.smoothgrad_seed,
+                    gamma=p.gamma, ig_reference_sigma_mm=p.ig_reference_sigma_mm,
+                    subject=w.subject, session=w.session,
                     log_file=snakemake.log[0], threads=snakemake.threads)

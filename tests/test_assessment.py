@@ -586,6 +586,23 @@ def test_random_band_at_one_level_is_drawn(monkeypatch):
         assert y1 == pytest.approx(0.55) and 0.41 <= y0 <= 0.52
 
 
+@pytest.mark.parametrize("scenarios, panels", [(range(1, 13), 3), (range(1, 21), 4),
+                                                (range(13, 21), 1), ([3, 15], 2)])
+def test_fig4_has_a_panel_for_the_scenarios_beyond_the_paper(monkeypatch, scenarios, panels):
+    """Panel (d) holds 13-20 (and 3 for comparison); a panel none of whose own scenarios
+    was computed is left out (3 alone keeps panel (a) only)."""
+    captured = []
+    monkeypatch.setattr(figures, "save_png", lambda fig, path: captured.append(fig))
+    df = pd.DataFrame([dict(scenario=s, N=n, auc=0.5, baseline_auc=0.9)
+                       for s in scenarios for n in QM.LEVELS])
+    figures.plot_inverting(df, "unused.png")
+    (fig,) = captured
+    assert len(fig.axes) == panels
+    drawn = {int(line.get_label().split()[-1]) for ax in fig.axes for line in ax.lines
+             if line.get_label().startswith("scenario ")}
+    assert drawn == set(scenarios)
+
+
 def test_figures_are_written(tmp_path):
     rng = np.random.default_rng(1)
     df = pd.DataFrame([dict(scenario=s, N=n, auc=rng.random(), baseline_auc=0.88)

@@ -43,6 +43,7 @@ HEADINGS = [
     "### 6.5 Combined maps",
     "### 6.6 Gradient baselines",
     "### 6.7 The twelve scenarios",
+    "### 6.8 Beyond the paper: scenarios 13 to 20",
     "## 7. Assessment",
     "### 7.1 Assessment set",
     "### 7.2 Quantile masks",

@@ -838,7 +838,8 @@ SCENARIO_TABLE = {  # number: (start, rule, kind) for the LRP scenarios
 
 
 def test_scenario_table():
-    assert sorted(lrp.SCENARIOS) == list(range(1, 13))
+    # Table I's twelve keep their numbers; the table goes on beyond them (13-20)
+    assert sorted(lrp.SCENARIOS)[:12] == list(range(1, 13))
     for number, sc in lrp.SCENARIOS.items():
         assert sc.number == number
     for number, (start, rule, kind) in SCENARIO_TABLE.items():

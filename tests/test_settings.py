@@ -57,6 +57,46 @@ def test_scenarios_sorted_once_and_known():
         scenario_numbers([])
 
 
+def test_unknown_scenarios_are_listed_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown scenarios \[21\]; known: 1-20 \(\[1, 2, "):
+        scenario_numbers([3, 21])
+    assert scenario_numbers(range(20, 0, -1)) == tuple(range(1, 21))
+
+
+def test_the_settings_of_the_scenarios_beyond_the_paper():
+    s = RelevanceSettings.from_config({"scenarios": [20, 13], "ig_steps": 8,
+                                       "smoothgrad_samples": 24, "smoothgrad_noise": 0.1,
+                                       "smoothgrad_seed": 7, "gamma": 0.5,
+                                       "ig_reference_sigma_mm": 6})
+    assert s == RelevanceSettings(scenarios=(13, 20), ig_steps=8, smoothgrad_samples=24,
+                                  smoothgrad_noise=0.1, smoothgrad_seed=7, gamma=0.5,
+                                  ig_reference_sigma_mm=6.0)
+    assert isinstance(s.ig_reference_sigma_mm, float) and isinstance(s.smoothgrad_samples, int)
+    for key, bad in (("smoothgrad_samples", 0), ("smoothgrad_noise", 0.0),
+                     ("smoothgrad_noise", 1.5), ("gamma", -0.1),
+                     ("ig_reference_sigma_mm", 0), ("smoothgrad_seed", -1)):
+        with pytest.raises(ValueError, match=f"relevance.{key}"):
+            RelevanceSettings.from_config({"scenarios": [1], "ig_steps": 1, key: bad})
+
+
+def test_defaults_of_the_new_settings_are_the_schemas_and_the_configs():
+    """One default per setting: the schema's, the dataclass's and config.yaml's agree."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    schema = yaml.safe_load((root / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["relevance"]["properties"]
+    config = yaml.safe_load((root / "config.yaml").read_text())["relevance"]
+    fields = RelevanceSettings.__dataclass_fields__
+    assert set(props) == set(fields)
+    for name in ("smoothgrad_samples", "smoothgrad_noise", "smoothgrad_seed", "gamma",
+                 "ig_reference_sigma_mm"):
+        assert props[name]["default"] == fields[name].default == config[name], name
+        assert props[name]["description"]
+    assert props["scenarios"]["default"] == config["scenarios"] == list(range(1, 21))
+    assert props["scenarios"]["items"]["maximum"] == 20
+
+
 def test_every_field_is_a_schema_entry_and_config_yaml_builds_them():
     """One name per setting: each field of the objects is an entry of its section in the
     schema (the derived ones included), and config.yaml, with the schema's defaults

@@ -11,7 +11,9 @@ import pytest
 from gamer_mril.io import sha256, sidecar_path
 from gamer_mril.modelfiles import best_fold
 from gamer_mril.spaces import CropBox, apply_crop, uncrop
+from gamer_mril.layout import LRP_SCENARIOS
 from gamer_mril.scenario_stack import load_stack
+from gamer_mril.settings import ALL_SCENARIOS
 from gamer_mril.split import read_split
 
 pytestmark = pytest.mark.slow
@@ -22,7 +24,7 @@ def _maps(results, subject, session, space):
             / f"sub-{subject}_ses-{session}_space-{space}_relmap.nii.gz")
 
 
-def test_every_session_has_twelve_scenarios_in_both_grids(trained):
+def test_every_session_has_every_scenario_in_both_grids(trained):
     results = trained / "results"
     split = read_split(results / "group" / "split.tsv")
     metas = {k: json.loads((results / "models" / f"fold-{k}" / "model.json").read_text())
@@ -38,7 +40,7 @@ def test_every_session_has_twelve_scenarios_in_both_grids(trained):
         model_hash = sha256(results / "models" / f"fold-{fold}" / "model.safetensors")
         crops, crop_affine, crop_table = load_stack(_maps(results, s, t, "NDIcrop"))
         ndis, ndi_affine, ndi_table = load_stack(_maps(results, s, t, "NDI"))
-        assert crop_table == ndi_table and sorted(crops) == list(range(1, 13))
+        assert crop_table == ndi_table and sorted(crops) == list(ALL_SCENARIOS)
         sides = [json.loads(sidecar_path(_maps(results, s, t, space)).read_text())
                  for space in ("NDIcrop", "NDI")]
         for space, side in zip(("NDIcrop", "NDI"), sides):
@@ -47,9 +49,9 @@ def test_every_session_has_twelve_scenarios_in_both_grids(trained):
             assert side["Inputs"]["model"][0]["sha256"] == model_hash
             assert side["Facts"]["model"]["sha256"] == model_hash
             assert side["Facts"]["fold"] == fold
-        for n in range(1, 13):
+        for n in ALL_SCENARIOS:
             crop, ndi = crops[n], ndis[n]
-            individual = n in (1, 2, 5, 6, 9, 10, 11, 12)
+            individual = n not in (3, 4, 7, 8)
             assert crop.shape == ((48, 48, 56, 3) if individual else (48, 48, 56))
             assert np.isfinite(crop).all() and np.abs(crop).sum() > 0
             # Put back in the NDI grid exactly: cropping it again gives the map back
@@ -68,9 +70,9 @@ def test_every_session_has_twelve_scenarios_in_both_grids(trained):
                 assert scenario["number"] == n
                 # LRP maps carry their conservation record: the start value (f(x), or
                 # the attention weights' sum, 1), the sums over each contrast and age
-                if n <= 8:
+                if n in LRP_SCENARIOS:
                     cons = scenario["conservation"]
-                    start = facts["logit"] if n >= 5 else 1.0
+                    start = facts["logit"] if scenario["start"] == "f" else 1.0
                     assert cons["start_value"] == pytest.approx(start, abs=1e-5)
                     assert set(cons["relevance_sum"]) == {"qT1", "MWF", "NDI", "age"}
                     assert cons["total"] == pytest.approx(sum(cons["relevance_sum"].values()))

@@ -21,12 +21,17 @@ from ..figures import new_figure, save_png
 from .masks import LEVELS
 
 
-#: Scenarios of the three panels of Fig. 4.
+#: Scenarios of the three panels of Fig. 4, and a fourth for those beyond the paper
+#: (docs/method.md#68-beyond-the-paper-scenarios-13-to-20); scenario 3 is drawn in each.
 FIG4_PANELS = (
     ("(a) relevance from the attention weights", (1, 2, 3, 4)),
     ("(b) relevance from f(x), and scenario 3", (5, 6, 7, 8, 3)),
     ("(c) saliency and integrated gradients, and scenario 3", (9, 10, 11, 12, 3)),
+    ("(d) beyond the paper (13-20), and scenario 3", tuple(range(13, 21)) + (3,)),
 )
+
+#: The scenario drawn in every panel for comparison (the paper's GAMER-MRIL map).
+FIG4_REFERENCE = 3
 
 
 def _scenario_colour(s: int):
@@ -42,12 +47,18 @@ BAND_HALF_WIDTH = 3.0
 def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | None = None,
                    title: str | None = None) -> None:
     """Fig. 4: AUC after inverting vs the top-N level, one panel per scenario group
-    ((a) 1-4, (b) 5-8 and 3, (c) 9-12 and 3); the baseline AUC as a dashed line; where
+    ((a) 1-4, (b) 5-8 and 3, (c) 9-12 and 3, (d) 13-20 and 3; a panel none of whose own
+    scenarios is in ``df`` is left out, 3 where it is only the comparison not counting);
+    the baseline AUC as a dashed line; where
     ``df`` has the random controls (``random_auc``, ``random_low``, ``random_high``)
     each scenario's random band shaded in its colour, its mean dotted (controls at one
     level only: a span of +-:data:`BAND_HALF_WIDTH` around it), and where it has
     intervals (``auc_low``, ``auc_high``) thin bars beside each point. Scenarios absent
     from ``df`` are skipped. ``names``: optional {scenario: legend}."""
+    present = set(df["scenario"].astype(int))
+    kept = [(t, sc) for t, sc in panels
+            if present & (set(sc[:-1]) if sc[-1] == FIG4_REFERENCE else set(sc))]
+    panels = kept or list(panels[:1])
     fig = new_figure(5.0 * len(panels), 4.2)
     baseline = df["baseline_auc"].dropna()
     for p, (panel_title, scenarios) in enumerate(panels):

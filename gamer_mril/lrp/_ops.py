@@ -2,13 +2,15 @@
 
 Reciprocals that give zero relevance for a zero denominator, the product of a batch of
 stacked walks with tensors of one forward pass, the adjoint of a conv (how a conv rule
-sends relevance back) and of replicate padding, and the parsing of a start/target
+sends relevance back) and of replicate padding, the prepared conv and pooling rules
+(the arithmetic a rule class sets up on one forward pass), and the parsing of a start/target
 argument shared by the relevance walk and the gradient baselines. Nothing here knows
 which rule a layer gets.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -151,18 +153,29 @@ class _ConvRule:
     ``(-low, w+)`` and ``(-high, w-)``. All the weights are stacked into one adjoint.
     ``den`` is the rule's denominator (0 gives 0); with ``replicate_pad`` the inputs are
     the padded input and the result is folded back by the adjoint of the padding.
+
+    ``out_split`` (a list of ``M`` masks of the output's shape, or None) lets the weights
+    differ between groups of output neurons (the gamma rule: one set for the neurons with
+    a positive output, another for the negative): ``R / den`` is then cut into the ``M``
+    masked copies, stacked along the channels, and every ``w_t`` has ``M * O`` output
+    channels, block ``m`` the weights of the neurons in mask ``m``.
     """
 
-    def __init__(self, terms, den, in_size, stride, conv_padding, replicate_pad):
+    def __init__(self, terms, den, in_size, stride, conv_padding, replicate_pad,
+                 out_split=None):
         self.inputs = [t for t, _ in terms]
         self.channels = [w.shape[1] for _, w in terms]
         weight = torch.cat([w for _, w in terms], dim=1) if len(terms) > 1 else terms[0][1]
         self.adjoint = _Adjoint(weight, stride, conv_padding, in_size, tuple(den.shape[2:]))
         self.inv_den = _safe_reciprocal(den)
+        self.split = None if out_split is None else [self.inv_den * m for m in out_split]
         self.replicate_pad = replicate_pad
 
     def __call__(self, relevance: torch.Tensor) -> torch.Tensor:
-        t = self.adjoint(_bmul(relevance, self.inv_den))
+        if self.split is None:
+            t = self.adjoint(_bmul(relevance, self.inv_den))
+        else:
+            t = self.adjoint(torch.cat([_bmul(relevance, f) for f in self.split], dim=1))
         out = None
         start = 0
         for x_t, c in zip(self.inputs, self.channels):
@@ -173,6 +186,61 @@ class _ConvRule:
         if self.replicate_pad is not None:
             out = _pad_replicate_adjoint(out, self.replicate_pad)
         return out
+
+
+class _AvgPoolRule:
+    """Average pooling (no padding): ``R_i = x_i / sum_window x * R_j``."""
+
+    def __init__(self, x, kernel_size, stride):
+        self.x = x
+        self.kernel, self.stride = _triple(kernel_size), _triple(stride)
+        c = x.shape[1]
+        self.fast = self.kernel == self.stride
+        if self.fast:                      # non-overlapping windows: reshape and sum
+            out = [n // k for n, k in zip(x.shape[2:], self.kernel)]
+            crop = x[:, :, :out[0] * self.kernel[0], :out[1] * self.kernel[1],
+                     :out[2] * self.kernel[2]]
+            kd, kh, kw = self.kernel
+            sums = crop.reshape(x.shape[0], c, out[0], kd, out[1], kh, out[2], kw) \
+                       .sum(dim=(3, 5, 7))
+        else:
+            self.ones = x.new_ones((c, 1) + self.kernel)
+            sums = F.conv3d(x, self.ones, stride=self.stride, groups=c)
+        self.inv = _safe_reciprocal(sums)
+
+    def __call__(self, relevance):
+        s = _bmul(relevance, self.inv)
+        n, c = s.shape[:2]
+        if self.fast:
+            (kd, kh, kw), (d, h, w) = self.kernel, s.shape[2:]
+            up = s.reshape(n, c, d, 1, h, 1, w, 1).expand(n, c, d, kd, h, kh, w, kw) \
+                  .reshape(n, c, d * kd, h * kh, w * kw)
+            extra = [full - got for full, got in zip(self.x.shape[2:], up.shape[2:])]
+            if any(extra):
+                up = F.pad(up, (0, extra[2], 0, extra[1], 0, extra[0]))
+        else:
+            op = _output_padding(self.x.shape[2:], s.shape[2:], self.kernel, self.stride,
+                                 (0, 0, 0))
+            up = F.conv_transpose3d(s, self.ones, stride=self.stride, groups=c,
+                                    output_padding=op)
+        return _bmul(up, self.x)
+
+
+class _MaxPoolRule:
+    """Max pooling: all of ``R_j`` to the winner index ``max_pool3d`` returned."""
+
+    def __init__(self, x_shape, indices):
+        self.x_shape = tuple(x_shape)
+        self.indices = indices
+
+    def __call__(self, relevance):
+        b, c = self.indices.shape[:2]
+        k = relevance.shape[0] // b
+        idx = self.indices.reshape(1, b, c, -1).expand(k, b, c, -1).reshape(k * b, c, -1)
+        out = relevance.new_zeros((k * b, c, math.prod(self.x_shape[2:])))
+        out.scatter_add_(2, idx, relevance.reshape(k * b, c, -1))
+        return out.reshape((k * b,) + self.x_shape[1:])
+
 
 
 def _parse_start(start, n_paths):

@@ -7,13 +7,17 @@ prepare a walk, and the attention level (:mod:`gamer_mril.lrp.walk`) asks it for
 product rule and the epsilon of the fully connected maps above ``m``. The paper's rule
 set is :data:`PAPER` (proposed product rule) and :data:`PAPER_LRP_ALL` (LRP-all); another
 rule set is another Composite object, e.g. ``dataclasses.replace(PAPER, conv=Epsilon())``.
+Beyond the paper (docs/method.md#68-beyond-the-paper-scenarios-13-to-20): :data:`GAMMA`
+(the gamma rule on the convs after the stem) and :data:`GAMMA_FLAT` (the same with the
+flat rule on the stem conv), made by :func:`gamma_composite` for another gamma.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .rules import PRODUCT_RULES, ZB, Alpha1Beta0, AvgPool, Epsilon, MaxPool, product_rule
+from .rules import (GAMMA as GAMMA_VALUE, PRODUCT_RULES, ZB, Alpha1Beta0, AvgPool, Epsilon,
+                    Flat, Gamma, MaxPool, product_rule)
 
 # what each field's rule must be able to do (checked when a Composite is made)
 _NEEDS = dict(first_conv=("prepare",), conv=("prepare",),
@@ -70,6 +74,23 @@ PAPER_COMPOSITES = {name: paper_composite(name) for name in PRODUCT_RULES}
 #: The paper's rule set with the proposed product rule, and with LRP-all.
 PAPER = PAPER_COMPOSITES["proposed"]
 PAPER_LRP_ALL = PAPER_COMPOSITES["lrp-all"]
+
+
+def gamma_composite(gamma: float = GAMMA_VALUE, flat_first: bool = False,
+                    product: str = "proposed") -> Composite:
+    """The paper's composite with the gamma rule (:class:`~gamer_mril.lrp.rules.Gamma`)
+    on every conv after the stem; the stem conv keeps z^B, or with ``flat_first`` gets
+    the flat rule (:class:`~gamer_mril.lrp.rules.Flat`); epsilon on the linear maps, the
+    pooling rules and the product rule ``product`` (proposed) as in the paper's."""
+    return Composite(first_conv=Flat() if flat_first else ZB(), conv=Gamma(float(gamma)),
+                     linear=Epsilon(), max_pool=MaxPool(), avg_pool=AvgPool(),
+                     product=product_rule(product))
+
+
+#: Beyond the paper: z^B, gamma 0.25 (as zennit's EpsilonGammaBox), epsilon, proposed.
+GAMMA = gamma_composite()
+#: Beyond the paper: the flat rule on the stem conv, then as :data:`GAMMA`.
+GAMMA_FLAT = gamma_composite(flat_first=True)
 
 
 def resolve(rule) -> Composite:

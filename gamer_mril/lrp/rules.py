@@ -3,7 +3,9 @@ docs/method.md#63-element-wise-products; conventions in docs/lrp.md).
 
 A rule object only says how one layer splits relevance; which layer gets which rule is
 the business of :mod:`gamer_mril.lrp.composite`. Conv rules (:class:`ZB`,
-:class:`Alpha1Beta0`, :class:`Epsilon`) have ``prepare(conv, x, **hints)``, which runs the
+:class:`Alpha1Beta0`, :class:`Epsilon`, and beyond the paper :class:`Gamma` and
+:class:`Flat`, docs/method.md#68-beyond-the-paper-scenarios-13-to-20) have
+``prepare(conv, x, **hints)``, which runs the
 layer's forward on ``x`` and returns ``(output, backward)``: ``backward`` maps the
 relevance of the output (any number ``k`` of walks stacked as ``k * B`` samples) to that
 of ``x``. The speed tricks live there: alpha1-beta0 on an input known to be non-negative
@@ -15,18 +17,19 @@ layers (``prepare_linear``, ``reciprocal``); the pooling rules have
 
 Biases are ignored by every rule; a zero denominator gives zero relevance. The functions
 at the end (:func:`epsilon_linear`, :func:`alpha1beta0_conv`, :func:`zb_conv`,
-:func:`avgpool`, :func:`maxpool`, :func:`product`) apply one rule to plain tensors.
+:func:`gamma_conv`, :func:`gamma_linear`, :func:`flat_conv`, :func:`avgpool`,
+:func:`maxpool`, :func:`product`) apply one rule to plain tensors.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ._ops import (_bmul, _ConvRule, _output_padding, _pad_input, _safe_reciprocal,
+from ..settings import GAMMA  # the gamma rule's default, relevance.gamma's
+from ._ops import (_AvgPoolRule, _bmul, _ConvRule, _MaxPoolRule, _pad_input, _safe_reciprocal,
                    _stabilized_reciprocal, _stabilizer_sign, _triple)
 
 #: Stabiliser of the epsilon rule: ``z + EPSILON * sign(z)``, ``sign(0) = +1``.
@@ -91,6 +94,44 @@ def _zb_prepared(xp, weight, stride, conv_pad, rep, low=ZB_LOW, high=ZB_HIGH, z=
     return _ConvRule(terms, den, xp.shape[2:], stride, conv_pad, rep)
 
 
+def _gamma_prepared(xp, weight, stride, conv_pad, rep, gamma, nonnegative=False):
+    """(bias-free output z, the gamma rule) on the (already padded) input ``xp``.
+
+    A neuron with ``z_j > 0`` splits its relevance in proportion to
+    ``c_ij = z_ij + gamma (z_ij)^+`` (``z_ij = x_i w_ij``), one with ``z_j < 0`` to
+    ``z_ij + gamma (z_ij)^-``: the products of the output's sign are favoured, so the
+    denominator ``sum_i c_ij`` has the sign of ``z_j`` and never crosses zero; ``z_j = 0``
+    gets no share. For ``x >= 0`` and ``z_j > 0``, ``c_ij = x_i (w_ij + gamma w_ij^+)``.
+    In weights: ``up = w + gamma w^+`` and ``down = w + gamma w^-``; ``x^+`` meets ``up``
+    for positive neurons and ``down`` for negative ones, ``x^-`` the other way round."""
+    o = weight.shape[0]
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    up, down = weight + gamma * w_pos, weight + gamma * w_neg
+    if nonnegative:
+        both = F.conv3d(xp, torch.cat([weight, w_pos]), stride=stride, padding=conv_pad)
+        z, pos = both[:, :o], both[:, o:]
+        terms = [(xp, torch.cat([up, down]))]
+    else:
+        x_pos, x_neg = xp.clamp(min=0), xp.clamp(max=0)
+        z = F.conv3d(xp, weight, stride=stride, padding=conv_pad)
+        pos = F.conv3d(torch.cat([x_pos, x_neg], dim=1), torch.cat([w_pos, w_neg], dim=1),
+                       stride=stride, padding=conv_pad)      # sum of the positive products
+        terms = [(x_pos, torch.cat([up, down])), (x_neg, torch.cat([down, up]))]
+    den = torch.where(z > 0, z + gamma * pos, z + gamma * (z - pos))
+    masks = [(z > 0).to(z.dtype), (z < 0).to(z.dtype)]
+    return z, _ConvRule(terms, den, xp.shape[2:], stride, conv_pad, rep, out_split=masks)
+
+
+def _flat_prepared(xp, weight, stride, conv_pad, rep):
+    """The flat rule on the (already padded) input ``xp``: inputs and weights taken as 1,
+    so each output's relevance is spread evenly over its receptive field (every input
+    channel and kernel offset that lies on the conv's input; replicate-padded positions
+    count and go back to the voxel they copy, zero-padded ones do not count)."""
+    ones = torch.ones_like(weight)
+    den = F.conv3d(torch.ones_like(xp[:1]), ones, stride=stride, padding=conv_pad)
+    return _ConvRule([(1.0, ones)], den, xp.shape[2:], stride, conv_pad, rep)
+
+
 class _EpsilonRule:
     """Epsilon rule of a linear map ``x (B, in) -> x w^T``, bias ignored."""
 
@@ -100,60 +141,6 @@ class _EpsilonRule:
 
     def __call__(self, relevance):
         return _bmul(_bmul(relevance, self.inv) @ self.weight, self.x)
-
-
-class _AvgPoolRule:
-    """Average pooling (no padding): ``R_i = x_i / sum_window x * R_j``."""
-
-    def __init__(self, x, kernel_size, stride):
-        self.x = x
-        self.kernel, self.stride = _triple(kernel_size), _triple(stride)
-        c = x.shape[1]
-        self.fast = self.kernel == self.stride
-        if self.fast:                      # non-overlapping windows: reshape and sum
-            out = [n // k for n, k in zip(x.shape[2:], self.kernel)]
-            crop = x[:, :, :out[0] * self.kernel[0], :out[1] * self.kernel[1],
-                     :out[2] * self.kernel[2]]
-            kd, kh, kw = self.kernel
-            sums = crop.reshape(x.shape[0], c, out[0], kd, out[1], kh, out[2], kw) \
-                       .sum(dim=(3, 5, 7))
-        else:
-            self.ones = x.new_ones((c, 1) + self.kernel)
-            sums = F.conv3d(x, self.ones, stride=self.stride, groups=c)
-        self.inv = _safe_reciprocal(sums)
-
-    def __call__(self, relevance):
-        s = _bmul(relevance, self.inv)
-        n, c = s.shape[:2]
-        if self.fast:
-            (kd, kh, kw), (d, h, w) = self.kernel, s.shape[2:]
-            up = s.reshape(n, c, d, 1, h, 1, w, 1).expand(n, c, d, kd, h, kh, w, kw) \
-                  .reshape(n, c, d * kd, h * kh, w * kw)
-            extra = [full - got for full, got in zip(self.x.shape[2:], up.shape[2:])]
-            if any(extra):
-                up = F.pad(up, (0, extra[2], 0, extra[1], 0, extra[0]))
-        else:
-            op = _output_padding(self.x.shape[2:], s.shape[2:], self.kernel, self.stride,
-                                 (0, 0, 0))
-            up = F.conv_transpose3d(s, self.ones, stride=self.stride, groups=c,
-                                    output_padding=op)
-        return _bmul(up, self.x)
-
-
-class _MaxPoolRule:
-    """Max pooling: all of ``R_j`` to the winner index ``max_pool3d`` returned."""
-
-    def __init__(self, x_shape, indices):
-        self.x_shape = tuple(x_shape)
-        self.indices = indices
-
-    def __call__(self, relevance):
-        b, c = self.indices.shape[:2]
-        k = relevance.shape[0] // b
-        idx = self.indices.reshape(1, b, c, -1).expand(k, b, c, -1).reshape(k * b, c, -1)
-        out = relevance.new_zeros((k * b, c, math.prod(self.x_shape[2:])))
-        out.scatter_add_(2, idx, relevance.reshape(k * b, c, -1))
-        return out.reshape((k * b,) + self.x_shape[1:])
 
 
 def _with_bias(z, bias):
@@ -228,6 +215,37 @@ class Epsilon:
         """``1 / (z + eps sign(z))`` (0 if that is 0), the factor of a linear map's
         relevance written out in the attention level."""
         return _stabilized_reciprocal(z, self.eps)
+
+
+@dataclass(frozen=True)
+class Gamma:
+    """Gamma (beyond the paper): relevance in proportion to ``z_ij + gamma (z_ij)^+``
+    for a positive output, ``z_ij + gamma (z_ij)^-`` for a negative one (``gamma = 0``:
+    LRP-0; large gamma: towards alpha1-beta0). Bias ignored."""
+    gamma: float = GAMMA
+
+    def __post_init__(self):
+        if not self.gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+
+    def prepare(self, conv, x, nonnegative=False, **hints):
+        """Output (with bias) and the rule on input ``x``; on an input known to be
+        non-negative output and denominator come from one conv."""
+        xp, pad, rep = _pad_input(x, conv.padding, conv.padding_mode)
+        z, rule = _gamma_prepared(xp, conv.weight, conv.stride, pad, rep, float(self.gamma),
+                                  nonnegative=nonnegative)
+        return _with_bias(z, conv.bias), rule
+
+
+@dataclass(frozen=True)
+class Flat:
+    """Flat (beyond the paper, for the first layer): each output's relevance spread
+    evenly over its receptive field, whatever the inputs and weights."""
+
+    def prepare(self, conv, x, **hints):
+        """Output (with bias) of the conv and the flat rule of its receptive fields."""
+        xp, pad, rep, z = _bias_free_conv(conv, x)
+        return _with_bias(z, conv.bias), _flat_prepared(xp, conv.weight, conv.stride, pad, rep)
 
 
 @dataclass(frozen=True)
@@ -308,6 +326,31 @@ def zb_conv(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, stri
     """z^B rule of a conv whose inputs lie in ``[low, high]`` (bias ignored)."""
     xp, stride, conv_pad, rep = _conv_geometry(x, weight, stride, padding, padding_mode)
     return _zb_prepared(xp, weight, stride, conv_pad, rep, low, high)(relevance)
+
+
+def gamma_conv(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor,
+               gamma: float = GAMMA, stride=1, padding=0,
+               padding_mode: str = "zeros") -> torch.Tensor:
+    """Gamma rule of a conv (bias ignored), see :class:`Gamma`."""
+    xp, stride, conv_pad, rep = _conv_geometry(x, weight, stride, padding, padding_mode)
+    return _gamma_prepared(xp, weight, stride, conv_pad, rep, float(gamma),
+                           nonnegative=bool((xp >= 0).all()))[1](relevance)
+
+
+def gamma_linear(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor,
+                 gamma: float = GAMMA) -> torch.Tensor:
+    """Gamma rule of a linear map (bias ignored): x (B, in), weight (out, in), R (B, out)."""
+    view = (1, 1, 1)
+    r = gamma_conv(x.reshape(x.shape + view), weight.reshape(weight.shape + view),
+                   relevance.reshape(relevance.shape + view), gamma)
+    return r.reshape(x.shape)
+
+
+def flat_conv(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, stride=1,
+              padding=0, padding_mode: str = "zeros") -> torch.Tensor:
+    """Flat rule of a conv: relevance spread evenly over each receptive field."""
+    xp, stride, conv_pad, rep = _conv_geometry(x, weight, stride, padding, padding_mode)
+    return _flat_prepared(xp, weight, stride, conv_pad, rep)(relevance)
 
 
 def avgpool(x: torch.Tensor, relevance: torch.Tensor, kernel_size, stride) -> torch.Tensor:
