@@ -5,4 +5,5 @@ i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wild
 run_coregister_to_ndi(i.ndimap, {"qT1": i.t1map, "MWF": i.mwfmap},
                       {"qT1": o.t1map, "MWF": o.mwfmap}, transform=p.transform, seed=p.seed,
                       subject=w.subject, session=w.session,
-                      log_file=snakemake.log[0], threads=snakemake.threads)
+                      log_file=snakemake.log[0], threads=snakemake.threads,
+                      max_centre_distance_mm=p.max_centre_distance_mm)
