@@ -49,5 +49,5 @@ def ants_error(err: BaseException, what: str, session: str, files) -> Registrati
     return RegistrationError(
         f"{session}: {what} failed inside ANTs ({named}). Check that these images show the "
         f"same head and that their headers' orientation (qform/sform) is right; the "
-        f"reportlets and the sidecars of the session's earlier steps show what came "
-        f"before. ANTs said:\n{original}")
+        f"sidecars of the session's earlier steps show what came before. ANTs said:\n"
+        f"{original}")
