@@ -42,6 +42,27 @@ os.environ.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
 configfile: "config.yaml"
 
 
+# The config checked with messages that name the file and key (gamer_mril/configcheck.py),
+# number-like text read as numbers first; then Snakemake's validate fills in the defaults.
+from gamer_mril.configcheck import check_config, config_sources
+from gamer_mril.errors import ConfigError
+
+if not workflow.modifier.skip_validation:
+    try:
+        for note in check_config(
+            config,
+            os.path.join(WORKFLOW_ROOT, "schemas", "config.schema.yaml"),
+            config_sources(
+                workflow.configfiles,
+                workflow.config_settings.config,
+                workflow.config_settings.configfiles,
+            ),
+        ):
+            logger.info(f"config: {note}")
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+
 validate(config, "schemas/config.schema.yaml")
 
 

@@ -138,6 +138,20 @@ def sweep_litter(rule: str, outputs) -> list:
     return removed
 
 
+def named_error(err: BaseException, rule: str, s: Step):
+    """For an error of ANTs (or ITK) that no step has named yet, the
+    :class:`gamer_mril.errors.RegistrationError` that names the session, the rule and the
+    job's input files above ANTs' message; None for any other error."""
+    from .errors import RegistrationError, ants_error, from_ants
+
+    if isinstance(err, RegistrationError) or not from_ants(err):
+        return None
+    files = {role: ", ".join(str(p) for p in ([paths] if isinstance(paths, (str, Path))
+                                               else paths))
+             for role, paths in s.inputs.items() if paths}
+    return ants_error(err, f"rule {rule}", s.session, files)
+
+
 @contextlib.contextmanager
 def step(rule: str, *, inputs: Mapping, outputs: Sequence, params: Mapping | None = None,
          log_file=None, threads: int = 1, seed: int | None = None, subject=None,
@@ -173,6 +187,7 @@ def step(rule: str, *, inputs: Mapping, outputs: Sequence, params: Mapping | Non
     try:
         yield s
     except Exception as err:
+        named = named_error(err, rule, s)
         err.add_note(f"(rule {rule}, {s.session})")
         log.exception("rule %s failed for %s", rule, s.session)
         # A failed job leaves nothing under a final name: neither the outputs it managed
@@ -180,6 +195,8 @@ def step(rule: str, *, inputs: Mapping, outputs: Sequence, params: Mapping | Non
         for path in outputs + s.written:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if named is not None:
+            raise named from None
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -23,6 +23,7 @@ import numpy as np
 from . import CONTRASTS
 from . import registration as reg
 from . import templates
+from .alignment import MAX_CENTRE_DISTANCE_MM, ants_errors, check_alignment
 from .errors import InputError
 from .io import atomic_write_json, save_nifti
 from .jobs import step
@@ -95,10 +96,11 @@ def _load(path):
 def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dict:
     """Step 1: check units and range, zero non-finite voxels, scale to [0, 1]."""
     # deferred: inputs imports pandas (0.2 s), which only this job of the preprocessing needs
-    from .inputs import check_units, load_map
+    from .inputs import check_units, load_map, range_counts
 
     data, affine, n_nonfinite = load_map(in_path, session, contrast)
-    factor = check_units(data, contrast, unit, session, in_path)
+    factor = check_units(data, contrast, unit, session, in_path,
+                         voxel_mm=nib.affines.voxel_sizes(affine))
     canonical = data * factor
     low, high = RANGES[contrast]
     scaled, _ = scale_to_unit(canonical, low, high)
@@ -115,6 +117,7 @@ def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dic
         "Range": [low, high],
         "P99Canonical": float(np.percentile(positive, 99)) if positive.size else 0.0,
         "ClippedAbove": int(np.count_nonzero(canonical > high)),
+        **range_counts(canonical, contrast, (low, high), affine),
     }
 
 
@@ -513,20 +516,27 @@ def run_make_brain_mask(strip, xfm: Mapping, template_mask, out, *, skullstrip: 
 def run_coregister_to_ndi(ndi, moving: Mapping, out: Mapping, *, coregistration: str,
                           seed: int,
                           subject=None, session=None, log_file=None,
-                          threads: int = 1) -> None:
+                          threads: int = 1,
+                          max_centre_distance_mm: float = MAX_CENTRE_DISTANCE_MM) -> None:
     """Rule coregister_to_ndi (step 3): qT1 and MWF each registered to NDI.
 
-    ``moving`` / ``out``: {contrast: scaled map} / {contrast: transform file}."""
+    ``moving`` / ``out``: {contrast: scaled map} / {contrast: transform file}. Each pair is
+    checked first (:func:`gamer_mril.alignment.check_alignment`), and an error of ANTs is
+    re-raised naming the session and the pair."""
     with step("coregister_to_ndi", inputs={"fixed": ndi, **dict(moving)},
-              params={"coregistration": coregistration, "seed": seed},
+              params={"coregistration": coregistration, "seed": seed,
+                      "max_centre_distance_mm": max_centre_distance_mm},
               outputs=list(out.values()),
               log_file=log_file, threads=threads, seed=seed, subject=subject,
               session=session) as s:
         # qT1 first: its transform is MWF's second start
         for c in sorted(moving, key=lambda c: c != "qT1"):
             start = out["qT1"] if c != "qT1" and "qT1" in out else None
-            facts = step_coregister(ndi, moving[c], out[c], coregistration, s.workdir / c,
-                                    start)
+            check_alignment(ndi, moving[c], c, s.session, max_centre_distance_mm)
+            with ants_errors(f"the co-registration of {c} to NDI (rule coregister_to_ndi)",
+                             s.session, {c: moving[c], "NDI": ndi}):
+                facts = step_coregister(ndi, moving[c], out[c], coregistration,
+                                        s.workdir / c, start)
             s.sidecar(out[c], facts, inputs={"fixed": ndi, "moving": moving[c]})
 
 

@@ -5,7 +5,8 @@ are measured by the preprocessing steps with :mod:`gamer_mril.similarity` and re
 from the steps' sidecars.
 
 * :func:`qc_table` / :func:`qc_flags` -- one row per session from the steps' sidecars, a
-  session flagged (with its reasons) when a figure leaves robust bounds;
+  session flagged (with its reasons) when a figure leaves robust bounds or too much of a
+  map lies outside its physical range;
 * :func:`exclusions` / :func:`run_analysed_sessions` -- ``qc.exclude``: sessions that stay
   preprocessed and in the QC table but are left out of training and assessment.
 """
@@ -23,7 +24,12 @@ import numpy as np
 QC_FACTS = {
     ("make_brain_mask", "BrainVolume_ml"): "brain_ml",
     ("scale_map", "NonFiniteVoxels"): "nonfinite_{suffix}",
+    # every voxel the clipping changed, negatives too (ClippedAbove: sidecars written
+    # before ClippedVoxels was recorded, read when ClippedVoxels is absent)
     ("scale_map", "ClippedAbove"): "clipped_{suffix}",
+    ("scale_map", "ClippedVoxels"): "clipped_{suffix}",
+    ("scale_map", "NegativeVoxels"): "negative_{suffix}",
+    ("scale_map", "AbovePhysicalRange"): "above_physical_{suffix}",
     ("resample_to_ndi", "NormalizedMutualInformationWithNDI"): "nmi_ndi_{suffix}",
     ("remove_cerebellum", "CerebellumVolume_ml"): "cerebellum_ml",
     ("warp_brain_mask_to_template", "DiceWithTemplateBrainMask"): "dice_template_brain",
@@ -41,6 +47,15 @@ MIN_SESSIONS = 5
 VOLUME_COLUMNS = ("brain_ml", "cerebellum_ml")
 #: Similarities flagged below the bounds only (a co-registration cannot be too good).
 SIMILARITY_PREFIX = "nmi_ndi_"
+#: A session is flagged when more than this share of its brain's volume, in any map, lies
+#: outside the contrast's physical range (negative, or above its physical maximum:
+#: gamer_mril.inputs.PHYSICAL_RANGE), values the scaling clips (``qc.max_clipped_share``).
+MAX_CLIPPED_SHARE = 0.01
+#: Column of that share per map: impossible voxels x voxel volume / brain volume (the
+#: map's non-zero voxels when the brain volume is not known).
+IMPOSSIBLE_PREFIX = "impossible_share_"
+#: The scale_map facts behind that share.
+_SHARE_FACTS = ("ImpossibleVoxels", "VoxelVolume_ml", "ForegroundVoxels")
 
 _NAME = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)_.*?"
                    r"(?P<suffix>[A-Za-z0-9]+)\.json$")
@@ -49,8 +64,20 @@ _LABEL = re.compile(r"^sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]
 
 # ------------------------------------------------------------------------ the table
 
+def impossible_share(facts: Mapping, brain_ml=None):
+    """The share of the brain's volume (``brain_ml``) that a map's impossible voxels fill
+    (``facts``: its scale_map facts); of the map's non-zero voxels without a brain
+    volume; None when the sidecar predates these facts."""
+    if any(k not in facts for k in _SHARE_FACTS):
+        return None
+    if brain_ml is not None and np.isfinite(brain_ml) and brain_ml > 0:
+        return float(facts["ImpossibleVoxels"] * facts["VoxelVolume_ml"] / brain_ml)
+    return float(facts["ImpossibleVoxels"] / max(facts["ForegroundVoxels"], 1))
+
+
 def qc_table(sidecars, out_tsv=None, *, min_dice: float = MIN_DICE,
-             mad_limit: float = MAD_LIMIT) -> pd.DataFrame:
+             mad_limit: float = MAD_LIMIT,
+             max_clipped_share: float = MAX_CLIPPED_SHARE) -> pd.DataFrame:
     """One row per session with the QC facts found in the given sidecars, flagged by
     :func:`qc_flags`; written to ``out_tsv`` when given."""
     import pandas as pd
@@ -58,6 +85,7 @@ def qc_table(sidecars, out_tsv=None, *, min_dice: float = MIN_DICE,
     from .io import atomic_write_text
 
     rows: dict = {}
+    shares: dict = {}
     for path in sidecars:
         m = _NAME.search(Path(path).name)
         if not m:
@@ -70,8 +98,16 @@ def qc_table(sidecars, out_tsv=None, *, min_dice: float = MIN_DICE,
         for (r, fact), column in QC_FACTS.items():
             if r == rule and fact in facts:
                 row[column.format(suffix=m["suffix"])] = facts[fact]
+        if rule == "scale_map":
+            shares.setdefault((m["subject"], m["session"]), {})[m["suffix"]] = facts
+    for key, per_map in shares.items():
+        for suffix, facts in per_map.items():
+            share = impossible_share(facts, rows[key].get("brain_ml"))
+            if share is not None:
+                rows[key][IMPOSSIBLE_PREFIX + suffix] = share
     table = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["subject"], r["session"])))
-    table = qc_flags(table, min_dice=min_dice, mad_limit=mad_limit)
+    table = qc_flags(table, min_dice=min_dice, mad_limit=mad_limit,
+                     max_clipped_share=max_clipped_share)
     if out_tsv is not None:
         atomic_write_text(out_tsv, table.to_csv(sep="\t", index=False))
     return table
@@ -90,20 +126,24 @@ def _robust_bounds(values, mad_limit: float):
 
 
 def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
-             mad_limit: float = MAD_LIMIT) -> pd.DataFrame:
+             mad_limit: float = MAD_LIMIT,
+             max_clipped_share: float = MAX_CLIPPED_SHARE) -> pd.DataFrame:
     """The QC table with ``qc_flag`` (bool) and ``qc_reasons`` (why, ``;``-separated).
 
     A session is flagged when its Dice with the template brain mask is below
-    ``min_dice``; when a volume lies outside the cohort's median +- ``mad_limit`` robust
-    standard deviations; or when a co-registered map's similarity with NDI lies below
-    the median minus ``mad_limit`` robust standard deviations. Robust bounds need at
-    least five sessions with the figure; a figure with no spread flags nothing.
+    ``min_dice``; when more than ``max_clipped_share`` of its brain's volume in a map is
+    outside the contrast's physical range (``impossible_share_<map>``); when a volume lies
+    outside the cohort's median +- ``mad_limit`` robust standard deviations; or when a
+    co-registered map's similarity with NDI lies below the median minus ``mad_limit``
+    robust standard deviations. Robust bounds need at least five sessions with the
+    figure; a figure with no spread flags nothing.
     """
     reasons = [[] for _ in range(len(table))]
     if "dice_template_brain" in table:
         for i, d in enumerate(table["dice_template_brain"].to_numpy(float)):
             if d < min_dice:
                 reasons[i].append(f"Dice with the template brain mask {d:.3f} < {min_dice}")
+    clipped_share_reasons(table, reasons, max_clipped_share)
     robust = [(c, True) for c in VOLUME_COLUMNS if c in table] + \
         [(c, False) for c in table.columns if c.startswith(SIMILARITY_PREFIX)]
     for column, both_sides in robust:
@@ -126,6 +166,26 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
     out["qc_flag"] = [bool(r) for r in reasons]
     out["qc_reasons"] = ["; ".join(r) for r in reasons]
     return out
+
+
+def clipped_share_reasons(table: pd.DataFrame, reasons: list,
+                          max_clipped_share: float = MAX_CLIPPED_SHARE) -> None:
+    """Add to ``reasons`` (one list per row) each map whose ``impossible_share_<map>``
+    exceeds ``max_clipped_share``, with its negative and too-large voxel counts."""
+    for column in [c for c in table.columns if c.startswith(IMPOSSIBLE_PREFIX)]:
+        suffix = column[len(IMPOSSIBLE_PREFIX):]
+        for i, share in enumerate(table[column].to_numpy(float)):
+            if not share > max_clipped_share:
+                continue
+            row = table.iloc[i]
+            counts = [f"{int(row[c])} {what}" for c, what in
+                      ((f"negative_{suffix}", "negative"),
+                       (f"above_physical_{suffix}", "above the physical maximum"))
+                      if c in table and np.isfinite(row[c]) and row[c] > 0]
+            reasons[i].append(
+                f"{suffix}: {100 * share:.1f}% of the brain's volume outside the physical "
+                f"range ({', '.join(counts) or 'impossible'} voxels, clipped), more than "
+                f"qc.max_clipped_share {max_clipped_share:g}; check the map's fit")
 
 
 # ------------------------------------------------------------------ sessions left out
@@ -174,7 +234,8 @@ def analysed(table: pd.DataFrame, excluded: Mapping) -> pd.DataFrame:
 
 def run_preprocessing_qc(images, out_tsv, *, min_dice: float = MIN_DICE,
                          mad_limit: float = MAD_LIMIT, log_file=None,
-                         threads: int = 1) -> None:
+                         threads: int = 1,
+                         max_clipped_share: float = MAX_CLIPPED_SHARE) -> None:
     """Rule preprocessing_qc: the QC table from the sidecars of the given per-session
     outputs (scaled maps, brain masks, maps in the NDI grid, cerebellum masks, brain
     masks in MNI152)."""
@@ -182,9 +243,10 @@ def run_preprocessing_qc(images, out_tsv, *, min_dice: float = MIN_DICE,
     from .jobs import log, step
 
     with step("preprocessing_qc", inputs={}, outputs=[out_tsv], log_file=log_file,
-              params={"min_dice": min_dice, "mad_limit": mad_limit}, threads=threads):
+              params={"min_dice": min_dice, "mad_limit": mad_limit,
+                      "max_clipped_share": max_clipped_share}, threads=threads):
         table = qc_table([sidecar_path(p) for p in images], out_tsv, min_dice=min_dice,
-                         mad_limit=mad_limit)
+                         mad_limit=mad_limit, max_clipped_share=max_clipped_share)
         for _, row in table[table["qc_flag"]].iterrows():
             log.warning("QC flag: sub-%s ses-%s: %s", row["subject"], row["session"],
                         row["qc_reasons"])

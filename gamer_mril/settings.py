@@ -66,6 +66,7 @@ class PreprocessingSettings:
     template_resolution: int
     cerebellum_margin_mm: float
     seed: int
+    max_centre_distance_mm: float
 
     @classmethod
     def from_config(cls, section: Mapping) -> PreprocessingSettings:
@@ -81,6 +82,7 @@ class QcSettings:
     mad_limit: float
     reportlet_cuts: int
     exclude: object
+    max_clipped_share: float
 
     @classmethod
     def from_config(cls, section: Mapping) -> QcSettings:

@@ -170,7 +170,8 @@ rule make_brain_mask:
 
 rule coregister_to_ndi:
     """Step 3 (docs/method.md#23-co-registration-to-ndi): qT1 and MWF each registered to
-    NDI, rigid (or affine), Mattes mutual information."""
+    NDI, rigid (or affine), Mattes mutual information; maps that do not overlap NDI in
+    scanner space, or lie too far from it, stop before ANTs runs."""
     input:
         NDI=SCALED["NDI"],
         qT1=SCALED["qT1"],
@@ -192,6 +193,7 @@ rule coregister_to_ndi:
     params:
         coregistration=PP.coregistration,
         seed=PP.seed,
+        max_centre_distance_mm=PP.max_centre_distance_mm,
     script:
         "../scripts/coregister_to_ndi.py"
 

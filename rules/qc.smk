@@ -9,10 +9,11 @@ localrules:
 
 
 rule preprocessing_qc:
-    """One row per session: non-finite and clipped voxels, brain and cerebellum volumes,
-    the co-registered maps' similarity with NDI, Dice and Jaccard of the warped brain mask
-    with the template's (read from the step sidecars), and a flag with its reasons when a
-    figure leaves robust bounds (docs/method.md#28-quality-control-numbers).
+    """One row per session: non-finite, clipped, negative and physically impossible
+    voxels, brain and cerebellum volumes, the co-registered maps' similarity with NDI,
+    Dice and Jaccard of the warped brain mask with the template's (read from the step
+    sidecars), and a flag with its reasons when a figure leaves robust bounds or too much
+    of a map is impossible (docs/method.md#28-quality-control-numbers).
     """
     input:
         table=PARTICIPANTS,
@@ -40,6 +41,7 @@ rule preprocessing_qc:
     params:
         min_dice=QC.min_dice,
         mad_limit=QC.mad_limit,
+        max_clipped_share=QC.max_clipped_share,
     script:
         "../scripts/preprocessing_qc.py"
 

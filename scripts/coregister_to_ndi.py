@@ -4,5 +4,6 @@ from gamer_mril.preprocessing import run_coregister_to_ndi
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
 run_coregister_to_ndi(i.NDI, {"qT1": i.qT1, "MWF": i.MWF},
                       {"qT1": o.qT1, "MWF": o.MWF}, coregistration=p.coregistration,
-                      seed=p.seed,                       subject=w.subject, session=w.session,
+                      seed=p.seed, max_centre_distance_mm=p.max_centre_distance_mm,
+                      subject=w.subject, session=w.session,
                       log_file=snakemake.log[0], threads=snakemake.threads)

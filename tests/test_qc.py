@@ -156,3 +156,47 @@ def test_analysed_sessions_table_and_sidecar(tmp_path):
     facts = json.loads(out.with_name(out.name + ".json").read_text())["Facts"]
     assert facts["Excluded"] == [{"subject": "01", "session": "2", "reason": "MWF shifted"}]
     assert facts["Sessions"] == 2
+
+
+# ------------------------------------------------- values outside the physical range
+
+def test_mwf_with_15_percent_negative_voxels_is_counted_and_flagged(tmp_path):
+    """An MWF map with 15% of its brain negative: the scale step counts them as clipped
+    and negative, and the QC table flags the session with the map and the share."""
+    import nibabel as nib
+
+    from gamer_mril.io import write_sidecar
+    from gamer_mril.preprocessing import step_scale
+    from gamer_mril.qc import qc_table
+
+    rng = np.random.default_rng(0)
+    brain = np.zeros((20, 20, 20), bool)
+    brain[2:18, 2:18, 2:18] = True
+    mwf = np.where(brain, rng.uniform(0.02, 0.25, brain.shape), 0).astype(np.float32)
+    negative = brain & (rng.random(brain.shape) < 0.15)
+    mwf[negative] = -0.05
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    sessions = {"01": mwf, "02": np.abs(mwf)}             # the second one is clean
+    sidecars = []
+    for label, data in sessions.items():
+        raw = tmp_path / f"sub-{label}_ses-1_MWFmap.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), raw)
+        out = tmp_path / f"sub-{label}_ses-1_desc-scaled_MWFmap.nii.gz"
+        facts = step_scale(raw, out, "MWF", "fraction", f"sub-{label} ses-1")
+        sidecars.append(write_sidecar(out, rule="scale_map", inputs={"image": raw},
+                                      extra={"Facts": facts}))
+        mask = tmp_path / f"sub-{label}_ses-1_desc-brain_mask.nii.gz"
+        nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine), mask)
+        brain_ml = float(brain.sum() * 8 / 1000)
+        sidecars.append(write_sidecar(mask, rule="make_brain_mask", inputs={},
+                                      extra={"Facts": {"BrainVolume_ml": brain_ml}}))
+    table = qc_table(sidecars).set_index("subject")
+    n = int(negative.sum())
+    assert table.loc["01", "clipped_MWFmap"] == n and table.loc["01", "negative_MWFmap"] == n
+    assert table.loc["01", "impossible_share_MWFmap"] == pytest.approx(n / brain.sum())
+    assert table.loc["01", "qc_flag"] and not table.loc["02", "qc_flag"]
+    reason = table.loc["01", "qc_reasons"]
+    assert reason.startswith(f"MWFmap: {100 * n / brain.sum():.1f}% of the brain's volume")
+    assert f"{n} negative" in reason and "qc.max_clipped_share 0.01" in reason
+    # a looser setting lets it pass
+    assert not qc_table(sidecars, max_clipped_share=0.5)["qc_flag"].any()

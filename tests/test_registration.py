@@ -79,3 +79,117 @@ def test_warp_masks_equals_one_nearest_neighbour_resampling_per_mask(tmp_path):
     assert together.shape == alone.shape == (27, 17, 15, 13)
     assert alone.any() and not alone.all()
     np.testing.assert_array_equal(together, alone)
+
+
+# ------------------------------------------- maps too far apart for co-registration
+
+
+def _blob(shape=(48, 54, 48)):
+    """A head-sized blob (2 mm voxels: 80 x 88 x 76 mm)."""
+    from scipy import ndimage
+
+    x = np.zeros(shape, np.float32)
+    x[4:44, 5:49, 5:43] = 1.0
+    return np.clip(ndimage.gaussian_filter(x, 1.5), 0, 1).astype(np.float32)
+
+
+def _session(tmp_path, shift_mm):
+    """A scaled NDI and qT1 map of one session (2 mm voxels), qT1's header origin moved
+    by ``shift_mm`` along x; the qT1 map's sidecar names its raw file."""
+    import nibabel as nib
+
+    from gamer_mril.io import write_sidecar
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -30.0
+    moved = affine.copy()
+    moved[0, 3] += shift_mm
+    ndi = tmp_path / "sub-01_ses-1_desc-scaled_ndimap.nii.gz"
+    qt1 = tmp_path / "sub-01_ses-1_desc-scaled_T1map.nii.gz"
+    nib.save(nib.Nifti1Image(_blob(), affine), ndi)
+    nib.save(nib.Nifti1Image(_blob(), moved), qt1)
+    raw = tmp_path / "raw" / "sub-01_ses-1_T1map.nii.gz"
+    raw.parent.mkdir()
+    nib.save(nib.Nifti1Image(_blob(), moved), raw)
+    write_sidecar(qt1, rule="scale_map", inputs={"image": raw})
+    return ndi, qt1, raw
+
+
+@pytest.mark.parametrize("shift,words", [
+    (300.0, "do not overlap in scanner space"),
+    (80.0, "80.0 mm apart in scanner space, more than preprocessing.max_centre_distance_mm"),
+])
+def test_misaligned_maps_stop_before_ants(tmp_path, monkeypatch, shift, words):
+    """qT1 300 mm (no overlap) or 80 mm from NDI: rule coregister_to_ndi stops before
+    ANTs is called, naming the session, both files, the distance and what to check,
+    and leaves no transform behind."""
+    from gamer_mril import preprocessing, registration
+    from gamer_mril.errors import InputError
+
+    def no_ants(*args, **kwargs):
+        raise AssertionError("ANTs must not be called")
+
+    monkeypatch.setattr(registration, "register", no_ants)
+    ndi, qt1, raw = _session(tmp_path, shift)
+    out = {"qT1": tmp_path / "from-qT1_to-NDI_xfm.mat"}
+    with pytest.raises(InputError) as e:
+        preprocessing.run_coregister_to_ndi(ndi, {"qT1": qt1}, out, coregistration="rigid",
+                                            seed=1, subject="01", session="1")
+    msg = str(e.value)
+    assert msg.startswith(f"sub-01 ses-1: ") and words in msg, msg
+    assert str(raw) in msg and str(ndi) in msg and f"{shift:.1f} mm" in msg
+    assert "qform" in msg and "sform" in msg and "belong to sub-01 ses-1" in msg
+    assert not out["qT1"].exists()
+    assert not list(tmp_path.glob(".work-*"))
+
+
+def test_aligned_maps_pass_the_check(tmp_path):
+    from gamer_mril.alignment import check_alignment
+
+    ndi, qt1, _ = _session(tmp_path, 12.0)
+    facts = check_alignment(ndi, qt1, "qT1", "sub-01 ses-1")
+    assert facts["CentreDistance_mm"] == pytest.approx(12.0, abs=0.01)
+
+
+def test_an_ants_error_gets_the_projects_line_above_it(tmp_path, monkeypatch):
+    """An error raised inside ANTs during co-registration is re-raised naming the session,
+    the step and both files, ANTs' own message kept below."""
+    import ants
+
+    from gamer_mril import preprocessing, registration
+    from gamer_mril.errors import RegistrationError
+
+    def failing(fixed, moving, transform, workdir, metric="mattes", **kwargs):
+        return ants.registration(fixed=fixed, moving=moving, type_of_transform="NoSuch")
+
+    monkeypatch.setattr(registration, "register", failing)
+    ndi, qt1, _ = _session(tmp_path, 5.0)
+    out = {"qT1": tmp_path / "from-qT1_to-NDI_xfm.mat"}
+    with pytest.raises(RegistrationError) as e:
+        preprocessing.run_coregister_to_ndi(ndi, {"qT1": qt1}, out, coregistration="rigid",
+                                            seed=1, subject="01", session="1")
+    first, *rest = str(e.value).splitlines()
+    assert first.startswith("sub-01 ses-1: the co-registration of qT1 to NDI (rule "
+                            "coregister_to_ndi) failed inside ANTs")
+    assert str(qt1) in first and str(ndi) in first
+    assert rest[0] == "    ValueError: " + rest[0].split("ValueError: ", 1)[1]
+    assert "NoSuch" in "\n".join(rest) or "type_of_transform" in "\n".join(rest)
+    assert e.value.__suppress_context__
+
+
+def test_any_step_names_an_ants_error(tmp_path):
+    """An ANTs error that no step named reaches the user through gamer_mril.jobs.step
+    with the session, the rule and the job's files in the first line."""
+    import ants
+
+    from gamer_mril.errors import RegistrationError
+    from gamer_mril.jobs import step
+
+    img = ants.from_numpy(_blob())
+    with pytest.raises(RegistrationError) as e:
+        with step("register_to_template", inputs={"qT1": str(tmp_path / "t1.nii.gz")},
+                  outputs=[tmp_path / "x.mat"], subject="01", session="1"):
+            ants.registration(fixed=img, moving=img, type_of_transform="NoSuch")
+    first = str(e.value).splitlines()[0]
+    assert first.startswith("sub-01 ses-1: rule register_to_template failed inside ANTs")
+    assert str(tmp_path / "t1.nii.gz") in first

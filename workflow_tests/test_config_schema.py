@@ -88,3 +88,90 @@ def test_schema_requires_the_levels_the_tables_use():
     config = yaml.safe_load(yaml.safe_dump(MINIMAL))
     config["assessment"] = {"levels": [90, 50, 40, 30]}          # any order
     validate(config, SCHEMA)
+
+
+# ------------------------------------------- config problems a user can act on
+
+
+def _check(config, sources=()):
+    from gamer_mril.configcheck import check_config
+
+    return check_config(config, SCHEMA, sources)
+
+
+def _sources(tmp_path, config, command_line=None):
+    from gamer_mril.configcheck import config_sources
+
+    path = tmp_path / "my.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return config_sources([str(path)], command_line), str(path)
+
+
+def test_a_typo_names_the_file_the_key_and_the_nearest_key_without_the_schema(tmp_path):
+    from gamer_mril.errors import ConfigError
+
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    config["trainig"] = {"epochs": 3}
+    config["preprocessing"] = {"corgeistration": "rigid"}
+    sources, path = _sources(tmp_path, config)
+    with pytest.raises(ConfigError) as e:
+        _check(config, sources)
+    msg = str(e.value)
+    assert path in msg.splitlines()[0]
+    assert f"trainig (in {path}): unknown key 'trainig' at the top level; did you mean " \
+           f"'training'?" in msg
+    assert "preprocessing.corgeistration" in msg and "did you mean 'coregistration'?" in msg
+    assert len(msg.splitlines()) == 3                     # the head line and one per key
+    assert "$schema" not in msg and "properties" not in msg and "additionalProperties" \
+        not in msg
+
+
+def test_command_line_numbers_are_read_as_numbers(tmp_path):
+    """--config 'training={restarts: 3}' gives the text '3' (Snakemake reads nested
+    command-line values as text); it is read as the integer the schema wants."""
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    config["training"] = {"restarts": "3", "lr": "1e-4", "gpu": "false"}
+    config["preprocessing"] = {"crop_shape": ["48", "48", "56"]}
+    notes = _check(config, _sources(tmp_path, MINIMAL, {"training": {"restarts": "3"}})[0])
+    assert config["training"] == {"restarts": 3, "lr": 1e-4, "gpu": False}
+    assert config["preprocessing"]["crop_shape"] == [48, 48, 56]
+    assert "training.restarts: '3' read as 3" in notes
+    validate(config, SCHEMA)
+
+
+def test_a_non_number_for_an_integer_is_named_with_how_to_set_it(tmp_path):
+    from gamer_mril.errors import ConfigError
+
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    config["training"] = {"restarts": "three"}
+    sources, path = _sources(tmp_path, MINIMAL, {"training": {"restarts": "three"}})
+    with pytest.raises(ConfigError) as e:
+        _check(config, sources)
+    msg = str(e.value)
+    assert "training.restarts (in --config on the command line) is 'three', but must be " \
+           "a whole number" in msg
+    assert "--config 'training={restarts: 3}'" in msg and "`restarts: 3`" in msg
+
+
+def test_a_maps_pattern_without_session_says_how_to_describe_single_session_data(tmp_path):
+    from gamer_mril.errors import ConfigError
+
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    config["inputs"]["maps"]["qT1"] = "qT1/sub-{subject}_T1map.nii.gz"
+    sources, path = _sources(tmp_path, config)
+    with pytest.raises(ConfigError) as e:
+        _check(config, sources)
+    msg = str(e.value)
+    assert f"inputs.maps.qT1 (in {path}) is 'qT1/sub-{{subject}}_T1map.nii.gz', which " \
+           f"lacks the placeholder {{session}}" in msg
+    assert "same session" in msg and "ses-1" in msg
+
+
+def test_new_settings_have_their_defaults():
+    config = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    validate(config, SCHEMA, set_default=True)
+    from gamer_mril.alignment import MAX_CENTRE_DISTANCE_MM
+    from gamer_mril.qc import MAX_CLIPPED_SHARE
+
+    assert config["preprocessing"]["max_centre_distance_mm"] == MAX_CENTRE_DISTANCE_MM == 50
+    assert config["qc"]["max_clipped_share"] == MAX_CLIPPED_SHARE == 0.01

@@ -173,3 +173,60 @@ def test_a_missing_table_stops_every_target_but_not_linting(tmp_path):
         text = proc.stdout + proc.stderr
         assert proc.returncode != 0 and "MissingInputException" in text, (target, text[-2000:])
         assert table in text, target
+
+
+def test_a_qt1_map_300_mm_away_stops_its_coregistration_only(tmp_path, cohort_copy):
+    """A qT1 map whose header puts it 300 mm from NDI: that session's co-registration
+    stops before ANTs, its log naming the session, both files and what to check; the
+    other session's transforms and the session's own scaled maps are kept."""
+    from gamer_mril.layout import SUFFIX, Session
+
+    moved = _path(cohort_copy, "qT1", "002", "1")
+    img = nib.load(moved)
+    affine = img.affine.copy()
+    affine[0, 3] += 300.0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), moved)
+    work = tmp_path / "work"
+    good, bad = Session("results", "001", "1"), Session("results", "002", "1")
+    targets = [s.xfm_to_ndi(SUFFIX[c]) for s in (good, bad) for c in ("qT1", "MWF")]
+    proc = run_snakemake(work, make_config(cohort_copy), *targets, "--keep-going")
+    assert proc.returncode != 0
+    log = (work / "results" / "logs" / "coregister_to_ndi" / "sub-002_ses-1.log").read_text()
+    ndi = _path(cohort_copy, "NDI", "002", "1")
+    assert f"sub-002 ses-1: the qT1 map {moved} and the NDI map {ndi} do not overlap in " \
+           f"scanner space" in log, log[-3000:]
+    assert "qform" in log and "belong to sub-002 ses-1" in log
+    assert "Zero-valued spacing" not in log and "itk::" not in log
+    assert all((work / t).exists() for t in targets[:2])
+    assert not any((work / t).exists() for t in targets[2:])
+    for c in ("qT1", "MWF", "NDI"):                    # what the session computed is kept
+        assert (work / bad.scaled(SUFFIX[c])).exists()
+
+
+def test_planning_errors_name_file_key_and_link(tmp_path, cohort_copy):
+    """Problems found when the run is planned: a config typo (the file, the key, the
+    nearest key, no schema), a number on the command line (accepted), a dangling symbolic
+    link given as a map (the session, the file, the link's target)."""
+    config = make_config(cohort_copy)
+    typo = dict(config, trainig={"epochs": 3})
+    proc = run_snakemake(tmp_path / "typo", typo, "all", "-n")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"trainig (in {tmp_path / 'typo' / 'config.yaml'}): unknown key 'trainig'" in text
+    assert "did you mean 'training'?" in text
+    assert "$schema" not in text and "additionalProperties" not in text, text[-3000:]
+    assert len(text.splitlines()) < 20
+
+    proc = run_snakemake(tmp_path / "number", config, "preprocess_all", "-n",
+                         "--config", "training={restarts: 3}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    link = _path(cohort_copy, "MWF", "003", "1")
+    target = tmp_path / "moved-away" / link.name
+    link.unlink()
+    link.symlink_to(target)
+    proc = run_snakemake(tmp_path / "link", config, "all", "-n")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "MissingInputException" not in text
+    assert f"sub-003 ses-1: the MWF map {link} is a symbolic link to {target} that does " \
+           f"not exist" in text, text[-3000:]
