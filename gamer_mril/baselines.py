@@ -28,7 +28,6 @@ into a fit. scikit-learn does the fitting; this module only assembles features a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

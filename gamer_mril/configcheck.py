@@ -237,8 +237,6 @@ def _message(err, config) -> list:
         return [(path, f" lacks the key(s) {', '.join(repr(k) for k in missing)}, which "
                        f"must be set.")]
     if kind in ("oneOf", "anyOf") and err.context:
-        from jsonschema.exceptions import best_match
-
         fitting = [i for i, b in enumerate(err.validator_value)
                    if _fits(value, b)]
         inside = [e for e in err.context if e.relative_schema_path
@@ -246,7 +244,6 @@ def _message(err, config) -> list:
         if len(fitting) == 1 and inside:
             # the value has the shape of one branch: its problems are the ones to fix
             return [m for e in inside for m in _message(e, config)]
-        inner = best_match(err.context)
         kinds = [(_describe_type(b) or ("false" if b.get("const") is False else "?"))
                  for b in err.validator_value]
         return [(path, f" is {value!r}, but must be one of: {'; '.join(kinds)}.")]

@@ -17,8 +17,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Facts gathered into the QC table: (rule, fact) -> column (``{suffix}``: the map's).
 QC_FACTS = {

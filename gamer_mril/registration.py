@@ -115,6 +115,26 @@ def register(fixed, moving, transform: str, workdir, metric: str = "mattes", **k
     )
 
 
+def rotation_search(fixed, moving, out_path, *, step_deg: float = 20.0,
+                    arc_fraction: float = 0.25, shrink: int = 2) -> str:
+    """A start for a rigid registration from ANTs' multi-start search
+    (antsAffineInitializer): ``moving`` rotated about its centre in steps of ``step_deg``
+    degrees over ``arc_fraction`` of a half turn about every axis (0.25: up to 45
+    degrees), the rotation with the best mutual information kept, without local search
+    (a rotation and a translation, nothing else). Both images are searched at ``shrink``
+    times their voxel size (the search compares hundreds of rotations). The transform is
+    written to ``out_path`` (an ITK ``.mat``), whose path is returned."""
+    ants = _ants()
+    if shrink > 1:
+        fixed, moving = (ants.resample_image(im, [s * shrink for s in im.spacing], False, 0)
+                         for im in (fixed, moving))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    ants.affine_initializer(fixed, moving, search_factor=step_deg,
+                            radian_fraction=arc_fraction, use_principal_axis=False,
+                            local_search_iterations=0, txfn=str(out_path))
+    return str(out_path)
+
+
 def apply(fixed, moving, transforms, interpolator="linear", invert=None):
     """Resample ``moving`` into ``fixed``'s grid through a list of transform files."""
     return _ants().apply_transforms(

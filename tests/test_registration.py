@@ -136,7 +136,7 @@ def test_misaligned_maps_stop_before_ants(tmp_path, monkeypatch, shift, words):
         preprocessing.run_coregister_to_ndi(ndi, {"qT1": qt1}, out, coregistration="rigid",
                                             seed=1, subject="01", session="1")
     msg = str(e.value)
-    assert msg.startswith(f"sub-01 ses-1: ") and words in msg, msg
+    assert msg.startswith("sub-01 ses-1: ") and words in msg, msg
     assert str(raw) in msg and str(ndi) in msg and f"{shift:.1f} mm" in msg
     assert "qform" in msg and "sform" in msg and "belong to sub-01 ses-1" in msg
     assert not out["qT1"].exists()
@@ -193,3 +193,59 @@ def test_any_step_names_an_ants_error(tmp_path):
     first = str(e.value).splitlines()[0]
     assert first.startswith("sub-01 ses-1: rule register_to_template failed inside ANTs")
     assert str(tmp_path / "t1.nii.gz") in first
+
+
+def test_qt1_coregistration_leaves_a_wrong_optimum_through_the_rotation_search(tmp_path):
+    """A constructed session whose single start fails: the qT1 map's header rotated 60
+    degrees about the left-right axis (as a wrong qform would). From the centres alone
+    rigid mutual information stops in a wrong rotation; the rotation search's start
+    reaches the true one, is kept, and every start's value is in the facts."""
+    import nibabel as nib
+
+    from gamer_mril import preprocessing
+    from gamer_mril.synthetic import generate_cohort, raw_path
+
+    generate_cohort(tmp_path / "c", n_subjects=1, followup_fraction=0.0, severe_fraction=0.0,
+                    scale=3.0, seed=3, log=lambda *_: None)
+    raw = tmp_path / "c" / "rawdata"
+    ndi = nib.load(raw_path(raw, "001", "1", "NDI"))
+    qt1 = nib.load(raw_path(raw, "001", "1", "qT1"))
+    paths = {}
+    for name, img in (("NDI", ndi), ("qT1", qt1)):
+        data = np.nan_to_num(img.get_fdata(dtype=np.float32))
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data / data.max(), img.affine), paths[name])
+    # the header rotated about the qT1 grid's centre by 60 degrees about x
+    a = np.deg2rad(60)
+    rot = np.eye(4)
+    rot[1:3, 1:3] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    centre = qt1.affine @ np.r_[(np.array(qt1.shape[:3]) - 1) / 2, 1]
+    shift = np.eye(4)
+    shift[:3, 3] = centre[:3]
+    rotated = shift @ rot @ np.linalg.inv(shift) @ qt1.affine
+    moved = tmp_path / "qT1_rotated.nii.gz"
+    nib.save(nib.Nifti1Image(nib.load(paths["qT1"]).get_fdata(dtype=np.float32), rotated),
+             moved)
+
+    # the truth: the unrotated pair's registration (the generator poses qT1 a few
+    # degrees off NDI) followed by the header's rotation; Matrix_RAS maps NDI space to
+    # the qT1 map's (ITK's fixed-to-moving direction)
+    base = preprocessing.step_coregister(paths["NDI"], paths["qT1"], tmp_path / "base.mat",
+                                         "rigid", tmp_path / "w0")
+    truth = rot[:3, :3] @ np.asarray(base["Matrix_RAS"])[:3, :3]
+
+    def angle_to_truth(facts):
+        m = np.asarray(facts["Matrix_RAS"])[:3, :3]
+        c = (np.trace(m.T @ truth) - 1) / 2
+        return np.degrees(np.arccos(np.clip(c, -1, 1)))
+
+    single = preprocessing.step_coregister(paths["NDI"], moved, tmp_path / "one.mat",
+                                           "rigid", tmp_path / "w1")
+    several = preprocessing.step_coregister(paths["NDI"], moved, tmp_path / "all.mat",
+                                            "rigid", tmp_path / "w2", search=True)
+    assert set(single["MetricByStart"]) == {"centre"}
+    assert set(several["MetricByStart"]) == {"centre", "rotation search"}
+    assert several["Start"] == "rotation search"
+    assert several["MetricByStart"]["rotation search"] < several["MetricByStart"]["centre"]
+    assert angle_to_truth(single) > 20, angle_to_truth(single)     # the wrong optimum
+    assert angle_to_truth(several) < 2, angle_to_truth(several)
