@@ -34,9 +34,7 @@ its problems count for every output that depends on it. ``--tsv`` writes one row
 output (status, counts, problems). The workflow's ``audit`` target (rules/audit.smk)
 runs this on every final map of a run.
 
-Longer than 400 lines because the audit is one command-line tool whose walk, re-hashing
-and report share one record of what was checked; splitting it would pass that record
-between modules.
+The provenance records themselves are read by :mod:`gamer_mril.records`.
 """
 
 from __future__ import annotations
@@ -49,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .io import sha256, sidecar_path
+from .records import find_record, infer_root, recorded_inputs
 
 OK, STALE, MISSING = "OK", "STALE", "MISSING"
 _RANK = {OK: 0, STALE: 1, MISSING: 2}
@@ -158,62 +157,6 @@ def _format_tree(n: Node, depth: int, lines: list) -> None:
         _format_tree(c, depth + 1, lines)
 
 
-# ---------------------------------------------------------------------------- reading
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def _is_record(doc) -> bool:
-    return isinstance(doc, dict) and isinstance(doc.get("Inputs"), dict) and "GeneratedBy" in doc
-
-
-def find_record(path: Path):
-    """``(record path, record)`` of a file: its sidecar, or itself for a JSON file that
-    carries its provenance inside; ``(None, None)`` when it has none."""
-    side = sidecar_path(path)
-    if side != path and side.is_file():
-        doc = _read_json(side)
-        if _is_record(doc):
-            return side, doc
-    if path.name.endswith(".json") and path.is_file():
-        doc = _read_json(path)
-        if _is_record(doc):
-            return path, doc
-    return None, None
-
-
-def _recorded_inputs(doc: dict):
-    """``(role, path, sha256 or None)`` of every input a record lists."""
-    for role, entries in doc.get("Inputs", {}).items():
-        if isinstance(entries, dict):
-            entries = [entries]
-        if not isinstance(entries, list):
-            continue
-        for e in entries:
-            if isinstance(e, dict) and e.get("path"):
-                yield str(role), str(e["path"]), e.get("sha256")
-            elif isinstance(e, str):
-                yield str(role), e, None
-
-
-def _infer_root(target: Path) -> Path:
-    """The working directory the target's record was written from: the folder that the
-    recorded output path (relative) is a tail of; else the current directory."""
-    _, doc = find_record(target)
-    recorded = None
-    if doc is not None and isinstance(doc.get("Output"), dict):
-        recorded = doc["Output"].get("path")
-    if recorded and not Path(recorded).is_absolute():
-        parts = Path(recorded).parts
-        tparts = target.parts
-        if len(tparts) > len(parts) and tparts[-len(parts):] == parts:
-            return Path(*tparts[: -len(parts)])
-    return Path.cwd()
-
-
 # ----------------------------------------------------------------------------- the walk
 class _Auditor:
     def __init__(self, root: Path):
@@ -310,7 +253,7 @@ class _Auditor:
         node.rule = gen.get("Rule") if isinstance(gen, dict) else None
         chain = self.check_output(node, resolved, actual, record_path, doc.get("Output"))
         ids = {id(p) for p in chain}
-        for in_role, in_path, in_sha in _recorded_inputs(doc):
+        for in_role, in_path, in_sha in recorded_inputs(doc):
             child, found = self._visit(in_path, in_role, in_sha, node.record)
             node.children.append(child)
             node.upstream = _worst(node.upstream, child.status, child.upstream)
@@ -360,7 +303,7 @@ def audit(path, root=None) -> Report:
     directory). ``path`` itself is taken relative to the current directory.
     """
     target = Path(path).expanduser().resolve()
-    root = Path(root).expanduser().resolve() if root is not None else _infer_root(target)
+    root = Path(root).expanduser().resolve() if root is not None else infer_root(target)
     auditor = _Auditor(root)
     tree = auditor.visit(auditor.rel(target), None, None, None)
     return Report(str(path), root, tree, auditor.problems, len(auditor.hashes))
@@ -379,7 +322,7 @@ def audit_many(paths, root=None):
     if not paths:
         return
     if root is None:
-        root = _infer_root(paths[0].resolve())
+        root = infer_root(paths[0].resolve())
     auditor = _Auditor(Path(root).expanduser().resolve())
     for path in paths:
         auditor.start(str(path))
