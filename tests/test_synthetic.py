@@ -115,7 +115,7 @@ def test_a_ball_region_moves_the_effect(tmp_path):
     """``region=(x, y, z, r)``: the planted mask is the white matter of that ball (one
     side, about its volume), and the maps change there, not in the tracts."""
     from gamer_mril import templates
-    from gamer_mril.synthetic import planted_region
+    from gamer_mril.phantom import planted_region
 
     ball = (24.0, 20.0, 24.0, 9.0)
     img = planted_region(2, ball)
