@@ -10,7 +10,7 @@ on fake cohorts of 100, 1,000 and 5,000 sessions. Target: <= 20 s for 1,000 sess
 Each cohort lives in a temporary folder: a participants table (two sessions per subject,
 EDSS spread over 0-9) and, for every session, the three maps as zero-byte files named by
 the config's patterns. Zero-byte files are enough because nothing reads an image while the
-DAG is built: at parse time ``gamer_mril.inputs.check_session_files`` only matches file
+DAG is built: at parse time ``gamer_mril.mapfiles.check_session_files`` only matches file
 names against the patterns (glob) and the table; images are opened by the jobs.
 
 The time is the wall-clock time of the whole ``snakemake -n`` process (interpreter start,

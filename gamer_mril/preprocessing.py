@@ -28,9 +28,11 @@ from .errors import InputError
 from .io import atomic_write_json, save_nifti
 from .jobs import step
 from .layout import template_transform_outputs
+from .mapfiles import load_map
 from .similarity import normalized_mutual_information, overlap
 from .spaces import (apply_crop, bounding_box, crop_affine, crop_box, from_template_transforms,
                      to_template_transforms)
+from .valueranges import check_units, range_counts
 
 log = logging.getLogger("gamer_mril")
 
@@ -95,9 +97,6 @@ def _load(path):
 
 def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dict:
     """Step 1: check units and range, zero non-finite voxels, scale to [0, 1]."""
-    # deferred: inputs imports pandas (0.2 s), which only this job of the preprocessing needs
-    from .inputs import check_units, load_map, range_counts
-
     data, affine, n_nonfinite = load_map(in_path, session, contrast)
     factor = check_units(data, contrast, unit, session, in_path,
                          voxel_mm=nib.affines.voxel_sizes(affine))

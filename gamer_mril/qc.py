@@ -53,7 +53,8 @@ VOLUME_COLUMNS = ("brain_ml", "cerebellum_ml")
 SIMILARITY_PREFIX = "nmi_ndi_"
 #: A session is flagged when more than this share of its brain's volume, in any map, lies
 #: outside the contrast's physical range (negative, or above its physical maximum:
-#: gamer_mril.inputs.PHYSICAL_RANGE), values the scaling clips (``qc.max_clipped_share``).
+#: gamer_mril.valueranges.PHYSICAL_RANGE), values the scaling clips
+#: (``qc.max_clipped_share``).
 MAX_CLIPPED_SHARE = 0.01
 #: Column of that share per map: impossible voxels x voxel volume / brain volume (the
 #: map's non-zero voxels when the brain volume is not known).

@@ -13,12 +13,8 @@ from gamer_mril import CONTRASTS
 from gamer_mril import layout
 from gamer_mril.audit import final_maps
 from gamer_mril.errors import InputError
-from gamer_mril.inputs import (
-    Selection,
-    check_session_files,
-    load_participants,
-    select_sessions,
-)
+from gamer_mril.inputs import Selection, load_participants, select_sessions
+from gamer_mril.mapfiles import check_session_files
 from gamer_mril.modelfiles import MODEL_JSON, MODEL_WEIGHTS, find_fold_models
 from gamer_mril.qc import analysed, check_exclusions, exclusions
 from gamer_mril.settings import (

@@ -563,7 +563,7 @@ def test_checker_finds_a_gap_and_reads_rules_in_branches(tmp_path):
     (tmp_path / "envs").mkdir()
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "roc.py").write_text(
-        "from gamer_mril.evaluation import plot_roc\nplot_roc({}, snakemake.output[0])\n")
+        "from gamer_mril.evalfigures import plot_roc\nplot_roc({}, snakemake.output[0])\n")
     (tmp_path / "envs" / "small.yaml").write_text(
         "channels: [conda-forge]\ndependencies:\n  - python=3.11\n"
         "  - pip  # the installer\n  - numpy\n  - pip:\n      - torch==2.13.0\n"
@@ -615,7 +615,7 @@ def test_analysis_on_a_made_up_script(tmp_path):
     script.write_text(
         "import helper\n"
         "from gamer_mril import registration as reg\n"
-        "from gamer_mril.evaluation import plot_roc\n"
+        "from gamer_mril.evalfigures import plot_roc\n"
         "from gamer_mril.training import predict\n"
         "reg.configure(1, 2)\n"
         "plot_roc({}, 'x.png')\n"

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from gamer_mril import evalfigures as F
 from gamer_mril import evaluation as E
 
 
@@ -74,11 +75,11 @@ def test_comparison_needs_the_same_sessions():
 def test_reliability_by_hand():
     label = [0, 0, 1, 1, 1, 0]
     prob = [0.05, 0.15, 0.5, 0.55, 0.95, 0.9]
-    out = E.reliability(label, prob, n_bins=2)
+    out = F.reliability(label, prob, n_bins=2)
     assert list(out["n"]) == [2, 4]
     assert out["observed"].tolist() == pytest.approx([0.0, 0.75])
     assert out["mean_prob"].tolist() == pytest.approx([0.1, (0.5 + 0.55 + 0.95 + 0.9) / 4])
-    out5 = E.reliability(label, prob, n_bins=5)            # empty bins left out
+    out5 = F.reliability(label, prob, n_bins=5)            # empty bins left out
     assert out5["n"].sum() == 6 and (out5["n"] > 0).all()
 
 
@@ -86,8 +87,8 @@ def test_figures_are_written(tmp_path):
     epochs = {k: pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.6, 0.5],
                                "val_loss": [0.7, 0.65, 0.7], "val_auc": [0.5, 0.7, 0.6],
                                "seconds": [1, 1, 1]}) for k in (0, 1)}
-    E.plot_training_curves(epochs, {0: 2, 1: None}, tmp_path / "curves.png")
-    E.plot_reliability({"a": ([0, 1, 1, 0], [0.2, 0.8, 0.6, 0.4])}, tmp_path / "rel.png")
+    F.plot_training_curves(epochs, {0: 2, 1: None}, tmp_path / "curves.png")
+    F.plot_reliability({"a": ([0, 1, 1, 0], [0.2, 0.8, 0.6, 0.4])}, tmp_path / "rel.png")
     for name in ("curves.png", "rel.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

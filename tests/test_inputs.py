@@ -14,17 +14,14 @@ import pytest
 from gamer_mril import CONTRASTS
 from gamer_mril.errors import InputError
 from gamer_mril.inputs import (
-    UNITS,
     Selection,
-    check_session_files,
-    check_units,
-    find_maps,
-    load_map,
     load_participants,
     run_select_participants,
     select_sessions,
     write_participants,
 )
+from gamer_mril.mapfiles import check_session_files, find_maps, load_map
+from gamer_mril.valueranges import UNITS, check_units
 
 HEADER = "subject\tsession\tage\tedss\n"
 SUFFIX = {"qT1": "T1map", "MWF": "MWFmap", "NDI": "model-noddi_param-icvf_dwimap"}
@@ -749,7 +746,7 @@ def test_a_map_on_the_seconds_scale_without_csf_is_not_guessed():
 
 
 def test_criteria_are_data():
-    from gamer_mril.inputs import QT1_CRITERIA
+    from gamer_mril.valueranges import QT1_CRITERIA
 
     lo, hi = QT1_CRITERIA.t1_csf_window
     rlo, rhi = QT1_CRITERIA.r1_csf_window

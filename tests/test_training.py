@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from gamer_mril import CONTRASTS
+from gamer_mril import evalfigures as F
 from gamer_mril import evaluation as E
 from gamer_mril import training as T
 from gamer_mril.training.loop import _batch_stream
@@ -314,7 +315,7 @@ def test_mean_attention_over_correct_sessions():
 
 def test_plot_roc_writes_png(tmp_path):
     path = tmp_path / "fig" / "roc.png"
-    E.plot_roc({"fold 0": ([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]),
+    F.plot_roc({"fold 0": ([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]),
                 "test": ([0, 1, 0, 1], [0.2, 0.8, 0.3, 0.7])}, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(path.parent.glob(".*"))
