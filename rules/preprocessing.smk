@@ -250,6 +250,7 @@ rule crop_to_brain:
         runtime=10,
     params:
         crop_shape=PP.crop_shape,
+        max_crop_cut_share_stop=PP.max_crop_cut_share_stop,
     script:
         "../scripts/crop_to_brain.py"
 

@@ -22,6 +22,7 @@ rule preprocessing_qc:
         ndi_grid=[for_sessions(NDI_GRID[k]) for k in XFM_TO_NDI],
         cerebellum=for_sessions(S.cerebellum),
         template_mask=for_sessions(S.template_brain_mask),
+        crop_mask=for_sessions(S.crop_grid("mask")),
     output:
         tsv=report(
             QC_TABLE,
@@ -42,6 +43,7 @@ rule preprocessing_qc:
         min_dice=QC.min_dice,
         mad_limit=QC.mad_limit,
         max_clipped_share=QC.max_clipped_share,
+        max_crop_cut_share=QC.max_crop_cut_share,
     script:
         "../scripts/preprocessing_qc.py"
 
