@@ -25,8 +25,9 @@ def shape_text(shape) -> str:
 def crop_cut(mask, box: CropBox) -> dict:
     """The facts of the crop's cut of the brain ``mask`` (boolean, full grid) by ``box``:
     the brain's voxels, those outside the box and their share, the brain's bounding box
-    in voxels and the smallest crop shape that keeps it whole (the bounding box, or the
-    box's shape where that is larger)."""
+    in voxels, the smallest crop shape that keeps it whole (the bounding box, or the
+    box's shape where that is larger), and per axis whether the brain reaches the grid's
+    edge (1) or not (0)."""
     mask = np.asarray(mask, dtype=bool)
     brain = int(mask.sum())
     kept = int(apply_crop(mask, box).sum())
@@ -35,7 +36,9 @@ def crop_cut(mask, box: CropBox) -> dict:
     return {"BrainVoxels": brain, "BrainVoxelsOutsideCrop": brain - kept,
             "BrainCutShare": float((brain - kept) / max(brain, 1)),
             "BrainBoundingBox_vox": extent,
-            "CropShapeNeeded": [max(e, int(s)) for e, s in zip(extent, box.shape)]}
+            "CropShapeNeeded": [max(e, int(s)) for e, s in zip(extent, box.shape)],
+            "BrainAtGridEdge": [int(low == 0 or h == n)
+                                for low, h, n in zip(lo, hi, mask.shape)]}
 
 
 def check_crop_cut(facts: dict, crop_shape, session: str, mask_path,

@@ -45,6 +45,7 @@ QC_SHAPES = {
     ("crop_to_brain", "FullShape"): "ndi_matrix",
     ("crop_to_brain", "BrainBoundingBox_vox"): "brain_bbox_vox",
     ("crop_to_brain", "CropShapeNeeded"): "crop_shape_needed",
+    ("crop_to_brain", "BrainAtGridEdge"): "brain_at_grid_edge",
 }
 
 #: A session whose warped brain mask overlaps the template's less than this (Dice) is
@@ -251,8 +252,11 @@ def geometry_reasons(table: pd.DataFrame, reasons: list,
                      max_crop_cut_share: float = MAX_CROP_CUT_SHARE) -> None:
     """Add to ``reasons`` (one list per row): the crop's cut of the brain
     (``crop_cut_share``) above ``max_crop_cut_share``, with the crop shape needed; an NDI
-    matrix (``ndi_matrix``) smaller than the crop (``crop_shape``); a map whose voxel
-    (``voxel_mm_<map>``) is more than :data:`MAX_VOXEL_RATIO` times the NDI map's."""
+    matrix (``ndi_matrix``) smaller than the crop (``crop_shape``) along an axis where the
+    brain reaches the grid's edge (``brain_at_grid_edge``: the field of view may cut it;
+    a smaller matrix alone is only padded, as the paper's 96 NDI slices are to 112); a
+    map whose voxel (``voxel_mm_<map>``) is more than :data:`MAX_VOXEL_RATIO` times the
+    NDI map's."""
     def text(row, column):
         value = row.get(column)
         return value if isinstance(value, str) else None
@@ -267,10 +271,16 @@ def geometry_reasons(table: pd.DataFrame, reasons: list,
                 f"{max_crop_cut_share:g})" + (f"; enlarge preprocessing.crop_shape to at "
                                                f"least {_shape(needed)}" if needed else ""))
         matrix, crop = text(row, "ndi_matrix"), text(row, "crop_shape")
-        if matrix and crop and any(m < c for m, c in zip(_shape(matrix), _shape(crop))):
-            reasons[i].append(f"NDI matrix {_shape(matrix)} smaller than "
-                              f"preprocessing.crop_shape {_shape(crop)} (the crop pads it "
-                              f"with zeros); check the NDI map's header or the crop_shape")
+        edge = text(row, "brain_at_grid_edge")
+        if matrix and crop and edge:
+            axes = [k for k, (m, c, e) in enumerate(zip(_shape(matrix), _shape(crop),
+                                                         _shape(edge))) if m < c and e]
+            if axes:
+                reasons[i].append(
+                    f"NDI matrix {_shape(matrix)} smaller than preprocessing.crop_shape "
+                    f"{_shape(crop)} and the brain mask reaches the grid's edge along axis "
+                    f"{', '.join(map(str, axes))}: the field of view may cut the brain; "
+                    f"check the NDI map and the brain mask")
         ndi = float(row.get(VOXEL_PREFIX + "NDImap", np.nan))
         for column in [c for c in table.columns if c.startswith(VOXEL_PREFIX)]:
             voxel = float(row[column])
