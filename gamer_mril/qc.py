@@ -5,8 +5,9 @@ are measured by the preprocessing steps with :mod:`gamer_mril.similarity` and re
 from the steps' sidecars.
 
 * :func:`qc_table` / :func:`qc_flags` -- one row per session from the steps' sidecars, a
-  session flagged (with its reasons) when a figure leaves robust bounds or too much of a
-  map lies outside its physical range;
+  session flagged (with its reasons) when a figure leaves robust bounds (an absolute
+  floor for the similarity below five sessions), too much of a map lies outside its
+  physical range, the crop cut too much of the brain or a map is much coarser than NDI;
 * :func:`exclusions` / :func:`run_analysed_sessions` -- ``qc.exclude``: sessions that stay
   preprocessed and in the QC table but are left out of training and assessment.
 """
@@ -251,12 +252,12 @@ def _shape(text):
 def geometry_reasons(table: pd.DataFrame, reasons: list,
                      max_crop_cut_share: float = MAX_CROP_CUT_SHARE) -> None:
     """Add to ``reasons`` (one list per row): the crop's cut of the brain
-    (``crop_cut_share``) above ``max_crop_cut_share``, with the crop shape needed; an NDI
-    matrix (``ndi_matrix``) smaller than the crop (``crop_shape``) along an axis where the
-    brain reaches the grid's edge (``brain_at_grid_edge``: the field of view may cut it;
-    a smaller matrix alone is only padded, as the paper's 96 NDI slices are to 112); a
-    map whose voxel (``voxel_mm_<map>``) is more than :data:`MAX_VOXEL_RATIO` times the
-    NDI map's."""
+    (``crop_cut_share``) above ``max_crop_cut_share``, with the crop shape needed; a map
+    whose voxel (``voxel_mm_<map>``) is more than :data:`MAX_VOXEL_RATIO` times the NDI
+    map's. The NDI matrix (``ndi_matrix``), the crop (``crop_shape``) and whether the
+    brain reaches the grid's edge (``brain_at_grid_edge``) are in the table but flag
+    nothing: the paper's 96 NDI slices are padded to 112 in every session, and the
+    brainstem runs out of the field of view in most (docs/method.md#28)."""
     def text(row, column):
         value = row.get(column)
         return value if isinstance(value, str) else None
@@ -270,17 +271,6 @@ def geometry_reasons(table: pd.DataFrame, reasons: list,
                 f"crop_to_brain cut {100 * share:.1f}% of the brain (qc.max_crop_cut_share "
                 f"{max_crop_cut_share:g})" + (f"; enlarge preprocessing.crop_shape to at "
                                                f"least {_shape(needed)}" if needed else ""))
-        matrix, crop = text(row, "ndi_matrix"), text(row, "crop_shape")
-        edge = text(row, "brain_at_grid_edge")
-        if matrix and crop and edge:
-            axes = [k for k, (m, c, e) in enumerate(zip(_shape(matrix), _shape(crop),
-                                                         _shape(edge))) if m < c and e]
-            if axes:
-                reasons[i].append(
-                    f"NDI matrix {_shape(matrix)} smaller than preprocessing.crop_shape "
-                    f"{_shape(crop)} and the brain mask reaches the grid's edge along axis "
-                    f"{', '.join(map(str, axes))}: the field of view may cut the brain; "
-                    f"check the NDI map and the brain mask")
         ndi = float(row.get(VOXEL_PREFIX + "NDImap", np.nan))
         for column in [c for c in table.columns if c.startswith(VOXEL_PREFIX)]:
             voxel = float(row[column])

@@ -228,7 +228,7 @@ rule resample_to_ndi:
 rule crop_to_brain:
     """Step 5 (docs/method.md#25-crop): crop (pad where needed) to the fixed matrix
     centred on the brain; the box is recorded so maps can be put back in the NDI grid
-    exactly."""
+    exactly. Stops when it would cut more than max_crop_cut_share_stop of the brain."""
     input:
         **NDI_GRID,
         mask=S.ndi_grid("mask"),

@@ -12,8 +12,10 @@ rule preprocessing_qc:
     """One row per session: non-finite, clipped, negative and physically impossible
     voxels, brain and cerebellum volumes, the co-registered maps' similarity with NDI,
     Dice and Jaccard of the warped brain mask with the template's (read from the step
-    sidecars), and a flag with its reasons when a figure leaves robust bounds or too much
-    of a map is impossible (docs/method.md#28-quality-control-numbers).
+    sidecars), the crop's cut of the brain and each map's voxel size, and a flag with its
+    reasons when a figure leaves robust bounds (below five sessions: NMI against an
+    absolute floor), too much of a map is impossible, the crop cut too much of the brain
+    or a map is much coarser than NDI (docs/method.md#28-quality-control-numbers).
     """
     input:
         table=PARTICIPANTS,
