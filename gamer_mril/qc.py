@@ -256,8 +256,9 @@ def geometry_reasons(table: pd.DataFrame, reasons: list,
     whose voxel (``voxel_mm_<map>``) is more than :data:`MAX_VOXEL_RATIO` times the NDI
     map's. The NDI matrix (``ndi_matrix``), the crop (``crop_shape``) and whether the
     brain reaches the grid's edge (``brain_at_grid_edge``) are in the table but flag
-    nothing: the paper's 96 NDI slices are padded to 112 in every session, and the
-    brainstem runs out of the field of view in most (docs/method.md#28)."""
+    nothing: the paper's 96 NDI slices are padded to 112 in every session, and the brain
+    mask reaches the first or last slice in most sessions
+    (docs/method.md#28-quality-control-numbers)."""
     def text(row, column):
         value = row.get(column)
         return value if isinstance(value, str) else None
