@@ -355,3 +355,18 @@ def test_four_sessions_fall_back_to_the_nmi_floor_and_the_log_says_why(tmp_path)
     five = qc_flags(_table(nmi_ndi_MWFmap=[0.34, 0.33, 0.35, 0.34, 0.05]), notes=(n := []))
     assert five["qc_flag"].tolist() == [False] * 4 + [True]
     assert "below the cohort's" in five.loc[4, "qc_reasons"] and n == []
+
+
+def test_the_geometry_defaults_are_the_schemas_and_the_configs():
+    import yaml
+
+    from gamer_mril.geometry import MAX_CROP_CUT_SHARE_STOP
+    from gamer_mril.qc import MAX_CROP_CUT_SHARE
+
+    root = Path(__file__).parents[1]
+    props = yaml.safe_load((root / "schemas" / "config.schema.yaml").read_text())["properties"]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    assert props["qc"]["properties"]["max_crop_cut_share"]["default"] == \
+        config["qc"]["max_crop_cut_share"] == MAX_CROP_CUT_SHARE == 0.02
+    assert props["preprocessing"]["properties"]["max_crop_cut_share_stop"]["default"] == \
+        config["preprocessing"]["max_crop_cut_share_stop"] == MAX_CROP_CUT_SHARE_STOP == 0.1
