@@ -347,7 +347,8 @@ def step_resample_to_ndi(ndi_path, moving: dict, xfms: dict, mask_path, outputs:
 
 
 def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, provenance,
-              session: str = "", max_crop_cut_share_stop=MAX_CROP_CUT_SHARE_STOP) -> dict:
+              session: str = "the session",
+              max_crop_cut_share_stop=MAX_CROP_CUT_SHARE_STOP) -> dict:
     """Step 5: crop (or pad) to a fixed matrix centred on the brain; record the box and
     the cut (:func:`gamer_mril.geometry.crop_cut`), stop when it exceeds the share."""
     mask, affine = _load(mask_path)
@@ -574,6 +575,10 @@ def run_crop_to_brain(maps: Mapping, mask, out: Mapping, out_mask, out_box, *, c
               subject=subject, session=session) as s:
         facts = step_crop(dict(maps), mask, tuple(int(n) for n in crop_shape), dict(out), out_mask,
                           out_box, s.provenance(), s.session, max_crop_cut_share_stop)
+        if facts["BrainCutShare"] > 0:
+            log.warning("%s: the crop cuts %.1f%% of the brain (bounding box %s voxels, "
+                        "crop_shape %s)", s.session, 100 * facts["BrainCutShare"],
+                        facts["BrainBoundingBox_vox"], list(crop_shape))
         for path in [*out.values(), out_mask]:
             s.sidecar(path, facts)
 

@@ -235,8 +235,12 @@ def test_a_crop_that_cuts_3_percent_of_the_brain_is_flagged_with_the_shape_neede
 
     # brain 33 x 10 x 10 voxels; a crop of 32 along the first axis cuts one slab of 100
     # voxels: 100 / 3300 = 3.0%; 33 fits in the other session's crop
+    log_file = tmp_path / "crop.log"
     cut = _crop_session(tmp_path, "01", (40, 12, 12),
-                        (slice(2, 35), slice(1, 11), slice(1, 11)), (32, 12, 12))
+                        (slice(2, 35), slice(1, 11), slice(1, 11)), (32, 12, 12),
+                        log_file=log_file)
+    assert ("sub-01 ses-1: the crop cuts 3.0% of the brain (bounding box [33, 10, 10] "
+            "voxels, crop_shape [32, 12, 12])") in log_file.read_text()
     whole = _crop_session(tmp_path, "02", (40, 12, 12),
                           (slice(2, 34), slice(1, 11), slice(1, 11)), (32, 12, 12))
     table = qc_table([sidecar_path(cut), sidecar_path(whole)]).set_index("subject")
