@@ -25,6 +25,7 @@ from . import registration as reg
 from . import templates
 from .alignment import MAX_CENTRE_DISTANCE_MM, ants_errors, check_alignment
 from .errors import InputError
+from .geometry import MAX_CROP_CUT_SHARE_STOP, check_crop_cut, crop_cut
 from .io import atomic_write_json, save_nifti
 from .jobs import step
 from .layout import template_transform_outputs
@@ -116,6 +117,7 @@ def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dic
         "Range": [low, high],
         "P99Canonical": float(np.percentile(positive, 99)) if positive.size else 0.0,
         "ClippedAbove": int(np.count_nonzero(canonical > high)),
+        "VoxelSize_mm": [round(float(v), 4) for v in nib.affines.voxel_sizes(affine)],
         **range_counts(canonical, contrast, (low, high), affine),
     }
 
@@ -350,20 +352,25 @@ def step_resample_to_ndi(ndi_path, moving: dict, xfms: dict, mask_path, outputs:
     return {"MaskVoxels": int(mask.sum()), "NormalizedMutualInformationWithNDI": nmi}
 
 
-def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, provenance) -> dict:
-    """Step 5: crop (or pad) to a fixed matrix centred on the brain; record the box."""
+def step_crop(images: dict, mask_path, shape, outputs: dict, mask_out, box_out, provenance,
+              session: str = "the session",
+              max_crop_cut_share_stop=MAX_CROP_CUT_SHARE_STOP) -> dict:
+    """Step 5: crop (or pad) to a fixed matrix centred on the brain; record the box and
+    the cut (:func:`gamer_mril.geometry.crop_cut`), stop when it exceeds the share."""
     mask, affine = _load(mask_path)
     mask = mask > 0.5
     box = crop_box(mask, shape)
     lo, hi = bounding_box(mask)
     cut = [int(max(0, (hi[i] - lo[i]) - shape[i])) for i in range(3)]
+    geometry = crop_cut(mask, box)
+    check_crop_cut(geometry, shape, session, mask_path, max_crop_cut_share_stop)
     new_affine = crop_affine(affine, box)
     for c, path in images.items():
         data, _ = _load(path)
         save_nifti(apply_crop(data, box), new_affine, outputs[c])
     save_nifti(apply_crop(mask.astype(np.uint8), box), new_affine, mask_out)
     facts = {"CropBox": box.to_dict(), "FullShape": list(mask.shape),
-             "FullAffine": np.asarray(affine).tolist(), "BrainVoxelsCut": cut}
+             "FullAffine": np.asarray(affine).tolist(), "BrainVoxelsCut": cut, **geometry}
     atomic_write_json(box_out, {**facts, **provenance})
     return facts
 
@@ -565,14 +572,20 @@ def run_resample_to_ndi(ndi, moving: Mapping, xfms: Mapping, mask, out: Mapping,
 
 
 def run_crop_to_brain(maps: Mapping, mask, out: Mapping, out_mask, out_box, *, crop_shape,
-                      subject=None, session=None, log_file=None, threads: int = 1) -> None:
+                      subject=None, session=None, log_file=None, threads: int = 1,
+                      max_crop_cut_share_stop: float = MAX_CROP_CUT_SHARE_STOP) -> None:
     """Rule crop_to_brain (step 5): a fixed matrix centred on the brain, box recorded."""
     with step("crop_to_brain", inputs={**dict(maps), "mask": mask},
-              params={"crop_shape": [int(n) for n in crop_shape]},
+              params={"crop_shape": [int(n) for n in crop_shape],
+                      "max_crop_cut_share_stop": max_crop_cut_share_stop},
               outputs=[*out.values(), out_mask, out_box], log_file=log_file, threads=threads,
               subject=subject, session=session) as s:
         facts = step_crop(dict(maps), mask, tuple(int(n) for n in crop_shape), dict(out), out_mask,
-                          out_box, s.provenance())
+                          out_box, s.provenance(), s.session, max_crop_cut_share_stop)
+        if facts["BrainCutShare"] > 0:
+            log.warning("%s: the crop cuts %.1f%% of the brain (bounding box %s voxels, "
+                        "crop_shape %s)", s.session, 100 * facts["BrainCutShare"],
+                        facts["BrainBoundingBox_vox"], list(crop_shape))
         for path in [*out.values(), out_mask]:
             s.sidecar(path, facts)
 

@@ -5,8 +5,9 @@ are measured by the preprocessing steps with :mod:`gamer_mril.similarity` and re
 from the steps' sidecars.
 
 * :func:`qc_table` / :func:`qc_flags` -- one row per session from the steps' sidecars, a
-  session flagged (with its reasons) when a figure leaves robust bounds or too much of a
-  map lies outside its physical range;
+  session flagged (with its reasons) when a figure leaves robust bounds (an absolute
+  floor for the similarity below five sessions), too much of a map lies outside its
+  physical range, the crop cut too much of the brain or a map is much coarser than NDI;
 * :func:`exclusions` / :func:`run_analysed_sessions` -- ``qc.exclude``: sessions that stay
   preprocessed and in the QC table but are left out of training and assessment.
 """
@@ -38,6 +39,14 @@ QC_FACTS = {
     ("remove_cerebellum", "CerebellumVolume_ml"): "cerebellum_ml",
     ("warp_brain_mask_to_template", "DiceWithTemplateBrainMask"): "dice_template_brain",
     ("warp_brain_mask_to_template", "JaccardWithTemplateBrainMask"): "jaccard_template_brain",
+    ("crop_to_brain", "BrainCutShare"): "crop_cut_share",
+}
+#: Facts of the grids gathered as ``a x b x c`` text: (rule, fact) -> column.
+QC_SHAPES = {
+    ("crop_to_brain", "FullShape"): "ndi_matrix",
+    ("crop_to_brain", "BrainBoundingBox_vox"): "brain_bbox_vox",
+    ("crop_to_brain", "CropShapeNeeded"): "crop_shape_needed",
+    ("crop_to_brain", "BrainAtGridEdge"): "brain_at_grid_edge",
 }
 
 #: A session whose warped brain mask overlaps the template's less than this (Dice) is
@@ -59,6 +68,19 @@ MAX_CLIPPED_SHARE = 0.01
 #: Column of that share per map: impossible voxels x voxel volume / brain volume (the
 #: map's non-zero voxels when the brain volume is not known).
 IMPOSSIBLE_PREFIX = "impossible_share_"
+#: A session is flagged when the crop of step 5 cuts more than this share of its brain's
+#: voxels (``qc.max_crop_cut_share``); the crop job stops above
+#: ``preprocessing.max_crop_cut_share_stop`` (gamer_mril.geometry).
+MAX_CROP_CUT_SHARE = 0.02
+#: With fewer than MIN_SESSIONS sessions (or no spread) a similarity with NDI is judged
+#: against this floor instead of robust bounds: maps co-registered right show 0.33-0.35,
+#: another subject's map about 0.05 (docs/method.md#28-quality-control-numbers).
+NMI_FLOOR = 0.15
+#: A map is flagged when its voxel (the cube root of its volume, mm) is more than this
+#: many times the NDI map's: resampled to the NDI grid, it has far less detail than NDI.
+MAX_VOXEL_RATIO = 2.0
+#: Column of a map's voxel edge (cube root of the voxel volume, mm), from scale_map.
+VOXEL_PREFIX = "voxel_mm_"
 #: The scale_map facts behind that share.
 _SHARE_FACTS = ("ImpossibleVoxels", "VoxelVolume_ml", "ForegroundVoxels")
 
@@ -82,9 +104,11 @@ def impossible_share(facts: Mapping, brain_ml=None):
 
 def qc_table(sidecars, out_tsv=None, *, min_dice: float = MIN_DICE,
              mad_limit: float = MAD_LIMIT,
-             max_clipped_share: float = MAX_CLIPPED_SHARE) -> pd.DataFrame:
+             max_clipped_share: float = MAX_CLIPPED_SHARE,
+             max_crop_cut_share: float = MAX_CROP_CUT_SHARE,
+             notes: list | None = None) -> pd.DataFrame:
     """One row per session with the QC facts found in the given sidecars, flagged by
-    :func:`qc_flags`; written to ``out_tsv`` when given."""
+    :func:`qc_flags` (``notes``: as there); written to ``out_tsv`` when given."""
     import pandas as pd
 
     from .io import atomic_write_text
@@ -103,6 +127,13 @@ def qc_table(sidecars, out_tsv=None, *, min_dice: float = MIN_DICE,
         for (r, fact), column in QC_FACTS.items():
             if r == rule and fact in facts:
                 row[column.format(suffix=m["suffix"])] = facts[fact]
+        for (r, fact), column in QC_SHAPES.items():
+            if r == rule and fact in facts:
+                row[column] = "x".join(str(int(n)) for n in facts[fact])
+        if rule == "crop_to_brain" and "CropBox" in facts:
+            row["crop_shape"] = "x".join(str(int(n)) for n in facts["CropBox"]["shape"])
+        if rule == "scale_map" and "VoxelSize_mm" in facts:
+            row[VOXEL_PREFIX + m["suffix"]] = float(np.prod(facts["VoxelSize_mm"]) ** (1 / 3))
         if rule == "scale_map":
             shares.setdefault((m["subject"], m["session"]), {})[m["suffix"]] = facts
     for key, per_map in shares.items():
@@ -112,27 +143,33 @@ def qc_table(sidecars, out_tsv=None, *, min_dice: float = MIN_DICE,
                 rows[key][IMPOSSIBLE_PREFIX + suffix] = share
     table = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["subject"], r["session"])))
     table = qc_flags(table, min_dice=min_dice, mad_limit=mad_limit,
-                     max_clipped_share=max_clipped_share)
+                     max_clipped_share=max_clipped_share,
+                     max_crop_cut_share=max_crop_cut_share, notes=notes)
     if out_tsv is not None:
         atomic_write_text(out_tsv, table.to_csv(sep="\t", index=False))
     return table
 
 
 def _robust_bounds(values, mad_limit: float):
-    """(median, robust sd) of the finite values, or None when fewer than MIN_SESSIONS or
-    no spread."""
+    """(median, robust sd) of the finite values, or why there are none (a str): fewer
+    than MIN_SESSIONS, or no spread."""
     from scipy.stats import median_abs_deviation
 
     finite = values[np.isfinite(values)]
     if finite.size < MIN_SESSIONS:
-        return None
+        return (f"{finite.size} session(s) with the figure, robust bounds (median +- "
+                f"qc.mad_limit robust sd) need at least {MIN_SESSIONS}")
     spread = float(median_abs_deviation(finite, scale="normal"))
-    return None if spread <= 0 else (float(np.median(finite)), spread)
+    if spread <= 0:
+        return "no spread among the sessions (MAD 0), no robust bounds"
+    return float(np.median(finite)), spread
 
 
 def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
              mad_limit: float = MAD_LIMIT,
-             max_clipped_share: float = MAX_CLIPPED_SHARE) -> pd.DataFrame:
+             max_clipped_share: float = MAX_CLIPPED_SHARE,
+             max_crop_cut_share: float = MAX_CROP_CUT_SHARE,
+             notes: list | None = None) -> pd.DataFrame:
     """The QC table with ``qc_flag`` (bool) and ``qc_reasons`` (why, ``;``-separated).
 
     A session is flagged when its Dice with the template brain mask is below
@@ -141,7 +178,10 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
     outside the cohort's median +- ``mad_limit`` robust standard deviations; or when a
     co-registered map's similarity with NDI lies below the median minus ``mad_limit``
     robust standard deviations. Robust bounds need at least five sessions with the
-    figure; a figure with no spread flags nothing.
+    figure and some spread; without them a volume is not judged and a similarity is
+    judged against :data:`NMI_FLOOR`, and ``notes`` (a list, when given) gets a line
+    saying so per figure. Geometry (:func:`geometry_reasons`): the crop's cut of the
+    brain above ``max_crop_cut_share``, an NDI matrix smaller than the crop, coarse voxels.
     """
     reasons = [[] for _ in range(len(table))]
     if "dice_template_brain" in table:
@@ -149,12 +189,25 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
             if d < min_dice:
                 reasons[i].append(f"Dice with the template brain mask {d:.3f} < {min_dice}")
     clipped_share_reasons(table, reasons, max_clipped_share)
+    geometry_reasons(table, reasons, max_crop_cut_share)
     robust = [(c, True) for c in VOLUME_COLUMNS if c in table] + \
         [(c, False) for c in table.columns if c.startswith(SIMILARITY_PREFIX)]
     for column, both_sides in robust:
         values = table[column].to_numpy(float)
         bounds = _robust_bounds(values, mad_limit)
-        if bounds is None:
+        if isinstance(bounds, str):
+            if both_sides:
+                why = f"{column}: {bounds}; not judged"
+            else:
+                why = (f"{column}: {bounds}; judged against the absolute floor {NMI_FLOOR} "
+                       f"instead (Dice against qc.min_dice {min_dice} as always)")
+                for i, v in enumerate(values):
+                    if v < NMI_FLOOR:
+                        reasons[i].append(
+                            f"{column} {v:.3f} below the absolute floor {NMI_FLOOR} "
+                            f"(co-registration to NDI suspect; {bounds})")
+            if notes is not None:
+                notes.append(why)
             continue
         median, spread = bounds
         for i, v in enumerate(values):
@@ -191,6 +244,43 @@ def clipped_share_reasons(table: pd.DataFrame, reasons: list,
                 f"{suffix}: {100 * share:.1f}% of the brain's volume outside the physical "
                 f"range ({', '.join(counts) or 'impossible'} voxels, clipped), more than "
                 f"qc.max_clipped_share {max_clipped_share:g}; check the map's fit")
+
+
+def _shape(text):
+    return [int(n) for n in str(text).split("x")]
+
+
+def geometry_reasons(table: pd.DataFrame, reasons: list,
+                     max_crop_cut_share: float = MAX_CROP_CUT_SHARE) -> None:
+    """Add to ``reasons`` (one list per row): the crop's cut of the brain
+    (``crop_cut_share``) above ``max_crop_cut_share``, with the crop shape needed; a map
+    whose voxel (``voxel_mm_<map>``) is more than :data:`MAX_VOXEL_RATIO` times the NDI
+    map's. The NDI matrix (``ndi_matrix``), the crop (``crop_shape``) and whether the
+    brain reaches the grid's edge (``brain_at_grid_edge``) are in the table but flag
+    nothing: the paper's 96 NDI slices are padded to 112 in every session, and the brain
+    mask reaches the first or last slice in most sessions
+    (docs/method.md#28-quality-control-numbers)."""
+    def text(row, column):
+        value = row.get(column)
+        return value if isinstance(value, str) else None
+
+    for i in range(len(table)):
+        row = table.iloc[i]
+        share = float(row.get("crop_cut_share", np.nan))
+        if share > max_crop_cut_share:
+            needed = text(row, "crop_shape_needed")
+            reasons[i].append(
+                f"crop_to_brain cut {100 * share:.1f}% of the brain (qc.max_crop_cut_share "
+                f"{max_crop_cut_share:g})" + (f"; enlarge preprocessing.crop_shape to at "
+                                               f"least {_shape(needed)}" if needed else ""))
+        ndi = float(row.get(VOXEL_PREFIX + "NDImap", np.nan))
+        for column in [c for c in table.columns if c.startswith(VOXEL_PREFIX)]:
+            voxel = float(row[column])
+            if np.isfinite(ndi) and voxel > MAX_VOXEL_RATIO * ndi:
+                reasons[i].append(
+                    f"{column[len(VOXEL_PREFIX):]}: voxels of {voxel:.2f} mm (cube root of "
+                    f"the voxel volume), more than {MAX_VOXEL_RATIO:g} x NDI's {ndi:.2f} mm; "
+                    f"the map is much coarser than the NDI grid it is resampled to")
 
 
 # ------------------------------------------------------------------ sessions left out
@@ -240,7 +330,8 @@ def analysed(table: pd.DataFrame, excluded: Mapping) -> pd.DataFrame:
 def run_preprocessing_qc(images, out_tsv, *, min_dice: float = MIN_DICE,
                          mad_limit: float = MAD_LIMIT, log_file=None,
                          threads: int = 1,
-                         max_clipped_share: float = MAX_CLIPPED_SHARE) -> None:
+                         max_clipped_share: float = MAX_CLIPPED_SHARE,
+                         max_crop_cut_share: float = MAX_CROP_CUT_SHARE) -> None:
     """Rule preprocessing_qc: the QC table from the sidecars of the given per-session
     outputs (scaled maps, brain masks, maps in the NDI grid, cerebellum masks, brain
     masks in MNI152)."""
@@ -249,9 +340,14 @@ def run_preprocessing_qc(images, out_tsv, *, min_dice: float = MIN_DICE,
 
     with step("preprocessing_qc", inputs={}, outputs=[out_tsv], log_file=log_file,
               params={"min_dice": min_dice, "mad_limit": mad_limit,
-                      "max_clipped_share": max_clipped_share}, threads=threads):
+                      "max_clipped_share": max_clipped_share,
+                      "max_crop_cut_share": max_crop_cut_share}, threads=threads):
+        notes: list = []
         table = qc_table([sidecar_path(p) for p in images], out_tsv, min_dice=min_dice,
-                         mad_limit=mad_limit, max_clipped_share=max_clipped_share)
+                         mad_limit=mad_limit, max_clipped_share=max_clipped_share,
+                         max_crop_cut_share=max_crop_cut_share, notes=notes)
+        for note in notes:
+            log.warning("QC bounds: %s", note)
         for _, row in table[table["qc_flag"]].iterrows():
             log.warning("QC flag: sub-%s ses-%s: %s", row["subject"], row["session"],
                         row["qc_reasons"])

@@ -67,6 +67,7 @@ class PreprocessingSettings:
     cerebellum_margin_mm: float
     seed: int
     max_centre_distance_mm: float
+    max_crop_cut_share_stop: float
 
     @classmethod
     def from_config(cls, section: Mapping) -> PreprocessingSettings:
@@ -83,6 +84,7 @@ class QcSettings:
     reportlet_cuts: int
     exclude: object
     max_clipped_share: float
+    max_crop_cut_share: float
 
     @classmethod
     def from_config(cls, section: Mapping) -> QcSettings:

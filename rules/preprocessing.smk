@@ -228,7 +228,7 @@ rule resample_to_ndi:
 rule crop_to_brain:
     """Step 5 (docs/method.md#25-crop): crop (pad where needed) to the fixed matrix
     centred on the brain; the box is recorded so maps can be put back in the NDI grid
-    exactly."""
+    exactly. Stops when it would cut more than max_crop_cut_share_stop of the brain."""
     input:
         **NDI_GRID,
         mask=S.ndi_grid("mask"),
@@ -250,6 +250,7 @@ rule crop_to_brain:
         runtime=10,
     params:
         crop_shape=PP.crop_shape,
+        max_crop_cut_share_stop=PP.max_crop_cut_share_stop,
     script:
         "../scripts/crop_to_brain.py"
 

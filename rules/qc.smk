@@ -12,8 +12,10 @@ rule preprocessing_qc:
     """One row per session: non-finite, clipped, negative and physically impossible
     voxels, brain and cerebellum volumes, the co-registered maps' similarity with NDI,
     Dice and Jaccard of the warped brain mask with the template's (read from the step
-    sidecars), and a flag with its reasons when a figure leaves robust bounds or too much
-    of a map is impossible (docs/method.md#28-quality-control-numbers).
+    sidecars), the crop's cut of the brain and each map's voxel size, and a flag with its
+    reasons when a figure leaves robust bounds (below five sessions: NMI against an
+    absolute floor), too much of a map is impossible, the crop cut too much of the brain
+    or a map is much coarser than NDI (docs/method.md#28-quality-control-numbers).
     """
     input:
         table=PARTICIPANTS,
@@ -22,6 +24,7 @@ rule preprocessing_qc:
         ndi_grid=[for_sessions(NDI_GRID[k]) for k in XFM_TO_NDI],
         cerebellum=for_sessions(S.cerebellum),
         template_mask=for_sessions(S.template_brain_mask),
+        crop_mask=for_sessions(S.crop_grid("mask")),
     output:
         tsv=report(
             QC_TABLE,
@@ -42,6 +45,7 @@ rule preprocessing_qc:
         min_dice=QC.min_dice,
         mad_limit=QC.mad_limit,
         max_clipped_share=QC.max_clipped_share,
+        max_crop_cut_share=QC.max_crop_cut_share,
     script:
         "../scripts/preprocessing_qc.py"
 

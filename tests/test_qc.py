@@ -200,3 +200,177 @@ def test_mwf_with_15_percent_negative_voxels_is_counted_and_flagged(tmp_path):
     assert f"{n} negative" in reason and "qc.max_clipped_share 0.01" in reason
     # a looser setting lets it pass
     assert not qc_table(sidecars, max_clipped_share=0.5)["qc_flag"].any()
+
+
+# ------------------------------------------------------------ geometry (step 5, voxels)
+
+def _crop_session(tmp_path, label, grid, brain_slices, crop_shape, **kw):
+    """One session's NDI-grid maps and brain mask (a box of ones), cropped by
+    run_crop_to_brain; returns the cropped mask's path (its sidecar has the facts)."""
+    import nibabel as nib
+
+    from gamer_mril.preprocessing import run_crop_to_brain
+
+    mask = np.zeros(grid, np.uint8)
+    mask[brain_slices] = 1
+    affine = np.diag([1.8, 1.8, 1.8, 1.0])
+    d = tmp_path / f"sub-{label}"
+    d.mkdir()
+    maps, out = {}, {}
+    for c, suffix in (("qT1", "T1map"), ("MWF", "MWFmap"), ("NDI", "NDImap")):
+        maps[c] = d / f"sub-{label}_ses-1_space-NDI_desc-brain_{suffix}.nii.gz"
+        nib.save(nib.Nifti1Image(mask * 0.5, affine), maps[c])
+        out[c] = d / f"sub-{label}_ses-1_space-NDIcrop_desc-brain_{suffix}.nii.gz"
+    mask_in = d / f"sub-{label}_ses-1_space-NDI_desc-brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, affine), mask_in)
+    out_mask = d / f"sub-{label}_ses-1_space-NDIcrop_desc-brain_mask.nii.gz"
+    run_crop_to_brain(maps, mask_in, out, out_mask, d / f"sub-{label}_ses-1_box.json",
+                      crop_shape=crop_shape, subject=label, session="1", **kw)
+    return out_mask
+
+
+def test_a_crop_that_cuts_3_percent_of_the_brain_is_flagged_with_the_shape_needed(tmp_path):
+    from gamer_mril.io import sidecar_path
+    from gamer_mril.qc import qc_table
+
+    # brain 33 x 10 x 10 voxels; a crop of 32 along the first axis cuts one slab of 100
+    # voxels: 100 / 3300 = 3.0%; 33 fits in the other session's crop
+    log_file = tmp_path / "crop.log"
+    cut = _crop_session(tmp_path, "01", (40, 12, 12),
+                        (slice(2, 35), slice(1, 11), slice(1, 11)), (32, 12, 12),
+                        log_file=log_file)
+    assert ("sub-01 ses-1: the crop cuts 3.0% of the brain (bounding box [33, 10, 10] "
+            "voxels, crop_shape [32, 12, 12])") in log_file.read_text()
+    whole = _crop_session(tmp_path, "02", (40, 12, 12),
+                          (slice(2, 34), slice(1, 11), slice(1, 11)), (32, 12, 12))
+    table = qc_table([sidecar_path(cut), sidecar_path(whole)]).set_index("subject")
+    assert table.loc["01", "crop_cut_share"] == pytest.approx(100 / 3300)
+    assert table.loc["02", "crop_cut_share"] == 0
+    assert table.loc["01", "qc_flag"] and not table.loc["02", "qc_flag"]
+    assert table.loc["01", "qc_reasons"] == (
+        "crop_to_brain cut 3.0% of the brain (qc.max_crop_cut_share 0.02); enlarge "
+        "preprocessing.crop_shape to at least [33, 12, 12]")
+    # a looser setting lets it pass
+    assert not qc_table([sidecar_path(cut)], max_crop_cut_share=0.05)["qc_flag"].any()
+
+
+def test_a_crop_that_cuts_12_percent_stops_naming_session_file_and_size(tmp_path):
+    from gamer_mril.errors import InputError
+
+    # brain 25 x 10 x 10; a crop of 22 cuts 3 slabs: 300 / 2500 = 12% > 10%
+    with pytest.raises(InputError) as err:
+        _crop_session(tmp_path, "07", (30, 12, 12),
+                      (slice(2, 27), slice(1, 11), slice(1, 11)), (22, 12, 12))
+    msg = str(err.value)
+    assert msg.startswith("sub-07 ses-1: crop_to_brain would cut 12.0% of the brain (300 of "
+                          "2500 voxels of the brain mask ")
+    assert "sub-07_ses-1_space-NDI_desc-brain_mask.nii.gz" in msg
+    assert "preprocessing.max_crop_cut_share_stop 0.1" in msg
+    assert "bounding box is [25, 10, 10] voxels, preprocessing.crop_shape [22, 12, 12]" in msg
+    assert "set preprocessing.crop_shape to at least [25, 12, 12]" in msg
+    assert not list((tmp_path / "sub-07").glob("*NDIcrop*"))      # nothing left behind
+    # the same cut passes under a higher stop (and is then only flagged by the QC)
+    _crop_session(tmp_path / "sub-07", "07", (30, 12, 12),
+                  (slice(2, 27), slice(1, 11), slice(1, 11)), (22, 12, 12),
+                  max_crop_cut_share_stop=0.2)
+
+
+def test_the_matrix_and_the_brain_at_the_grids_edge_are_recorded_not_flagged(tmp_path):
+    from gamer_mril.io import sidecar_path
+    from gamer_mril.qc import qc_table
+
+    # 12 voxels along axis 1 against a crop of 14 (padded, as the paper's 96 NDI slices
+    # are to 112); the brain fills 1..11 in one session, 0..12 (meets the edge) in the other
+    inside = _crop_session(tmp_path, "01", (20, 12, 12),
+                           (slice(2, 18), slice(1, 11), slice(1, 11)), (20, 14, 12))
+    edge = _crop_session(tmp_path, "02", (20, 12, 12),
+                         (slice(2, 18), slice(0, 12), slice(1, 11)), (20, 14, 12))
+    table = qc_table([sidecar_path(inside), sidecar_path(edge)])
+    assert table["ndi_matrix"].tolist() == ["20x12x12"] * 2
+    assert table["crop_shape"].tolist() == ["20x14x12"] * 2
+    assert table["brain_bbox_vox"].tolist() == ["16x10x10", "16x12x10"]
+    assert table["brain_at_grid_edge"].tolist() == ["0x0x0", "0x1x0"]
+    assert table["crop_cut_share"].tolist() == [0, 0]
+    assert not table["qc_flag"].any()
+
+
+def test_a_map_with_voxels_over_twice_ndis_is_flagged(tmp_path):
+    import nibabel as nib
+
+    from gamer_mril.io import write_sidecar
+    from gamer_mril.preprocessing import step_scale
+    from gamer_mril.qc import qc_table
+
+    data = np.zeros((8, 8, 8), np.float32)
+    data[2:6, 2:6, 2:6] = 0.1
+    # NDI 1.8 mm; the paper's MWF 1.25 x 1.25 x 5 mm (cube root of 7.81 mm3: 1.98 mm,
+    # not flagged); a qT1 map at 4 mm (4 > 2 x 1.8: flagged)
+    voxels = {"NDImap": (1.8, 1.8, 1.8), "MWFmap": (1.25, 1.25, 5.0), "T1map": (4.0,) * 3}
+    sidecars = []
+    for suffix, voxel in voxels.items():
+        raw = tmp_path / f"sub-01_ses-1_{suffix}.nii.gz"
+        nib.save(nib.Nifti1Image(data, np.diag([*voxel, 1.0])), raw)
+        out = tmp_path / f"sub-01_ses-1_desc-scaled_{suffix}.nii.gz"
+        contrast = {"NDImap": "NDI", "MWFmap": "MWF", "T1map": "MWF"}[suffix]
+        facts = step_scale(raw, out, contrast, "fraction", "sub-01 ses-1")
+        assert facts["VoxelSize_mm"] == pytest.approx(list(voxel))
+        sidecars.append(write_sidecar(out, rule="scale_map", inputs={"image": raw},
+                                      extra={"Facts": facts}))
+    table = qc_table(sidecars)
+    assert table.loc[0, "voxel_mm_MWFmap"] == pytest.approx((1.25 * 1.25 * 5) ** (1 / 3))
+    assert table.loc[0, "qc_reasons"] == (
+        "T1map: voxels of 4.00 mm (cube root of the voxel volume), more than 2 x NDI's "
+        "1.80 mm; the map is much coarser than the NDI grid it is resampled to")
+
+
+# ------------------------------------------------------ fewer than five sessions
+
+def test_four_sessions_fall_back_to_the_nmi_floor_and_the_log_says_why(tmp_path):
+    from gamer_mril.io import write_sidecar
+    from gamer_mril.qc import run_preprocessing_qc
+
+    images = []
+    for i, nmi in enumerate([0.34, 0.33, 0.35, 0.05]):
+        path = tmp_path / f"sub-0{i}_ses-1_space-NDI_desc-brain_MWFmap.nii.gz"
+        path.write_bytes(b"x")
+        write_sidecar(path, rule="resample_to_ndi", inputs={},
+                      extra={"Facts": {"NormalizedMutualInformationWithNDI": nmi}})
+        images.append(path)
+        mask = tmp_path / f"sub-0{i}_ses-1_desc-brain_mask.nii.gz"
+        mask.write_bytes(b"x")
+        write_sidecar(mask, rule="make_brain_mask", inputs={},
+                      extra={"Facts": {"BrainVolume_ml": [1100, 1200, 1300, 3000][i]}})
+        images.append(mask)
+    out, log_file = tmp_path / "qc.tsv", tmp_path / "qc.log"
+    run_preprocessing_qc(images, out, log_file=log_file)
+    table = pd.read_csv(out, sep="\t", dtype={"subject": str})
+    assert table["qc_flag"].tolist() == [False, False, False, True]
+    assert table.loc[3, "qc_reasons"].startswith(
+        "nmi_ndi_MWFmap 0.050 below the absolute floor 0.15 (co-registration to NDI "
+        "suspect; 4 session(s) with the figure, robust bounds")
+    text = log_file.read_text()
+    assert ("QC bounds: nmi_ndi_MWFmap: 4 session(s) with the figure, robust bounds "
+            "(median +- qc.mad_limit robust sd) need at least 5; judged against the "
+            "absolute floor 0.15 instead (Dice against qc.min_dice 0.9 as always)") in text
+    # the volume of 3000 ml is not judged, and the log says so
+    assert "QC bounds: brain_ml: 4 session(s) with the figure" in text
+    assert "; not judged" in text
+    # five sessions: robust bounds again (0.05 is far below 0.34 - 3 x 0.015), no floor note
+    five = qc_flags(_table(nmi_ndi_MWFmap=[0.34, 0.33, 0.35, 0.34, 0.05]), notes=(n := []))
+    assert five["qc_flag"].tolist() == [False] * 4 + [True]
+    assert "below the cohort's" in five.loc[4, "qc_reasons"] and n == []
+
+
+def test_the_geometry_defaults_are_the_schemas_and_the_configs():
+    import yaml
+
+    from gamer_mril.geometry import MAX_CROP_CUT_SHARE_STOP
+    from gamer_mril.qc import MAX_CROP_CUT_SHARE
+
+    root = Path(__file__).parents[1]
+    props = yaml.safe_load((root / "schemas" / "config.schema.yaml").read_text())["properties"]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    assert props["qc"]["properties"]["max_crop_cut_share"]["default"] == \
+        config["qc"]["max_crop_cut_share"] == MAX_CROP_CUT_SHARE == 0.02
+    assert props["preprocessing"]["properties"]["max_crop_cut_share_stop"]["default"] == \
+        config["preprocessing"]["max_crop_cut_share_stop"] == MAX_CROP_CUT_SHARE_STOP == 0.1
