@@ -4,7 +4,7 @@
 # parameters). Grids: native (each contrast's own), NDI (the NDI map's grid), NDIcrop (NDI
 # grid cropped to a fixed matrix), MNI152. The steps of a session share the group
 # "preprocess": on a cluster a session's preprocessing is one job. The logic:
-# gamer_mril/preprocessing.py (run_<rule>).
+# gamer_mril/preprocessing_jobs.py (run_<rule>).
 
 
 rule make_template_cerebellum:

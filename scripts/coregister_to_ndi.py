@@ -1,5 +1,5 @@
 """Rule coregister_to_ndi (step 3): qT1 and MWF each registered to NDI."""
-from gamer_mril.preprocessing import run_coregister_to_ndi
+from gamer_mril.preprocessing_jobs import run_coregister_to_ndi
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
 run_coregister_to_ndi(i.NDI, {"qT1": i.qT1, "MWF": i.MWF},

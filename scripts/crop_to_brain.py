@@ -1,6 +1,6 @@
 """Rule crop_to_brain (step 5): a fixed matrix centred on the brain."""
 from gamer_mril import CONTRASTS
-from gamer_mril.preprocessing import run_crop_to_brain
+from gamer_mril.preprocessing_jobs import run_crop_to_brain
 
 i, o, w, p = snakemake.input, snakemake.output, snakemake.wildcards, snakemake.params
 run_crop_to_brain({c: i[c] for c in CONTRASTS}, i.mask, {c: o[c] for c in CONTRASTS},

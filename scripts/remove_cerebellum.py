@@ -1,7 +1,7 @@
 """Rule remove_cerebellum (step 7): the network's inputs."""
 from gamer_mril import CONTRASTS
 from gamer_mril.layout import TEMPLATE_XFM_KEYS
-from gamer_mril.preprocessing import run_remove_cerebellum
+from gamer_mril.preprocessing_jobs import run_remove_cerebellum
 
 i, o, w = snakemake.input, snakemake.output, snakemake.wildcards
 run_remove_cerebellum({c: i[c] for c in CONTRASTS}, i.mask,

@@ -1,5 +1,5 @@
 """Rule skull_strip (step 2a): the mask that strips the head, on the qT1 grid."""
-from gamer_mril.preprocessing import run_skull_strip
+from gamer_mril.preprocessing_jobs import run_skull_strip
 
 i, w = snakemake.input, snakemake.wildcards
 run_skull_strip(i.qT1, snakemake.output.mask, skullstrip=snakemake.params.skullstrip,

@@ -8,7 +8,8 @@ import pytest
 
 from gamer_mril.errors import InputError
 from gamer_mril.layout import Session, bids, session_of, template_transform_outputs
-from gamer_mril.preprocessing import run_scale_map, step_register_template
+from gamer_mril.preprocessing import step_register_template
+from gamer_mril.preprocessing_jobs import run_scale_map
 
 
 def test_the_template_transforms_each_registration_writes(tmp_path):

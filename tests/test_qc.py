@@ -209,7 +209,7 @@ def _crop_session(tmp_path, label, grid, brain_slices, crop_shape, **kw):
     run_crop_to_brain; returns the cropped mask's path (its sidecar has the facts)."""
     import nibabel as nib
 
-    from gamer_mril.preprocessing import run_crop_to_brain
+    from gamer_mril.preprocessing_jobs import run_crop_to_brain
 
     mask = np.zeros(grid, np.uint8)
     mask[brain_slices] = 1

@@ -123,7 +123,7 @@ def test_misaligned_maps_stop_before_ants(tmp_path, monkeypatch, shift, words):
     """qT1 300 mm (no overlap) or 80 mm from NDI: rule coregister_to_ndi stops before
     ANTs is called, naming the session, both files, the distance and what to check,
     and leaves no transform behind."""
-    from gamer_mril import preprocessing, registration
+    from gamer_mril import preprocessing_jobs, registration
     from gamer_mril.errors import InputError
 
     def no_ants(*args, **kwargs):
@@ -133,7 +133,7 @@ def test_misaligned_maps_stop_before_ants(tmp_path, monkeypatch, shift, words):
     ndi, qt1, raw = _session(tmp_path, shift)
     out = {"qT1": tmp_path / "from-qT1_to-NDI_xfm.mat"}
     with pytest.raises(InputError) as e:
-        preprocessing.run_coregister_to_ndi(ndi, {"qT1": qt1}, out, coregistration="rigid",
+        preprocessing_jobs.run_coregister_to_ndi(ndi, {"qT1": qt1}, out, coregistration="rigid",
                                             seed=1, subject="01", session="1")
     msg = str(e.value)
     assert msg.startswith("sub-01 ses-1: ") and words in msg, msg
@@ -156,7 +156,7 @@ def test_an_ants_error_gets_the_projects_line_above_it(tmp_path, monkeypatch):
     the step and both files, ANTs' own message kept below."""
     import ants
 
-    from gamer_mril import preprocessing, registration
+    from gamer_mril import preprocessing_jobs, registration
     from gamer_mril.errors import RegistrationError
 
     def failing(fixed, moving, transform, workdir, metric="mattes", **kwargs):
@@ -166,7 +166,7 @@ def test_an_ants_error_gets_the_projects_line_above_it(tmp_path, monkeypatch):
     ndi, qt1, _ = _session(tmp_path, 5.0)
     out = {"qT1": tmp_path / "from-qT1_to-NDI_xfm.mat"}
     with pytest.raises(RegistrationError) as e:
-        preprocessing.run_coregister_to_ndi(ndi, {"qT1": qt1}, out, coregistration="rigid",
+        preprocessing_jobs.run_coregister_to_ndi(ndi, {"qT1": qt1}, out, coregistration="rigid",
                                             seed=1, subject="01", session="1")
     first, *rest = str(e.value).splitlines()
     assert first.startswith("sub-01 ses-1: the co-registration of qT1 to NDI (rule "

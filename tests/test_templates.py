@@ -28,7 +28,7 @@ def test_reading_the_files_leaves_nilearn_datasets_unimported(tmp_path):
     resample the 1 mm template, in every job that asked for a resolution."""
     t1w, mask = tmp_path / "t1w.nii.gz", tmp_path / "mask.nii.gz"
     templates.write_template_images(2, t1w, mask)
-    probe = ("import sys; from gamer_mril import templates, preprocessing; "
+    probe = ("import sys; from gamer_mril import templates, preprocessing_jobs; "
              f"templates.template_t1w({str(t1w)!r}); templates.template_brain_mask({str(mask)!r}); "
              "print(sorted(m for m in ('nilearn.datasets', 'sklearn', 'scipy.ndimage') "
              "if m in sys.modules))")
