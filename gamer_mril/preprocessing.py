@@ -23,6 +23,7 @@ from .geometry import MAX_CROP_CUT_SHARE_STOP, check_crop_cut, crop_cut
 from .io import atomic_write_json, save_nifti
 from .layout import template_transform_outputs
 from .mapfiles import load_map
+from .orientation import to_ras
 from .similarity import normalized_mutual_information, overlap
 from .spaces import (apply_crop, bounding_box, crop_affine, crop_box, from_template_transforms,
                      to_template_transforms)
@@ -90,14 +91,23 @@ def _load(path):
 
 
 def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dict:
-    """Step 1: check units and range, zero non-finite voxels, scale to [0, 1]."""
+    """Step 1: check units and range, zero non-finite voxels, scale to [0, 1], store RAS
+    (:func:`orientation.to_ras`; an oblique NDI grid made axis-aligned)."""
     data, affine, n_nonfinite = load_map(in_path, session, contrast)
     factor = check_units(data, contrast, unit, session, in_path,
                          voxel_mm=nib.affines.voxel_sizes(affine))
     canonical = data * factor
     low, high = RANGES[contrast]
     scaled, _ = scale_to_unit(canonical, low, high)
-    save_nifti(scaled, affine, out_path)
+    ras, ras_affine, orientation = to_ras(scaled, affine, resample_oblique=contrast == "NDI")
+    save_nifti(ras, ras_affine, out_path)
+    if orientation["StoredOrientation"] != "RAS" or orientation["ResampledToAxisAligned"]:
+        log.info("%s: the %s map %s is stored %s%s; stored RAS%s", session, contrast,
+                 in_path, orientation["StoredOrientation"],
+                 f" ({orientation['StoredObliquity_deg']:.1f} degrees oblique)"
+                 if orientation["ResampledToAxisAligned"] else "",
+                 ", resampled onto an axis-aligned grid"
+                 if orientation["ResampledToAxisAligned"] else "")
     if n_nonfinite:
         log.warning(
             "%s: %d non-finite voxels (NaN or inf) in %s were set to 0", session, n_nonfinite,
@@ -111,6 +121,7 @@ def step_scale(in_path, out_path, contrast: str, unit: str, session: str) -> dic
         "P99Canonical": float(np.percentile(positive, 99)) if positive.size else 0.0,
         "ClippedAbove": int(np.count_nonzero(canonical > high)),
         "VoxelSize_mm": [round(float(v), 4) for v in nib.affines.voxel_sizes(affine)],
+        **orientation,
         **range_counts(canonical, contrast, (low, high), affine),
     }
 

@@ -1,5 +1,5 @@
 """The jobs of the preprocessing rules (docs/method.md#2-preprocessing): one ``run_*``
-function per rule of rules/preprocessing.smk. Each opens the job
+function per rule in rules/preprocessing.smk, and each opens the job
 (:func:`gamer_mril.jobs.step`), runs its step (:mod:`gamer_mril.preprocessing`) and
 writes every output's provenance sidecar. ``maps`` and ``out`` dictionaries are keyed by
 contrast (qT1, MWF, NDI), as the rules' named inputs and the sidecars' roles are. Each

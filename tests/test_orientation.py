@@ -1,0 +1,126 @@
+"""One orientation for the network (gamer_mril.orientation and step 1): a map stored LAS,
+LPS or oblique is stored RAS by the scaling step, equal to its RAS copy (exactly for a
+permutation of axes, to interpolation for an oblique grid), every voxel at its world
+position."""
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.processing import resample_from_to
+
+from gamer_mril.orientation import axis_aligned_grid, axis_codes, obliquity_deg, to_ras
+
+
+def _flipped(data, affine, axes):
+    """The same image stored with the voxel axes ``axes`` reversed (world unchanged)."""
+    flip = np.eye(4)
+    for a in axes:
+        flip[a, a] = -1
+        flip[a, 3] = data.shape[a] - 1
+    return np.flip(data, axis=axes).copy(), affine @ flip
+
+
+def _blob(shape=(20, 24, 18)):
+    """A smooth asymmetric volume in [0, 0.9] (no two axes alike)."""
+    i, j, k = np.indices(shape, dtype=np.float32)
+    centre = np.array([8.0, 13.0, 7.0])
+    r2 = ((i - centre[0]) / 5) ** 2 + ((j - centre[1]) / 7) ** 2 + ((k - centre[2]) / 4) ** 2
+    return (0.9 * np.exp(-r2 / 2) * (1 + 0.1 * np.sin(i / 3))).astype(np.float32) / 1.1
+
+
+RAS_AFFINE = np.array([[2.0, 0, 0, -20], [0, 2.0, 0, -24], [0, 0, 2.5, -10], [0, 0, 0, 1]])
+
+
+def test_axis_codes_and_obliquity_by_hand():
+    assert axis_codes(RAS_AFFINE) == "RAS"
+    _, las = _flipped(np.zeros((3, 4, 5)), RAS_AFFINE, (0,))
+    assert axis_codes(las) == "LAS" and obliquity_deg(las) == 0
+    a = np.deg2rad(20)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    assert obliquity_deg(rot @ RAS_AFFINE) == pytest.approx(20, abs=1e-9)
+
+
+@pytest.mark.parametrize("axes, codes", [((0,), "LAS"), ((0, 1), "LPS"), ((2,), "RAI")])
+def test_a_permuted_map_becomes_its_ras_copy_exactly(axes, codes):
+    data = _blob()
+    stored, affine = _flipped(data, RAS_AFFINE, axes)
+    assert axis_codes(affine) == codes
+    out, out_affine, facts = to_ras(stored, affine, resample_oblique=True)
+    np.testing.assert_array_equal(out, data)
+    np.testing.assert_allclose(out_affine, RAS_AFFINE, atol=1e-12)
+    assert facts == {"StoredOrientation": codes, "Orientation": "RAS",
+                     "StoredObliquity_deg": 0.0, "ResampledToAxisAligned": False}
+
+
+def test_axis_aligned_grid_holds_every_corner():
+    a = np.deg2rad(30)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    affine = rot @ RAS_AFFINE
+    shape, grid = axis_aligned_grid((10, 10, 4), affine)
+    assert obliquity_deg(grid) == 0 and np.allclose(nib.affines.voxel_sizes(grid), [2, 2, 2.5])
+    corners = np.array(np.meshgrid([0, 9], [0, 9], [0, 3], indexing="ij")).reshape(3, -1).T
+    vox = nib.affines.apply_affine(np.linalg.inv(grid), nib.affines.apply_affine(affine,
+                                                                                 corners))
+    assert (vox > -1e-6).all() and (vox < np.array(shape) - 1 + 1e-6).all()
+
+
+def test_an_oblique_ndi_grid_reaches_the_ras_copy_to_interpolation():
+    """The RAS image resampled onto a grid tilted 20 degrees (as a tilted slab is stored)
+    comes back axis-aligned, and at the RAS copy's voxels its values are the copy's to
+    interpolation; without resample_oblique the grid is only reordered."""
+    data = _blob()
+    ras = nib.Nifti1Image(data, RAS_AFFINE)
+    a = np.deg2rad(20)
+    rot = np.eye(4)
+    rot[1:3, 1:3] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    centre = nib.affines.apply_affine(RAS_AFFINE, (np.array(data.shape) - 1) / 2)
+    about = np.eye(4)
+    about[:3, 3] = centre
+    tilted_affine = about @ rot @ np.linalg.inv(about) @ RAS_AFFINE
+    tilted = resample_from_to(ras, (data.shape, tilted_affine), order=1)
+    stored, stored_affine = _flipped(np.asarray(tilted.dataobj), tilted_affine, (0,))
+
+    kept, kept_affine, facts = to_ras(stored, stored_affine, resample_oblique=False)
+    assert facts["ResampledToAxisAligned"] is False and axis_codes(kept_affine) == "RAS"
+    assert obliquity_deg(kept_affine) == pytest.approx(20, abs=1e-6)
+
+    out, out_affine, facts = to_ras(stored, stored_affine, resample_oblique=True)
+    assert facts["StoredOrientation"] == "LAS" and facts["Orientation"] == "RAS"
+    assert facts["ResampledToAxisAligned"] is True
+    assert facts["StoredObliquity_deg"] == pytest.approx(20, abs=1e-3)
+    assert obliquity_deg(out_affine) == 0
+    back = np.asarray(resample_from_to(nib.Nifti1Image(out, out_affine), ras,
+                                       order=1).dataobj)
+    # the voxels at least two voxels inside both fields of view (the tilted copy holds 0
+    # where its grid leaves the RAS copy's)
+    vox = nib.affines.apply_affine(np.linalg.inv(tilted_affine),
+                                   nib.affines.apply_affine(RAS_AFFINE, np.indices(
+                                       data.shape).reshape(3, -1).T)).reshape(*data.shape, 3)
+    in_view = ((vox >= 2) & (vox <= np.array(data.shape) - 3)).all(-1)
+    core = np.zeros(data.shape, dtype=bool)
+    core[2:-2, 2:-2, 2:-2] = True
+    inside = in_view & core & (data > 0.05)
+    assert inside.sum() > 1000
+    assert np.abs(back[inside] - data[inside]).max() < 0.04
+    assert np.corrcoef(back[inside], data[inside])[0, 1] > 0.99
+
+
+def test_the_scaling_step_stores_every_map_ras(tmp_path):
+    """Step 1 on an NDI map stored LPS writes exactly what it writes for the RAS copy,
+    and its sidecar facts say how the map was stored."""
+    from gamer_mril.preprocessing import step_scale
+
+    data = _blob()
+    stored, affine = _flipped(data, RAS_AFFINE, (0, 1))
+    outs = {}
+    for name, (d, a) in {"ras": (data, RAS_AFFINE), "lps": (stored, affine)}.items():
+        nib.save(nib.Nifti1Image(d, a), tmp_path / f"{name}.nii.gz")
+        facts = step_scale(tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_scaled.nii.gz",
+                           "NDI", "fraction", "sub-01 ses-1")
+        outs[name] = (nib.load(tmp_path / f"{name}_scaled.nii.gz"), facts)
+    np.testing.assert_array_equal(outs["lps"][0].get_fdata(), outs["ras"][0].get_fdata())
+    np.testing.assert_allclose(outs["lps"][0].affine, outs["ras"][0].affine, atol=1e-6)
+    assert outs["lps"][1]["StoredOrientation"] == "LPS"
+    assert outs["ras"][1]["StoredOrientation"] == "RAS"
+    assert outs["lps"][1]["Orientation"] == outs["ras"][1]["Orientation"] == "RAS"
