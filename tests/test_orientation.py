@@ -124,3 +124,28 @@ def test_the_scaling_step_stores_every_map_ras(tmp_path):
     assert outs["lps"][1]["StoredOrientation"] == "LPS"
     assert outs["ras"][1]["StoredOrientation"] == "RAS"
     assert outs["lps"][1]["Orientation"] == outs["ras"][1]["Orientation"] == "RAS"
+
+
+@pytest.mark.parametrize("axes", [(0,), (0, 1)])
+def test_the_network_input_of_a_session_stored_otherwise_is_the_ras_copys(tmp_path, axes):
+    """Steps 1 and 5 on an NDI map stored LAS or LPS, its brain mask made in the scaled
+    grid: the cropped array the network reads, and its affine, are the RAS copy's."""
+    from gamer_mril.preprocessing import step_crop, step_scale
+
+    data = _blob((30, 34, 26))
+    stored, affine = _flipped(data, RAS_AFFINE, axes)
+    crops = {}
+    for name, (d, a) in {"ras": (data, RAS_AFFINE), "other": (stored, affine)}.items():
+        raw, scaled = tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_scaled.nii.gz"
+        nib.save(nib.Nifti1Image(d, a), raw)
+        step_scale(raw, scaled, "NDI", "fraction", "sub-01 ses-1")
+        img = nib.load(scaled)
+        mask = tmp_path / f"{name}_mask.nii.gz"
+        nib.save(nib.Nifti1Image((img.get_fdata() > 0.1).astype(np.uint8), img.affine), mask)
+        out = tmp_path / f"{name}_crop.nii.gz"
+        step_crop({"NDI": scaled}, mask, (21, 29, 17), {"NDI": out},
+                  tmp_path / f"{name}_cropmask.nii.gz", tmp_path / f"{name}_box.json", {})
+        crops[name] = nib.load(out)
+    np.testing.assert_array_equal(crops["other"].get_fdata(), crops["ras"].get_fdata())
+    np.testing.assert_allclose(crops["other"].affine, crops["ras"].affine, atol=1e-6)
+    assert crops["ras"].get_fdata().max() > 0.5          # the crop holds the blob
