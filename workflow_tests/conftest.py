@@ -28,6 +28,10 @@ PREPROCESSING_RULES = ("scale_map", "skull_strip", "register_to_template", "make
                        "remove_cerebellum", "warp_brain_mask_to_template", "qc_reportlets")
 
 
+#: qc.max_crop_cut_share of the workflow tests' runs (see make_config).
+TEST_CROP_CUT_SHARE = 0.05
+
+
 def make_config(rawdata: Path, **preprocessing) -> dict:
     rawdata = Path(rawdata)
     return {
@@ -36,6 +40,9 @@ def make_config(rawdata: Path, **preprocessing) -> dict:
             "maps": {c: str(rawdata / p) for c, p in MAP_PATTERNS.items()},
         },
         "preprocessing": {"crop_shape": [48, 48, 56], **preprocessing},
+        # the tiny cohorts' crop is kept small for speed and cuts up to about 2% of some
+        # brains: flag a cut from TEST_CROP_CUT_SHARE on, above the default 2%
+        "qc": {"max_crop_cut_share": TEST_CROP_CUT_SHARE},
     }
 
 

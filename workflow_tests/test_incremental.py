@@ -158,7 +158,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     # models); nothing of its own runs
     left_out = sorted(sessions)[0]
     excluded = training_config(cohort)
-    excluded["qc"] = {"exclude": {f"sub-{left_out}_ses-1": "constructed failure"}}
+    excluded["qc"] = {**excluded.get("qc", {}),
+                      "exclude": {f"sub-{left_out}_ses-1": "constructed failure"}}
     jobs = dry_run(run, excluded, "all")
     assert not per_session(jobs, left_out)
     for sub in sorted(sessions)[1:]:
@@ -166,7 +167,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert {"analysed_sessions", "build_cache"} | TRAINING <= cohort_level(jobs)
     assert "preprocessing_qc" not in cohort_level(jobs)
     unknown = training_config(cohort)
-    unknown["qc"] = {"exclude": ["sub-999_ses-1"]}
+    unknown["qc"] = {**unknown.get("qc", {}), "exclude": ["sub-999_ses-1"]}
     proc = run_snakemake(run, unknown, "all", "-n")
     assert proc.returncode != 0
     assert "qc.exclude names sessions that are not among the selected ones: sub-999_ses-1" \

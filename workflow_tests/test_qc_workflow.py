@@ -27,6 +27,8 @@ from gamer_mril.layout import Session
 from gamer_mril.preprocessing import step_resample_to_ndi, step_warp_mask_to_template
 from gamer_mril.qc import MIN_DICE, qc_flags
 
+from .conftest import TEST_CROP_CUT_SHARE
+
 pytestmark = pytest.mark.slow
 
 
@@ -53,16 +55,17 @@ def test_qc_table_has_the_steps_figures_and_flags_nothing_on_a_good_run(trained)
                                / (2 - table["dice_template_brain"]), rtol=1e-9)
     assert table["nmi_ndi_MWFmap"].between(0.05, 1).all()
     assert not table["qc_flag"].any(), table["qc_reasons"].tolist()
-    # step 3: MWF's co-registration tried two starts and kept the better mutual
-    # information; qT1's had one start
+    # step 3: each co-registration tried two starts and kept the better mutual
+    # information: qT1 from the centres and the rotation search, MWF from the centres
+    # and qT1's transform
+    starts = {"T1map": {"centre", "rotation search"}, "MWFmap": {"centre", "other contrast"}}
     for subject, session in zip(table["subject"], table["session"]):
         s = Session(trained / "results", subject, session)
-        facts = {c: json.loads(sidecar_path(s.xfm_to_ndi(c)).read_text())["Facts"]
-                 for c in ("T1map", "MWFmap")}
-        assert list(facts["T1map"]["MetricByStart"]) == ["centre"]
-        tried = facts["MWFmap"]["MetricByStart"]
-        assert set(tried) == {"centre", "other contrast"}
-        assert facts["MWFmap"]["Start"] == min(tried, key=tried.get)
+        for c, names in starts.items():
+            facts = json.loads(sidecar_path(s.xfm_to_ndi(c)).read_text())["Facts"]
+            tried = facts["MetricByStart"]
+            assert set(tried) == names, (c, tried)
+            assert facts["Start"] == min(tried, key=tried.get)
 
 
 def test_mwf_shifted_after_coregistration_is_flagged(trained, tmp_path):
@@ -93,7 +96,7 @@ def test_mwf_shifted_after_coregistration_is_flagged(trained, tmp_path):
 
     broken = table.drop(columns=["qc_flag", "qc_reasons"])
     broken.loc[0, "nmi_ndi_MWFmap"] = nmi["MWF"]
-    flagged = qc_flags(broken)
+    flagged = qc_flags(broken, max_crop_cut_share=TEST_CROP_CUT_SHARE)
     assert flagged["qc_flag"].tolist() == [True] + [False] * 7, flagged["qc_reasons"]
     assert flagged.loc[0, "qc_reasons"].startswith("nmi_ndi_MWFmap ")
     assert "co-registration to NDI suspect" in flagged.loc[0, "qc_reasons"]
@@ -120,7 +123,7 @@ def test_brain_mask_eroded_by_five_voxels_is_flagged(trained, tmp_path):
     broken.loc[0, "jaccard_template_brain"] = facts["JaccardWithTemplateBrainMask"]
     # the brain volume of the eroded mask (in the cropped grid, where nothing was cut)
     broken.loc[0, "brain_ml"] = table.loc[0, "brain_ml"] * eroded.sum() / mask.sum()
-    flagged = qc_flags(broken)
+    flagged = qc_flags(broken, max_crop_cut_share=TEST_CROP_CUT_SHARE)
     assert flagged["qc_flag"].tolist() == [True] + [False] * 7, flagged["qc_reasons"]
     reasons = flagged.loc[0, "qc_reasons"]
     assert "Dice with the template brain mask" in reasons
