@@ -186,7 +186,7 @@ def test_paired_comparisons_are_delong_with_bh():
 # ------------------------------------------------------------------ DistinctImages
 
 def test_distinct_images_sends_each_distinct_input_once():
-    from gamer_mril.assessment.inverting import DistinctImages
+    from gamer_mril.assessment.distinct import DistinctImages
 
     seen = []
 
@@ -210,7 +210,7 @@ def test_distinct_images_sends_each_distinct_input_once():
 
 
 def test_distinct_images_checks_the_answer_count():
-    from gamer_mril.assessment.inverting import DistinctImages
+    from gamer_mril.assessment.distinct import DistinctImages
 
     predict = DistinctImages(lambda batch, ages: np.zeros(len(batch) + 1))
     with pytest.raises(ValueError, match="2 values for 1 images"):
