@@ -36,12 +36,8 @@ ARCH = dict(growth=2, stem_channels=4, hidden=6, attention_dim=4)
 L = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: one torch thread for the module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed):

@@ -32,6 +32,7 @@ from torch import nn
 
 from gamer_mril import lrp
 from lrp_reference import ReferenceLRP
+from test_lrp import _grad, _target
 from test_lrp_oracle import (ARCH, DT, SHAPE, L, _conservative_model, _gen, _generic_model,
                              _images, _randomize_bn)
 from gamer_mril.network import build_model
@@ -39,12 +40,8 @@ from gamer_mril.network import build_model
 ALL = list(range(1, 21))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+#: one torch thread for the module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _brain_images(batch, seed):
@@ -243,16 +240,6 @@ def test_gamma_composites_conserve(rule):
 # ----------------------------------------------------------------------------------------
 # SmoothGrad
 # ----------------------------------------------------------------------------------------
-def _target(model, x, age, target):
-    out = model(x, age, return_details=True)
-    return out["logit"] if target == "logit" else out["a"][:, target]
-
-
-def _grad(model, x, age, target):
-    xg = x.clone().requires_grad_(True)
-    return torch.autograd.grad(_target(model, xg, age, target).sum(), xg)[0]
-
-
 @pytest.mark.parametrize("target", ["logit", 1])
 def test_smoothgrad_is_the_mean_of_per_copy_gradients(generic, target):
     model, x, age = generic

@@ -33,13 +33,8 @@ from test_lrp_oracle import (ARCH, DT, SHAPE, L, _conservative_model, _gen, _gen
 EPSILON_CONVS = dataclasses.replace(lrp.PAPER, conv=lrp.Epsilon())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The machine is shared: one thread is much faster than two contended ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+#: one torch thread for the module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _signed_bias_free_model(seed, x):

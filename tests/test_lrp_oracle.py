@@ -50,13 +50,8 @@ L = 3
 # ----------------------------------------------------------------------------------------
 # helpers: models and inputs
 # ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The machine is shared: one thread is much faster than two contended ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+#: one torch thread for the module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed):
