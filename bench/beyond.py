@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lrp import random_batchnorm  # bench/lrp.py
+
 REPO = Path(__file__).resolve().parents[1]
 VOXEL_MM = 5.4
 
@@ -62,21 +64,11 @@ def _session(root: Path, shape):
     import numpy as np
     import torch
     from safetensors.torch import save_file
-    from torch import nn
 
     from gamer_mril.network import build_model
 
     model = build_model(shape, seed=0)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm3d):
-                c = mod.num_features
-                sign = torch.where(torch.rand(c, generator=gen) < 0.3, -1.0, 1.0)
-                mod.weight.copy_(sign * (0.5 + torch.rand(c, generator=gen)))
-                mod.bias.copy_(0.1 * torch.randn(c, generator=gen))
-                mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-                mod.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+    random_batchnorm(model, torch.Generator().manual_seed(1))
     fold = root / "models" / "fold-0"
     fold.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},

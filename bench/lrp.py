@@ -47,6 +47,23 @@ def _resolve_device(name):
     return torch.device(name)
 
 
+def random_batchnorm(model, gen) -> None:
+    """Non-trivial BatchNorm statistics drawn from ``gen``, 30% of the gammas negative
+    (an untrained network's are 1 and 0, which no trained one has)."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm3d):
+                c = mod.num_features
+                sign = torch.where(torch.rand(c, generator=gen) < 0.3, -1.0, 1.0)
+                mod.weight.copy_(sign * (0.5 + torch.rand(c, generator=gen)))
+                mod.bias.copy_(0.1 * torch.randn(c, generator=gen))
+                mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
+                mod.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+
+
 def run(shape, batch, repeats, device_name, ig_steps, scenarios, dtype_name, threads,
         ig_repeats, ig_reference_sigma=2.0):
     import torch
@@ -61,15 +78,7 @@ def run(shape, batch, repeats, device_name, ig_steps, scenarios, dtype_name, thr
     dtype = getattr(torch, dtype_name)
     model = build_model(shape, seed=0).to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():                 # non-trivial BN statistics, some gammas < 0
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm3d):
-                c = mod.num_features
-                sign = torch.where(torch.rand(c, generator=gen) < 0.3, -1.0, 1.0)
-                mod.weight.copy_(sign * (0.5 + torch.rand(c, generator=gen)))
-                mod.bias.copy_(0.1 * torch.randn(c, generator=gen))
-                mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-                mod.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+    random_batchnorm(model, gen)
     x = torch.rand((batch, len(model.contrasts)) + tuple(shape), generator=gen)
     x = x.to(device=device, dtype=dtype)
     age = torch.full((batch,), 45.0, device=device, dtype=dtype)
