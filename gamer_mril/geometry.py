@@ -2,7 +2,7 @@
 how much of the brain the crop of step 5 cuts, and the size it would need to keep it
 whole. The crop job records these facts and stops on a large cut
 (``preprocessing.max_crop_cut_share_stop``); :mod:`gamer_mril.qc` flags a smaller one
-(``qc.max_crop_cut_share``), a matrix smaller than the crop and coarse voxels.
+(``qc.max_crop_cut_share``) and coarse voxels.
 """
 
 from __future__ import annotations

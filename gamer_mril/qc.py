@@ -181,7 +181,7 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
     figure and some spread; without them a volume is not judged and a similarity is
     judged against :data:`NMI_FLOOR`, and ``notes`` (a list, when given) gets a line
     saying so per figure. Geometry (:func:`geometry_reasons`): the crop's cut of the
-    brain above ``max_crop_cut_share``, an NDI matrix smaller than the crop, coarse voxels.
+    brain above ``max_crop_cut_share``, coarse voxels.
     """
     reasons = [[] for _ in range(len(table))]
     if "dice_template_brain" in table:
