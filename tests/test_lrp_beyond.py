@@ -33,9 +33,8 @@ from torch import nn
 from gamer_mril import lrp
 from lrp_reference import ReferenceLRP
 from test_lrp import _grad, _target
-from test_lrp_oracle import (ARCH, DT, SHAPE, L, _conservative_model, _gen, _generic_model,
-                             _images, _randomize_bn)
-from gamer_mril.network import build_model
+from test_lrp_composite import _signed_bias_free_model
+from test_lrp_oracle import DT, SHAPE, L, _conservative_model, _gen, _generic_model, _images
 
 ALL = list(range(1, 21))
 
@@ -220,16 +219,7 @@ def test_gamma_composites_conserve(rule):
     x, age = _images(2, 71), torch.tensor([28.0, 57.0], dtype=DT)
     model = _conservative_model(9, x, hidden=6, attention_dim=4)
     assert _errors(model, x, age, composite).max() < 1e-6
-    signed = build_model(SHAPE, seed=9, **ARCH, hidden=6, attention_dim=4).to(DT)
-    _randomize_bn(signed, 109, zero_shift=True)
-    with torch.no_grad():
-        for mod in signed.modules():
-            if isinstance(mod, (nn.Linear, nn.Conv3d)) and mod.bias is not None:
-                mod.bias.zero_()
-        signed.eval()
-        m = signed.encode(x)
-        for l, path in enumerate(signed.paths):
-            path.head_fc.weight /= m[:, l].abs().max()
+    signed = _signed_bias_free_model(9, x)
     assert _errors(signed, x, age, composite).max() < 1e-6
     assert _errors(signed, x, age, lrp.PAPER).max() > 1e-2     # alpha1-beta0 drops some
     ours = lrp.explain(signed, x, age, rule=composite).voxels
