@@ -340,3 +340,101 @@ def test_distinct_images_checks_the_answer_count():
     predict = DistinctImages(lambda batch, ages: np.zeros(len(batch) + 1))
     with pytest.raises(ValueError, match="2 values for 1 images"):
         predict(np.zeros((1, 1, 2, 2, 2), np.float32), [1.0])
+
+
+# ------------------------------------------------- the jobs of voxel_inverting, correlations
+
+
+def _job_inputs(tmp_path, n_subjects=12, seed=0):
+    """Per-session inverting tables, predictions, mask values and a participants table:
+    scenario 1 wrecks the prediction at N = 5 (its probabilities there know nothing of
+    the label) and leaves it whole at 40; scenario 3 leaves it whole at 5 and reverses it
+    at 40 (the paper's rule picks 3); scenario 2 changes nothing; the three random draws
+    at 5 and 40 add a little noise to the baseline."""
+    rng = np.random.default_rng(seed)
+    inverting, values, rows = [], [], []
+    pred = []
+    for i in range(n_subjects):
+        sub, ses, y = f"{i:02d}", "1", i % 2
+        base = 0.2 + 0.6 * y + rng.normal(0, 0.05)
+        rows.append(dict(participant_id=f"sub-{sub}", session_id=f"ses-{ses}",
+                         age=40.0 + i, edss=(5.0 if y else 1.0) + 0.5 * (i // 2 % 4)))
+        pred.append(dict(subject=sub, session=ses, label=y, set="cv", fold=i % 2, prob=base))
+        probs = [dict(order="MoRF", draw=0, scenario=0, N=0, prob=base)]
+        for scn in (1, 2, 3):
+            for n in (5, 40):
+                p = base
+                if scn == 1 and n == 5:
+                    p = rng.uniform(0.3, 0.7)
+                if scn == 3 and n == 40:
+                    p = 1.0 - base
+                probs.append(dict(order="MoRF", draw=0, scenario=scn, N=n, prob=p))
+                probs.append(dict(order="LeRF", draw=0, scenario=scn, N=n, prob=base))
+                for d in range(3):
+                    probs.append(dict(order="random", draw=d, scenario=scn, N=n,
+                                      prob=base + rng.normal(0, 0.3)))
+                for c in ("qT1", "MWF", "NDI"):
+                    values.append(dict(subject=sub, session=ses, scenario=scn, N=n,
+                                       contrast=c, value=rng.normal() + y, n_voxels=10))
+        df = pd.DataFrame(probs)
+        df.insert(0, "fold", i % 2)
+        df.insert(0, "session", ses)
+        df.insert(0, "subject", sub)
+        path = tmp_path / f"sub-{sub}_inverting.tsv"
+        df.to_csv(path, sep="\t", index=False)
+        inverting.append(path)
+    pd.DataFrame(pred).to_csv(tmp_path / "predictions.tsv", sep="\t", index=False)
+    mv = tmp_path / "maskvalues.tsv"
+    pd.DataFrame(values).to_csv(mv, sep="\t", index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    return inverting, tmp_path / "predictions.tsv", mv, tmp_path / "participants.tsv"
+
+
+@pytest.mark.parametrize("choice, chosen", [("aopc", 1), ("paper", 3)])
+def test_the_jobs_choose_once_and_record_the_choice(tmp_path, choice, chosen):
+    """voxel_inverting chooses (AOPC over N = 5: scenario 1, clearing its band; the
+    paper's rule at N = 40: scenario 3), correlations takes its choice into
+    chosen_scenario.json and Table IV, the paper's beside it."""
+    import json
+
+    from gamer_mril.assessment.correlation import run_correlations
+    from gamer_mril.assessment.inverting import run_voxel_inverting
+
+    inv, pred, mv, participants = _job_inputs(tmp_path)
+    out = tmp_path / "group"
+    out.mkdir()
+    run_voxel_inverting(inv, pred, out / "inverting_auc.tsv", out / "fig4.png",
+                        out / "inverting_scenarios.tsv", heatmap_level=40, choice=choice,
+                        choice_levels=[5], n_bootstrap=20, seed=0)
+    scen = pd.read_csv(out / "inverting_scenarios.tsv", sep="\t").set_index("scenario")
+    assert scen["chosen"].to_dict() == {s: s == chosen for s in (1, 2, 3)}
+    assert scen["chosen_paper"].to_dict() == {1: False, 2: False, 3: True}
+    assert list(scen.index[scen["clears_band"].astype(str) == "True"]) == [1]
+    table = pd.read_csv(out / "inverting_auc.tsv", sep="\t").set_index(["scenario", "N"])
+    assert scen["aopc"].to_dict() == pytest.approx(
+        {s: table.loc[(s, 5), "random_auc"] - table.loc[(s, 5), "auc"] for s in (1, 2, 3)})
+    assert scen["lerf_aopc"].to_dict() == pytest.approx(
+        {s: table.loc[(s, 5), "random_auc"] - table.loc[(s, 5), "lerf_auc"] for s in (1, 2, 3)})
+    assert _is_png(out / "fig4.png")
+    run_correlations([mv], out / "inverting_scenarios.tsv", participants,
+                     chosen_out=out / "chosen.json", long_out=out / "corr.tsv",
+                     table_iii_out=out / "t3.tsv", table_iv_out=out / "t4.tsv",
+                     figure_out=out / "corr.png", n_permutations=99, seed=0,
+                     heatmap_level=40, choice=choice, choice_levels=[5], n_bootstrap=20)
+    record = json.loads((out / "chosen.json").read_text())
+    assert record["scenario"] == chosen and record["paper_scenario"] == 3
+    assert (record["choice"], record["choice_levels"], record["level"]) == (choice, [5], 40)
+    assert record["scenarios_clearing_band"] == [1] and record["none_cleared"] is False
+    assert record["clears_band"] is (chosen == 1)
+    assert record["aopc"] == pytest.approx(scen.loc[chosen, "aopc"])
+    assert record["rule"].startswith("largest AOPC over N = 5 among" if choice == "aopc"
+                                     else "the paper's: largest AUC drop")
+    corr = pd.read_csv(out / "corr.tsv", sep="\t")
+    assert set(corr.loc[corr["table_iv"], "scenario"]) == {chosen}
+    t3 = pd.read_csv(out / "t3.tsv", sep="\t")
+    assert (t3["chosen"] == (t3["scenario"] == chosen)).all()
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    return len(data) > 2000 and data[:8] == b"\x89PNG\r\n\x1a\n"

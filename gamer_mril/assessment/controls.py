@@ -11,10 +11,15 @@ Per scenario and level the MoRF AUC is compared with the random masks' mean and 
 band; a scenario whose MoRF AUC at the level stays inside the band is *not informative*
 there. The area over the perturbation curve (AOPC) sums it up per scenario: the mean,
 over the levels, of the random masks' mean AUC minus the MoRF AUC (MoRF's drop minus
-random's drop). Every pooled AUC gets a subject-grouped bootstrap interval
-(:mod:`gamer_mril.bootstrap`), and the chosen scenario is compared with every other at
-the chosen level by DeLong's paired test (:mod:`gamer_mril.roc`), Benjamini-Hochberg
-adjusted, and by the grouped bootstrap interval of the AUC difference.
+random's drop). Over the choice levels (``assessment.choice_levels``, small N, where a
+map can beat random voxels) the AOPC has a random band of its own (each random draw's
+AOPC against the other draws, :func:`aopc_table`), and the workflow's scenario is the one
+of largest AOPC among those that clear it (:func:`choose_by_aopc`; the paper's choice
+beside it, :func:`scenario_table`). Every pooled AUC gets a subject-grouped bootstrap
+interval (:mod:`gamer_mril.statistics`), and the chosen scenario is compared with every
+other at ``assessment.heatmap_level`` by DeLong's paired test (:mod:`gamer_mril.roc`),
+Benjamini-Hochberg adjusted, and by the grouped bootstrap interval of the AUC
+difference.
 
 The masks are pure functions of the relevance map, the region, the top-N masks' voxel
 counts and a seed, so a session's inverting table is reproducible from its inputs.

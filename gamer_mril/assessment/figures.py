@@ -10,6 +10,7 @@ as arguments, nothing is computed here.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import nibabel as nib
@@ -115,8 +116,10 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
         ax.tick_params(axis="x", labelsize=7)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, loc="lower left")
-    if title:
-        fig.suptitle(title)
+    if title:      # each line wrapped to the figure's width (a single panel is narrow)
+        width = max(40, int(14 * 5.0 * len(panels)))
+        fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")),
+                     fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
 
