@@ -353,7 +353,8 @@ def choice_line(scenarios: pd.DataFrame, choice: str, choice_levels) -> str:
     c, level = s.loc[chosen], int(s.loc[chosen, "N"])
     at = "N = " + ", ".join(str(int(n)) for n in sorted(choice_levels))
     if np.isfinite(c["aopc_high"]):
-        where = "above" if c["clears_band"] is True else "inside"
+        where = ("above" if c["aopc"] > c["aopc_high"] else
+                 "below" if c["aopc"] < c["aopc_low"] else "inside")
         area = (f"AOPC {c['aopc']:.3f} over {at}, {where} its random band "
                 f"[{c['aopc_low']:.3f}, {c['aopc_high']:.3f}]")
     else:
