@@ -171,11 +171,12 @@ def test_a_session_flagged_for_its_coregistration_is_left_out(trained, training_
         return raw / MAP_PATTERNS["MWF"].format(subject=subject, session="1")
 
     shutil.copyfile(mwf(donor), mwf(victim))          # the wrong subject's MWF map
-    proc = run_snakemake(run, config, "train_all")
+    proc = run_snakemake(run, config, "preprocess_all", "train_all")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-5000:]
     jobs = jobs_run(proc)
-    assert jobs["coregister_to_ndi"] == 1 and jobs["analysed_sessions"] == 1
+    assert jobs["coregister_to_ndi"] == 1 and jobs["qc_reportlets"] == 1
+    assert jobs["analysed_sessions"] == 1
     assert jobs["train_fold"] == 2 and jobs["split_sessions"] == 1
 
     qc = _qc(run).set_index("subject")
