@@ -77,18 +77,22 @@ class PreprocessingSettings:
 
 @dataclass(frozen=True)
 class QcSettings:
-    """``qc:`` of the config: the flag thresholds, the reportlets' cuts and the sessions
-    excluded by hand ({session key: reason}, as the config gives it)."""
+    """``qc:`` of the config: the flag thresholds, the reportlets' cuts, the sessions
+    excluded by hand ({session key: reason}, as the config gives it) and the kinds of QC
+    flag that leave a session out (the schema lists them: gamer_mril.qc.FLAG_KINDS),
+    once each."""
     min_dice: float
     mad_limit: float
     reportlet_cuts: int
     exclude: object
     max_clipped_share: float
     max_crop_cut_share: float
+    exclude_flagged: tuple
 
     @classmethod
     def from_config(cls, section: Mapping) -> QcSettings:
-        return _from_section(cls, section, "qc")
+        s = _from_section(cls, section, "qc")
+        return replace(s, exclude_flagged=tuple(dict.fromkeys(s.exclude_flagged)))
 
 
 @dataclass(frozen=True)
