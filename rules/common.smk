@@ -304,3 +304,10 @@ def default_audit_targets():
         targets += list(s.preproc_maps.values())
         targets += [s.relmaps("NDIcrop"), s.relmaps("NDI")]
     return targets + final_maps(rules.group_heatmaps.output)
+
+
+# ------------------------------------------------------------------- report pages
+#: The index of the session pages (made by session_index; each page: layout.Session.page),
+#: and where `make demo` writes the HTML report, which the pages link back to.
+SESSION_INDEX = f"{GROUP}/sessions.html"
+REPORT_HTML = f"{OUT}/report.html"
