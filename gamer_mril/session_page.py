@@ -90,6 +90,7 @@ nav a{margin-right:1.2em}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:.9em}
 th{background:#eee}
+table.index td:first-child{white-space:nowrap}
 tr.flagged td,td.named{background:#fbd5d5}
 .flag{padding:.6em 1em;margin:1em 0;border-radius:4px}
 .flag.flagged{background:#fbd5d5;border:2px solid #c0392b}
@@ -102,13 +103,16 @@ figcaption{max-width:60em;margin:.3em 0}
 
 
 def _value(v) -> str:
-    """A table cell: floats to four significant digits, missing values as n/a."""
+    """A table cell: floats to four significant digits (whole numbers and those from 1000
+    on without decimals), missing values as n/a."""
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:        # a numpy scalar
+        v = v.item()
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    if isinstance(v, float):                     # 4 significant digits, no exponent
+        return f"{v:.0f}" if v.is_integer() or abs(v) >= 1000 else f"{v:.4g}"
     if isinstance(v, (list, tuple)):
         return ", ".join(_value(x) for x in v)
     if isinstance(v, dict):
@@ -190,13 +194,20 @@ def session_page(subject: str, session: str, row: Mapping, medians: Mapping,
     ``excluded``: why qc.exclude leaves the session out, if it does."""
     label = f"sub-{subject} ses-{session}"
     nav = " ".join(f'<a href="{escape(href)}">{escape(text)}</a>' for text, href in links.items())
-    body = [f"<nav>{nav} <a href=\"#qc\">QC</a> <a href=\"#facts\">Facts</a> "
-            f"<a href=\"#figures\">Reportlets</a></nav>",
+    body = [f"<nav>{nav} <a href=\"#figures\">Reportlets</a> <a href=\"#qc\">QC</a> "
+            f"<a href=\"#facts\">Facts</a></nav>",
             f"<h1>{escape(label)}</h1>", _flag_block(row)]
     if excluded:
         body.append(f'<p class="note">Left out of training and assessment by qc.exclude: '
                     f"{escape(excluded)}. Its preprocessing is shown; it has no relevance "
                     f"map.</p>")
+    body.append('<h2 id="figures">Reportlets</h2>')
+    for name, link in figures:
+        title, caption = CAPTIONS[name]
+        body += [f'<figure id="fig-{escape(name)}">', f"<h3>{escape(title)}</h3>",
+                 f'<object type="image/svg+xml" data="{escape(link)}">{escape(name)}</object>',
+                 f'<figcaption>{escape(caption)}<br>File: <a href="{escape(link)}">'
+                 f"{escape(link)}</a></figcaption>", "</figure>"]
     named = named_figures(row)
     body += ['<h2 id="qc">Quality-control figures</h2>', '<table class="qc">',
              "<tr><th>figure</th><th>this session</th><th>cohort median</th></tr>"]
@@ -212,13 +223,6 @@ def session_page(subject: str, session: str, row: Mapping, medians: Mapping,
         body += [f"<h3>{escape(heading)}</h3>", "<table>"]
         body += [f"<tr><th>{escape(k)}</th><td>{escape(_value(v))}</td></tr>" for k, v in items]
         body.append("</table>")
-    body.append('<h2 id="figures">Reportlets</h2>')
-    for name, link in figures:
-        title, caption = CAPTIONS[name]
-        body += [f'<figure id="fig-{escape(name)}">', f"<h3>{escape(title)}</h3>",
-                 f'<object type="image/svg+xml" data="{escape(link)}">{escape(name)}</object>',
-                 f'<figcaption>{escape(caption)}<br>File: <a href="{escape(link)}">'
-                 f"{escape(link)}</a></figcaption>", "</figure>"]
     return _page(f"{label}: gamer-mril session report", body)
 
 

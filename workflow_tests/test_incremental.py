@@ -55,9 +55,10 @@ INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
 #: classifiers too.
 TRAINED_PREPROCESSING = {**PREPROCESSING, "region_means": 1, "template_maps": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
-                              "warp_top_masks", "relevance_reportlet")}
-#: A new chosen scenario (the cohort's) redraws every session's relevance reportlet.
-REDRAWN = {"relevance_reportlet": 1}
+                              "warp_top_masks", "relevance_reportlet", "session_report")}
+#: A new chosen scenario (the cohort's) redraws every session's relevance reportlet, and
+#: so its page (which also reads the QC table).
+REDRAWN = {"relevance_reportlet": 1, "session_report": 1}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
 #: A job in a dry run's listing (indented when it is part of a group job, as the
 #: preprocessing steps of a session are).
@@ -138,7 +139,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         assert per_session(jobs, sub) == {"warp_brain_mask_to_template": 1,
-                                          "warp_top_masks": 1, "qc_reportlets": 1}, sub
+                                          "warp_top_masks": 1, "qc_reportlets": 1,
+                                          "session_report": 1}, sub
     assert not TRAINING & cohort_level(jobs)
     assert {"group_heatmaps", "heatmap_viewer"} <= cohort_level(jobs)
 
@@ -151,17 +153,18 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert all("Params have changed" in why for r, _, why in jobs if r == "explain_session")
     assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
                                   "heatmap_viewer", "relevance_conservation",
-                                  "dataset_description", "all"}  # (it records the config)
+                                  "session_index", "dataset_description",
+                                  "all"}  # (it records the config)
 
     # ---- qc.exclude: the session stays preprocessed and checked, and leaves the split,
     # the training and the assessment (every other session is re-explained by the new
-    # models); nothing of its own runs
+    # models); nothing of its own runs but its page (which says why it is left out)
     left_out = sorted(sessions)[0]
     excluded = training_config(cohort)
     excluded["qc"] = {**excluded.get("qc", {}),
                       "exclude": {f"sub-{left_out}_ses-1": "constructed failure"}}
     jobs = dry_run(run, excluded, "all")
-    assert not per_session(jobs, left_out)
+    assert per_session(jobs, left_out) == {"session_report": 1}
     for sub in sorted(sessions)[1:]:
         assert per_session(jobs, sub) == EXPLANATION, sub
     assert {"analysed_sessions", "build_cache"} | TRAINING <= cohort_level(jobs)
@@ -203,7 +206,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert cohort_level(jobs) == {"select_participants", "analysed_sessions",
                                   "preprocessing_qc", "build_cache", "predict_sessions",
                                   "voxel_inverting", "correlations", "group_heatmaps",
-                                  "heatmap_viewer", "relevance_conservation", "all"}
+                                  "heatmap_viewer", "relevance_conservation",
+                                  "session_index", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
     # training mode: no other subject's preprocessing; re-split, retrain, re-explain
