@@ -11,14 +11,8 @@
 * :func:`index_page` -- ``<root>/group/sessions.html``: the QC table, one row per
   session linked to its page (``../sub-X/sub-X_ses-Y.html``), flagged rows highlighted.
 
-nireports' own assembler (``nireports.assembler.report.Report``) is not used: it indexes
-the whole reportlet folder with pybids for every page (each of N jobs reading all N
-sessions' files), rewrites the SVG files it references in place (it strips their width
-and height), which are another rule's outputs, and its template loads jQuery and
-Bootstrap from CDNs, so the pages would need a template of our own anyway. These pages
-are written with the standard library (``html.escape``), load nothing from the network
-and run one small script (a note shown when the index is opened embedded in Snakemake's
-report, where its relative links cannot resolve).
+Written with the standard library (``html.escape``), offline; why not nireports'
+assembler: docs/outputs.md, "Report pages".
 """
 
 from __future__ import annotations
@@ -86,18 +80,15 @@ _STYLE = """
 body{font-family:Helvetica,Arial,sans-serif;margin:0 2em 3em;color:#222}
 nav{position:sticky;top:0;background:#f4f4f4;padding:.5em 1em;margin:0 -2em 1em;
 border-bottom:1px solid #ccc}
-nav a{margin-right:1.2em}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
+nav a{margin-right:1.2em}table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:.9em}
-th{background:#eee}
-table.index td:first-child{white-space:nowrap}
+th{background:#eee}table.index td:first-child{white-space:nowrap}
 tr.flagged td,td.named{background:#fbd5d5}
 .flag{padding:.6em 1em;margin:1em 0;border-radius:4px}
 .flag.flagged{background:#fbd5d5;border:2px solid #c0392b}
 .flag.ok{background:#dff0d8;border:1px solid #6a9e5a}
 .note{background:#fff3cd;border:1px solid #c9a227;padding:.5em 1em}
-figure{margin:1.5em 0}
-figure object{max-width:100%;display:block}
+figure{margin:1.5em 0}figure object{max-width:100%;display:block}
 figcaption{max-width:60em;margin:.3em 0}
 """
 
