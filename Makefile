@@ -66,8 +66,11 @@ unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q tests
 
 # The report of `make demo` in a real browser (Debian's headless Chromium, installed with
-# apt-get when missing): screenshots of the Quality control page and of the heatmap viewer
-# in results/screenshots/, checked not blank (workflow_tests/test_report_browser.py).
+# apt-get when missing): report.zip's Quality control page (the index of the session
+# pages) and heatmap viewer, report.html's links to every session page, and one session
+# page (results/sub-X/sub-X_ses-Y.html: its reportlets referenced relatively, each file
+# there); screenshots in results/screenshots/, checked not blank
+# (workflow_tests/test_report_browser.py).
 check-report: $(VENV)/.installed
 	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	GAMER_MRIL_REPORT=$(CURDIR)/results/report.zip GAMER_MRIL_SCREENSHOTS=$(CURDIR)/results/screenshots \

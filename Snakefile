@@ -74,6 +74,7 @@ include: "rules/training.smk"
 include: "rules/relevance.smk"
 include: "rules/assessment.smk"
 include: "rules/audit.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -85,4 +86,5 @@ rule all:
         rules.train_all.input,
         rules.assess_all.input,
         for_analysed(S.reportlet("relevance")),
+        rules.session_index.output,
         rules.dataset_description.output,

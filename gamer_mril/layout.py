@@ -183,6 +183,13 @@ class Session:
         REPORTLETS or ``relevance``."""
         return self.file(name, ext=".svg", datatype="figures", desc="qc")
 
+    @property
+    def page(self) -> str:
+        """The session's report page (gamer_mril.session_page), beside its session folder
+        as NiPreps write theirs (``<root>/sub-X/sub-X_ses-Y.html``): it references the
+        reportlets by relative path (``ses-Y/figures/...``)."""
+        return f"{self.root}/sub-{self.subject}/{self.key}.html"
+
     # ------------------------------------------------------ relevance and assessment
     def relmaps(self, space) -> str:
         """Every requested scenario's relevance map as one scenario stack

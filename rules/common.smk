@@ -357,3 +357,25 @@ def default_audit_targets():
         targets += list(s.preproc_maps.values())
         targets += [s.relmaps("NDIcrop"), s.relmaps("NDI")]
     return targets + final_maps(rules.group_heatmaps.output)
+
+
+# ------------------------------------------------------------------- report pages
+#: The index of the session pages (made by session_index; each page: layout.Session.page),
+#: and where `make demo` writes the HTML report, which the pages link back to.
+SESSION_INDEX = f"{GROUP}/sessions.html"
+REPORT_HTML = f"{OUT}/report.html"
+
+
+def relevance_of_analysed(wildcards):
+    """An analysed session's relevance map and reportlet (none for a session left out);
+    waits for the checkpoint analysed_sessions."""
+    table = analysed_table()
+    keys = set(zip(table["subject"].astype(str), table["session"].astype(str)))
+    if (wildcards.subject, wildcards.session) not in keys:
+        return {}
+    return {
+        "relmap": RELMAPS.format(subject=wildcards.subject, session=wildcards.session),
+        "relevance": S.reportlet("relevance").format(
+            subject=wildcards.subject, session=wildcards.session
+        ),
+    }

@@ -1,7 +1,7 @@
 # Quality control (docs/method.md#28-quality-control-numbers): the cohort's QC table with
-# its flags, every session's reportlets (nireports SVG figures, in the report's Quality
-# control category), and the sessions qc.exclude and qc.exclude_flagged leave out of
-# training and assessment (a checkpoint). The logic: gamer_mril/qc.py,
+# its flags, every session's reportlets (nireports SVG figures, shown on the session
+# pages of rules/report.smk), and the sessions qc.exclude and qc.exclude_flagged leave out
+# of training and assessment (a checkpoint). The logic: gamer_mril/qc.py,
 # gamer_mril/exclusion.py and gamer_mril/reportlets.py.
 
 
@@ -69,20 +69,7 @@ rule qc_reportlets:
         template_t1w=OUTPUT_TEMPLATE["t1w"],
         template_mask=OUTPUT_TEMPLATE["mask"],
     output:
-        **{
-            name: report(
-                S.reportlet(name),
-                caption=f"../report/reportlet_{name}.rst",
-                category="Quality control",
-                subcategory="sub-{subject} ses-{session}",
-                labels={
-                    "subject": "{subject}",
-                    "session": "{session}",
-                    "figure": name,
-                },
-            )
-            for name in layout.REPORTLETS
-        },
+        **{name: S.reportlet(name) for name in layout.REPORTLETS},
     log:
         log_path("qc_reportlets"),
     benchmark:
@@ -111,17 +98,7 @@ rule relevance_reportlet:
         crop_mask=S.crop_grid("mask"),
         chosen=CHOSEN,
     output:
-        svg=report(
-            S.reportlet("relevance"),
-            caption="../report/reportlet_relevance.rst",
-            category="Quality control",
-            subcategory="sub-{subject} ses-{session}",
-            labels={
-                "subject": "{subject}",
-                "session": "{session}",
-                "figure": "relevance",
-            },
-        ),
+        svg=S.reportlet("relevance"),
     log:
         log_path("relevance_reportlet"),
     benchmark:

@@ -62,9 +62,10 @@ INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
 #: classifiers too (an analysed session's: planned after the checkpoint).
 BASELINE_INPUTS = {"region_means": 1, "template_maps": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
-                              "warp_top_masks", "relevance_reportlet")}
-#: A new chosen scenario (the cohort's) redraws every session's relevance reportlet.
-REDRAWN = {"relevance_reportlet": 1}
+                              "warp_top_masks", "relevance_reportlet", "session_report")}
+#: A new chosen scenario (the cohort's) redraws every session's relevance reportlet, and
+#: so its page (which also reads the QC table).
+REDRAWN = {"relevance_reportlet": 1, "session_report": 1}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
 #: A job in a dry run's listing (indented when it is part of a group job, as the
 #: preprocessing steps of a session are; the checkpoint is listed as one).
@@ -150,9 +151,9 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         assert per_session(jobs, sub) == {"warp_brain_mask_to_template": 1,
-                                          "qc_reportlets": 1}, sub
+                                          "qc_reportlets": 1, "session_report": 1}, sub
     assert {"preprocessing_qc", "analysed_sessions", "group_heatmaps",
-            "heatmap_viewer"} <= cohort_level(jobs)
+            "heatmap_viewer", "session_index"} <= cohort_level(jobs)
 
     # ---- the integrated-gradients path: relevance maps and what depends on them only
     ig = training_config(cohort)
@@ -163,27 +164,29 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert all("Params have changed" in why for r, _, why in jobs if r == "explain_session")
     assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
                                   "heatmap_viewer", "relevance_conservation",
-                                  "dataset_description", "all"}  # (it records the config)
+                                  "session_index", "dataset_description",
+                                  "all"}  # (it records the config)
 
     # ---- qc.exclude: the session stays preprocessed and checked, and leaves the split,
     # the training and the assessment (every other session is re-explained by the new
-    # models); nothing of its own runs
+    # models); nothing of its own runs but its page (which says why it is left out)
     left_out = sorted(sessions)[0]
     excluded = training_config(cohort)
     excluded["qc"] = {**excluded.get("qc", {}),
                       "exclude": {f"sub-{left_out}_ses-1": "constructed failure"}}
     jobs = dry_run(run, excluded, "all")
-    assert not [s for _, s, _ in jobs if s]         # every session's jobs wait for it
+    # every session's jobs wait for it, but its page (the page reads the checkpoint's table)
+    assert {r for r, s, _ in jobs if s} <= {"session_report"}
     assert {"analysed_sessions", "build_cache"} | TRAINING <= cohort_level(jobs)
     assert "preprocessing_qc" not in cohort_level(jobs)
     [why] = [why for r, _, why in jobs if r == "analysed_sessions"]
     assert why.startswith("Params have changed")
     # the checkpoint run for real (it reads the QC table and the participants): then
-    # the plan is whole, without the session
+    # the plan is whole, without the session's relevance (its page says why it is left out)
     proc = run_snakemake(run, excluded, "analysed_sessions")
     assert jobs_run(proc) == {"analysed_sessions": 1}, proc.stderr[-3000:]
     jobs = dry_run(run, excluded, "all")
-    assert not per_session(jobs, left_out)
+    assert per_session(jobs, left_out) == {"session_report": 1}
     for sub in sorted(sessions)[1:]:
         assert per_session(jobs, sub) == EXPLANATION, sub
     assert {"build_cache"} | TRAINING <= cohort_level(jobs)
@@ -230,7 +233,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert cohort_level(jobs) == {"select_participants", "analysed_sessions",
                                   "preprocessing_qc", "build_cache", "predict_sessions",
                                   "voxel_inverting", "correlations", "group_heatmaps",
-                                  "heatmap_viewer", "relevance_conservation", "all"}
+                                  "heatmap_viewer", "relevance_conservation",
+                                  "session_index", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
     # training mode: no other subject's preprocessing, the training after the checkpoint
