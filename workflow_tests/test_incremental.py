@@ -126,6 +126,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         planned_here = per_session(jobs, sub)
+        # its page reads the QC table and waits for the checkpoint (rules/report.smk)
+        assert planned_here.pop("session_report", 0) == 1, (sub, planned_here)
         assert not set(planned_here) & set(INDEPENDENT_OF_TEMPLATE), (sub, planned_here)
         assert PREPROCESSING == {
             **{r: 1 for r in INDEPENDENT_OF_TEMPLATE}, **planned_here}, (sub, planned_here)
@@ -227,9 +229,9 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     # frozen: that subject's preprocessing and the cohort-level jobs; its relevance maps
     # and the others' reportlets wait for the checkpoint (checked after it below)
     jobs = dry_run(run, frozen, "all")
-    assert per_session(jobs, NEW) == PREPROCESSING
+    assert per_session(jobs, NEW) == {**PREPROCESSING, "session_report": 1}
     for sub in sorted(sessions):
-        assert not per_session(jobs, sub), sub
+        assert per_session(jobs, sub) == {"session_report": 1}, sub   # the QC table changes
     assert cohort_level(jobs) == {"select_participants", "analysed_sessions",
                                   "preprocessing_qc", "build_cache", "predict_sessions",
                                   "voxel_inverting", "correlations", "group_heatmaps",
@@ -239,9 +241,9 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
 
     # training mode: no other subject's preprocessing, the training after the checkpoint
     jobs = dry_run(run, config, "all")
-    assert per_session(jobs, NEW) == PREPROCESSING
+    assert per_session(jobs, NEW) == {**PREPROCESSING, "session_report": 1}
     subjects = sorted(after.subject)
-    assert {s for _, s, _ in jobs} == {NEW, None}
+    assert {r for r, s, _ in jobs if s not in (NEW, None)} == {"session_report"}
     assert TRAINING <= cohort_level(jobs)
     assert "make_template_cerebellum" not in cohort_level(jobs)
 
