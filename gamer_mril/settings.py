@@ -164,6 +164,13 @@ class RelevanceSettings:
                                                   low_open=True))
 
 
+def _at_least(section, key, default, low):
+    value = int(section.get(key, default))
+    if value < low:
+        raise ValueError(f"assessment.{key} = {value} must be at least {low}")
+    return value
+
+
 @dataclass(frozen=True)
 class AssessmentSettings:
     """``assessment:`` of the config. ``levels``: the configured top-N levels and
@@ -177,6 +184,8 @@ class AssessmentSettings:
     n_permutations: int
     n_bootstrap: int
     seed: int
+    #: Permutations of the voxelwise group tests in MNI152 (docs/method.md#77-group-statistics-in-mni152).
+    group_permutations: int = 5000
 
     @classmethod
     def from_config(cls, section: Mapping) -> AssessmentSettings:
@@ -189,4 +198,5 @@ class AssessmentSettings:
         return cls(levels=levels, heatmap_level=heat, control_levels=control,
                    random_masks=int(section["random_masks"]),
                    n_permutations=int(section["n_permutations"]),
-                   n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
+                   n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]),
+                   group_permutations=_at_least(section, "group_permutations", 5000, 100))
