@@ -6,7 +6,8 @@ brain mask without the cerebellum; the workflow's own cerebellum mask when ``--r
 names a run that made it, else the package's at 2 mm), draws random data of
 ``--subjects`` x that many voxels with a random group (40% severe) and age, and times
 :func:`gamer_mril.assessment.groupstats.permutation_test` with ``--permutations`` on
-``--threads`` threads: seconds per map (the median of ``--repeats``) and for
+``--threads`` BLAS threads (set before numpy loads, as Snakemake sets them for a rule's
+threads): seconds per map (the median of ``--repeats``) and for
 ``--maps`` maps (the demo's 20 scenarios, 16 of them with one map per contrast, are 52,
 and the three input maps: 55). With ``--tfce N`` it also times N permutations of
 nilearn's ``permuted_ols(tfce=True)`` on the same data (one map), the per-permutation
@@ -18,14 +19,30 @@ cost that rules TFCE out as the default.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-from gamer_mril import templates
-from gamer_mril.assessment.groupstats import map_seed, permutation_test, template_cerebrum
-from gamer_mril.baselines import screen_grid
+def _threads(argv) -> str:
+    """``--threads`` of the command line, read before numpy loads its BLAS library."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "2"
+
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = _threads(sys.argv)
+
+import numpy as np  # noqa: E402
+
+from gamer_mril import templates  # noqa: E402
+from gamer_mril.assessment.groupstats import map_seed, permutation_test, template_cerebrum  # noqa: E402
+from gamer_mril.baselines import screen_grid  # noqa: E402
 
 
 def cerebrum(voxel_mm: float, results: Path | None):
@@ -62,8 +79,7 @@ def main(argv=None):
     times = []
     for r in range(args.repeats):
         start = time.perf_counter()
-        permutation_test(y, group, age, args.permutations, seed=map_seed(0, f"bench{r}"),
-                         threads=args.threads)
+        permutation_test(y, group, age, args.permutations, seed=map_seed(0, f"bench{r}"))
         times.append(time.perf_counter() - start)
     per_map = float(np.median(times))
     print(f"{args.permutations} permutations, {args.threads} threads: {per_map:.2f} s per "

@@ -276,10 +276,10 @@ def test_warp_relevance_normalises_then_warps(tmp_path):
     assert facts["scenarios"]["3"]["combined"]["template_sum"] == pytest.approx(1.0, rel=1e-4)
 
 
-def test_group_input_stats_job(tmp_path):
-    """Ten subjects (one with two sessions), a planted qT1 difference in a block of the
-    template cerebrum: the files, the t against glm_t, the cluster table and the
-    sidecar's numbers."""
+def _input_job(tmp_path, n_severe, effect=30.0, permutations=200):
+    """Ten subjects (sub-00 with two sessions), ``n_severe`` of them severe with a planted
+    qT1 difference in a block of the template cerebrum, through run_group_input_stats.
+    Returns (outputs, the grid's cerebrum, the first sessions' files)."""
     from gamer_mril.baselines import screen_grid
     from gamer_mril.templates import cerebellum_mask, template_brain_mask, template_t1w
 
@@ -294,10 +294,10 @@ def test_group_input_stats_job(tmp_path):
     for k in range(10):
         for ses in (("1", "2") if k == 0 else ("1",)):
             rows.append(dict(subject=f"{k:02d}", session=ses, age=40 + k, edss=6 if k < 4 else 2))
-            labels.append(int(k < 4))
+            labels.append(int(k < n_severe))
             data = rng.normal(size=shape + (3,)).astype(np.float32)
-            if k < 4:
-                data[22:25, 30:33, 25:28, 0] += 30.0      # qT1, severe
+            if k < n_severe:
+                data[22:25, 30:33, 25:28, 0] += effect       # qT1, severe
             data[~cerebrum] = 0
             path = tmp_path / f"sub-{k:02d}_ses-{ses}_space-X_desc-screen_maps.nii.gz"
             nib.save(nib.Nifti1Image(data, grid), path)
@@ -309,11 +309,19 @@ def test_group_input_stats_job(tmp_path):
     outputs = {(c, k): tmp_path / "stats" / f"{c}_{k}.nii.gz" for c in CONTRASTS for k in J.STATS}
     J.run_group_input_stats(paths, tmp_path / "pred.tsv", tmp_path / "analysed.tsv", brain,
                             cereb, t1w, outputs, clusters_out=tmp_path / "clusters.tsv",
-                            figure_out=tmp_path / "fig.png", group_permutations=200, seed=0)
+                            figure_out=tmp_path / "fig.png", group_permutations=permutations,
+                            seed=0)
+    return outputs, cerebrum, [p for p in paths if "_ses-2_" not in p]
+
+
+def test_group_input_stats_job(tmp_path):
+    """The files, the t against glm_t (sub-00's first session only), the cluster table of
+    the planted block and the sidecar's numbers."""
+    outputs, cerebrum, first = _input_job(tmp_path, n_severe=4)
     assert cerebrum[22:25, 30:33, 25:28].all()
-    first = [p for p in paths if "_ses-2_" not in p]          # sub-00's first session
     y = np.stack([np.asarray(nib.load(p).dataobj)[..., 0][cerebrum] for p in first])
     t = np.asarray(nib.load(outputs[("qT1", "t")]).dataobj)
+    assert t.shape == cerebrum.shape
     np.testing.assert_allclose(t[cerebrum], G.glm_t(y, np.r_[np.ones(4), np.zeros(6)],
                                                     np.arange(40, 50)[:, None]), rtol=1e-5)
     mean = np.asarray(nib.load(outputs[("qT1", "mean-severe")]).dataobj)
@@ -330,3 +338,13 @@ def test_group_input_stats_job(tmp_path):
     assert facts["per_volume"]["qT1"]["n_permutations"] == 201
     assert "one session per subject" in facts["exchangeability"]
     assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+
+def test_one_group_only_gives_no_test(tmp_path):
+    outputs, cerebrum, _ = _input_job(tmp_path, n_severe=0, permutations=100)
+    assert not np.asarray(nib.load(outputs[("qT1", "t")]).dataobj).any()
+    assert (np.asarray(nib.load(outputs[("NDI", "pfwe")]).dataobj) == 1).all()
+    assert pd.read_csv(tmp_path / "clusters.tsv", sep="\t").empty
+    facts = json.loads(sidecar_path(outputs[("MWF", "t")]).read_text())["Facts"]
+    assert facts["groups"] == {"severe": 0, "mild": 10}
+    assert facts["per_volume"]["MWF"]["tested"] is False

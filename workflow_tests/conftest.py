@@ -99,7 +99,7 @@ def training_config(cohort: Path, **training) -> dict:
     """A fast configuration: the generator's true brain masks are given (no skull strip),
     an affine template registration (SyN is checked on the tiny cohort), two folds, a few
     epochs without augmentation, three quantile levels, the inverting controls at N = 40
-    with two random masks."""
+    with two random masks, 200 permutations of the group tests in MNI152."""
     config = make_config(cohort / "rawdata", template_transform="Affine")
     config["inputs"]["brain_mask"] = str(
         cohort / "ground_truth" / "sub-{subject}" / "ses-{session}"
@@ -109,7 +109,7 @@ def training_config(cohort: Path, **training) -> dict:
                           "augment": False, **training}
     config["relevance"] = {"ig_steps": 8}
     config["assessment"] = {"levels": list(FIXTURE_LEVELS), "control_levels": [40],
-                            "random_masks": 2}
+                            "random_masks": 2, "group_permutations": 200}
     return config
 
 

@@ -55,7 +55,10 @@ INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
 #: classifiers too.
 TRAINED_PREPROCESSING = {**PREPROCESSING, "region_means": 1, "template_maps": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
-                              "warp_top_masks", "relevance_reportlet")}
+                              "warp_top_masks", "warp_relevance", "relevance_reportlet")}
+#: In frozen mode nothing but the group test of the input maps (group_input_stats) reads
+#: a session's template maps, so `all` makes them there.
+INPUT_MAPS = {"template_maps": 1}
 #: A new chosen scenario (the cohort's) redraws every session's relevance reportlet.
 REDRAWN = {"relevance_reportlet": 1}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
@@ -151,6 +154,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert all("Params have changed" in why for r, _, why in jobs if r == "explain_session")
     assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
                                   "heatmap_viewer", "relevance_conservation",
+                                  "group_relevance_stats",
                                   "dataset_description", "all"}  # (it records the config)
 
     # ---- qc.exclude: the session stays preprocessed and checked, and leaves the split,
@@ -197,13 +201,14 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     # frozen: that subject's per-session jobs and the cohort-level jobs; of the others,
     # only the relevance reportlet (the chosen scenario is chosen again)
     jobs = dry_run(run, frozen, "all")
-    assert per_session(jobs, NEW) == {**PREPROCESSING, **EXPLANATION}
+    assert per_session(jobs, NEW) == {**PREPROCESSING, **EXPLANATION, **INPUT_MAPS}
     for sub in sorted(sessions):
         assert per_session(jobs, sub) == REDRAWN, sub
     assert cohort_level(jobs) == {"select_participants", "analysed_sessions",
                                   "preprocessing_qc", "build_cache", "predict_sessions",
                                   "voxel_inverting", "correlations", "group_heatmaps",
-                                  "heatmap_viewer", "relevance_conservation", "all"}
+                                  "heatmap_viewer", "relevance_conservation",
+                                  "group_relevance_stats", "group_input_stats", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
     # training mode: no other subject's preprocessing; re-split, retrain, re-explain
@@ -231,7 +236,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert nothing_to_do(run_snakemake(run, frozen, "preprocess_all", "train_all", "-n"))
     # what is left of `all`: the new subject's relevance maps and the cohort assessment
     jobs = dry_run(run, frozen, "all")
-    assert per_session(jobs, NEW) == EXPLANATION
+    assert per_session(jobs, NEW) == {**EXPLANATION, **INPUT_MAPS}
     assert all(per_session(jobs, sub) == REDRAWN for sub in sessions)
 
     # ---- one input file: touched (same bytes) or changed

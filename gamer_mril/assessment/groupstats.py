@@ -194,18 +194,15 @@ def _chunk(weights, columns: int, r, threshold) -> tuple:
 
 
 def permutation_test(y, group, covariates=None, n_permutations: int = 5000,
-                     seed=0, threads: int = 1, dtype=np.float32) -> PermutationResult:
+                     seed=0, dtype=np.float32) -> PermutationResult:
     """Two-sided Freedman-Lane permutation test of the group coefficient at every voxel
     (``y``: (n subjects, v voxels); ``group``: (n,) 0/1, 1 severe; ``covariates``: (n,
     k) or None), the intercept always in the model. FWE p by the maximum |t| over the
     voxels; p = (permutations at least as extreme, identity included) / permutations.
     ``seed``: an int or :func:`map_seed`. With at most ``n_permutations + 1`` orderings of
     the subjects, all of them are used (exact p). Blocks of :data:`CHUNK` voxels go
-    through the permutations on ``threads`` threads (one BLAS thread each)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
+    through the permutations one after the other; the products use the BLAS library's
+    threads (Snakemake sets them to the rule's threads)."""
     y = np.asarray(y, dtype=np.float64)
     n, v = y.shape
     q, g, df = _designs(group, covariates, n)
@@ -230,11 +227,8 @@ def permutation_test(y, group, covariates=None, n_permutations: int = 5000,
     threshold = (u_obs * (1 - TIE_RTOL)).astype(dtype)
     blocks = [slice(i, min(i + CHUNK, rf.shape[1])) for i in range(0, rf.shape[1], CHUNK)]
 
-    def work(sl):
-        return _chunk(weights, basis.shape[1], np.ascontiguousarray(rf[:, sl]), threshold[sl])
-
-    with threadpool_limits(1), ThreadPoolExecutor(max(1, int(threads))) as pool:
-        done = list(pool.map(work, blocks))
+    done = [_chunk(weights, basis.shape[1], np.ascontiguousarray(rf[:, sl]), threshold[sl])
+            for sl in blocks]
     max_u = (np.max([m for m, _ in done], axis=0).astype(np.float64) if done
              else np.zeros(total))
     if not exhaustive:

@@ -22,7 +22,7 @@ from ..io import atomic_path, read_session_table, save_nifti
 from ..jobs import step
 from ..layout import GROUP_STATS, session_of
 from ..scenario_stack import load_stack, save_stack, volume_names
-from .groupstats import (EXCHANGEABILITY, cluster_table, map_seed, normalise_relevance,
+from .groupstats import (EXCHANGEABILITY, PermutationResult, cluster_table, map_seed, normalise_relevance,
                          one_session_per_subject, permutation_test,
                          template_cerebrum)
 
@@ -106,19 +106,33 @@ def _check_grid(path, data, affine, shape, grid):
                          f"the other sessions")
 
 
-def _test_maps(maps: Mapping, subjects: pd.DataFrame, *, group_permutations, seed,
-               threads) -> dict:
+def _mean(y) -> np.ndarray:
+    """The mean over the subjects (rows); 0 without any."""
+    return y.mean(axis=0) if len(y) else np.zeros(y.shape[1], dtype=y.dtype)
+
+
+def _test_maps(maps: Mapping, subjects: pd.DataFrame, *, group_permutations, seed) -> dict:
     """{(map, volume): (result, means, zero sessions)} of ``maps`` ({(map, volume): (n, v)
     values in the cerebrum, subjects in ``subjects``' order})."""
     severe = subjects["label"].to_numpy() == 1
     age = subjects["age"].to_numpy(float)[:, None]
+    testable = severe.any() and (~severe).any() and len(severe) >= 4
+    if not testable:
+        log.warning("%d severe and %d mild subjects: no test (t 0, p 1 everywhere); it "
+                    "needs both groups and at least 4 subjects", severe.sum(), (~severe).sum())
     out = {}
     for key, y in maps.items():
         name = f"{key[0]}_{key[1]}"
-        res = permutation_test(y, severe.astype(float), age, int(group_permutations),
-                               seed=map_seed(seed, name), threads=threads)
-        means = {"mean-severe": y[severe].mean(axis=0), "mean-mild": y[~severe].mean(axis=0),
-                 "mean-all": y.mean(axis=0)}
+        if testable:
+            res = permutation_test(y, severe.astype(float), age, int(group_permutations),
+                                   seed=map_seed(seed, name))
+        else:
+            v = y.shape[1]
+            res = PermutationResult(t=np.zeros(v), p_fwe=np.ones(v), p_uncorrected=np.ones(v),
+                                    max_t=np.zeros(0), n_permutations=0, exhaustive=False,
+                                    df=max(len(severe) - 3, 0))
+        means = {"mean-severe": _mean(y[severe]), "mean-mild": _mean(y[~severe]),
+                 "mean-all": _mean(y)}
         zero = int((~np.any(y != 0, axis=1)).sum())
         log.info("%s: max |t| %.2f, FWE 0.05 at |t| >= %.2f, %d voxels significant", name,
                  float(np.abs(res.t).max(initial=0)), res.critical_t(ALPHA),
@@ -153,7 +167,7 @@ def _write(s, results: Mapping, outputs: Mapping, cerebrum, affine, subjects, in
                                df=res.df, max_abs_t=float(np.abs(res.t).max(initial=0)),
                                critical_t_fwe=res.critical_t(ALPHA),
                                significant_voxels=int((res.p_fwe < ALPHA).sum()),
-                               sessions_all_zero=zero)
+                               sessions_all_zero=zero, tested=res.n_permutations > 0)
             df = cluster_table(per_stat["t"][-1], per_stat["pfwe"][-1], affine, ALPHA)
             df.insert(0, "volume", name)
             df.insert(0, "map", m)
@@ -256,7 +270,7 @@ def run_group_relevance_stats(stacks: Sequence, predictions, participants, brain
                     maps.setdefault((n, name), np.zeros((len(paths), int(cerebrum.sum())),
                                                         np.float32))[i] = vol[cerebrum]
         results = _test_maps(maps, subjects, group_permutations=group_permutations,
-                             seed=seed, threads=threads)
+                             seed=seed)
         clusters = _write(s, results, outputs, cerebrum, grid, subjects, inputs, volumes_of)
         _save_clusters(clusters, clusters_out, "scenario")
         chosen = int(json.loads(Path(chosen_path).read_text())["scenario"])
@@ -299,7 +313,7 @@ def run_group_input_stats(maps: Sequence, predictions, participants, brain_mask,
                 values.setdefault((name, name), np.zeros((len(paths), int(cerebrum.sum())),
                                                          np.float32))[i] = data[..., c][cerebrum]
         results = _test_maps(values, subjects, group_permutations=group_permutations,
-                             seed=seed, threads=threads)
+                             seed=seed)
         clusters = _write(s, results, outputs, cerebrum, grid, subjects, inputs,
                           {c: [c] for c in CONTRASTS})
         _save_clusters(clusters, clusters_out, "contrast")
