@@ -257,10 +257,16 @@ rule group_heatmaps:
 
 
 rule heatmap_viewer:
-    """The chosen scenario's severe-group heatmap in nilearn's interactive viewer, one
-    self-contained HTML page (docs/method.md#76-template-space-and-group-heatmaps)."""
+    """The chosen scenario's severe-group heatmap in nilearn's interactive viewer, and the
+    t maps of the group tests of the chosen scenario and the input maps
+    (docs/method.md#77-group-statistics-in-mni152), one self-contained HTML page
+    (docs/method.md#76-template-space-and-group-heatmaps)."""
     input:
         **{f"heat_{n:02d}": heatmap(n, "severe") for n in SCENARIOS},
+        **{f"rt_{n:02d}": relevance_stat(n, "t") for n in SCENARIOS},
+        **{f"rpfwe_{n:02d}": relevance_stat(n, "pfwe") for n in SCENARIOS},
+        **{f"it_{c}": input_stat(c, "t") for c in CONTRASTS},
+        **{f"ipfwe_{c}": input_stat(c, "pfwe") for c in CONTRASTS},
         chosen=CHOSEN,
         template=OUTPUT_TEMPLATE["t1w"],
     output:

@@ -348,3 +348,23 @@ def test_one_group_only_gives_no_test(tmp_path):
     facts = json.loads(sidecar_path(outputs[("MWF", "t")]).read_text())["Facts"]
     assert facts["groups"] == {"severe": 0, "mild": 10}
     assert facts["per_volume"]["MWF"]["tested"] is False
+
+
+def test_the_viewer_shows_the_t_maps_where_significant(tmp_path):
+    from gamer_mril.templates import template_t1w
+    from gamer_mril.viewer import t_panels
+
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = [-90.0, -126.0, -72.0]
+    t = np.zeros((46, 55, 46, 3), dtype=np.float32)
+    t[20:23, 25:28, 20:23, 1] = 6.0
+    p = np.where(t > 0, 0.001, 1.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(t, affine), tmp_path / "t.nii.gz")
+    nib.save(nib.Nifti1Image(p, affine), tmp_path / "p.nii.gz")
+    panels = t_panels({"scenario 5": (tmp_path / "t.nii.gz", tmp_path / "p.nii.gz")},
+                      template_t1w(2))
+    headings = [h for h, _ in panels]
+    assert len(panels) == 3
+    assert headings[1] == "Severe vs mild, t, scenario 5, MWF: 27 voxels with FWE p < 0.05"
+    assert "no voxel with FWE p < 0.05" in headings[0]
+    assert "brainsprite" in panels[1][1].get_iframe()

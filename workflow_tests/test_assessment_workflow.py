@@ -327,6 +327,11 @@ def test_group_statistics_in_mni152(trained):
     assert list(inp.columns) == ["contrast"] + CLUSTER_COLUMNS
     for name in ("group_relevance_stats.png", "group_input_stats.png"):
         assert (group / name).stat().st_size > 10_000
+    # the viewer: the chosen scenario's and the input maps' t maps after the heatmaps
+    viewer = (group / "heatmap_viewer.html").read_text()
+    for c in CONTRASTS:
+        assert f"Severe vs mild, t, input map {c}: " in viewer
+    assert f"Severe vs mild, t, scenario {chosen}" in viewer
 
 
 #: The per-session rules, one job per session each.
