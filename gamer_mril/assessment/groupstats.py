@@ -57,15 +57,16 @@ def normalise_relevance(volumes, cerebrum) -> tuple:
     over the cerebrum); negative values and voxels outside the cerebrum count for nothing
     and are 0. A volume with no positive voxel in the cerebrum stays all zero; ``sums``
     (V,) are the positive sums before dividing (0 for such a volume)."""
-    volumes = np.asarray(volumes, dtype=np.float64)
+    volumes = np.asarray(volumes, dtype=np.float32)       # float32 (sums in float64)
     cerebrum = np.asarray(cerebrum, dtype=bool)
     if volumes.ndim != 4 or volumes.shape[1:] != cerebrum.shape:
         raise ValueError(f"volumes (V, D, H, W) of shape {volumes.shape} do not fit a "
                          f"cerebrum mask of shape {cerebrum.shape}")
-    positive = np.where(cerebrum[None], np.clip(volumes, 0.0, None), 0.0)
-    sums = positive.reshape(len(positive), -1).sum(axis=1)
+    positive = np.where(cerebrum[None], np.clip(volumes, 0.0, None), np.float32(0))
+    sums = positive.reshape(len(positive), -1).sum(axis=1, dtype=np.float64)
     scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
-    return (positive * scale[:, None, None, None]).astype(np.float32), sums
+    positive *= scale.astype(np.float32)[:, None, None, None]
+    return positive, sums
 
 
 def template_cerebrum(brain_mask, cerebellum, shape, affine) -> np.ndarray:
