@@ -35,9 +35,13 @@ $(DEMO_DIR)/quick/rawdata/participants.tsv: | $(VENV)/.installed
 $(DEMO_DIR)/cohort/rawdata/participants.tsv: | $(VENV)/.installed
 	$(BIN)/gamer-mril-synth $(DEMO_DIR)/cohort --subjects $(DEMO_SUBJECTS) --severe 0.4 --scale $(DEMO_SCALE) --effect-scale $(DEMO_EFFECT) --followup 0.25 --seed 0
 
+# The workflow's run timed by GNU time where it is installed (wall, CPU of Snakemake and
+# every job): `python bench/breakdown.py results` splits it per rule, controller and idle.
+TIMED := $(shell test -x /usr/bin/time && printf '%s' "/usr/bin/time -f 'wall\tuser\tsys\n%e\t%U\t%S' -o results/benchmarks/run.tsv")
+
 demo: $(VENV)/.installed $(DEMO_DIR)/quick/rawdata/participants.tsv
-	@start=$$(date +%s); \
-	$(SNAKEMAKE) --cores $(CORES) --configfile config.yaml config.quick.yaml && \
+	@mkdir -p results/benchmarks; start=$$(date +%s); \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(TIMED) $(BIN)/snakemake --cores $(CORES) --configfile config.yaml config.quick.yaml && \
 	$(SNAKEMAKE) --configfile config.yaml config.quick.yaml --report results/report.html && \
 	$(SNAKEMAKE) --configfile config.yaml config.quick.yaml --report results/report.zip && \
 	echo "Workflow and report in $$(( $$(date +%s) - start )) s (environment and cohort not counted)"

@@ -50,9 +50,11 @@ def summary(results: Path, level: int = 40, n_peaks: int = 5) -> str:
     scen = group / "inverting_scenarios.tsv"
     if scen.exists():
         sc = pd.read_csv(scen, sep="\t")
-        cols = [c for c in ("scenario", "chosen", "informative", "aopc", "difference",
+        cols = [c for c in ("scenario", "chosen", "chosen_paper", "informative", "aopc",
+                            "aopc_low", "aopc_high", "clears_band", "lerf_aopc", "difference",
                             "difference_low", "difference_high", "p", "p_bh") if c in sc]
-        parts += ["", "Per scenario: AOPC over the control levels; the chosen scenario "
+        parts += ["", "Per scenario: AOPC over assessment.choice_levels with its random "
+                  "band; the chosen scenario "
                   f"against each other at N = {level} (AUC difference, paired bootstrap "
                   "interval, DeLong p, BH-adjusted):", "", markdown(sc[cols], digits=3)]
     chosen = json.loads((group / "chosen_scenario.json").read_text())

@@ -28,6 +28,16 @@ scenario, the one map of a combined scenario), with R the region and C the cereb
   subjects' anatomy was warped from). Without that file the column is empty and the
   output says so.
 
+- ``rank_accuracy`` and ``mass_accuracy``: relevance rank accuracy and relevance mass
+  accuracy as Quantus defines them (Arras et al. 2022): of the |R| voxels of highest
+  relevance the share in R (chance ``rank_chance`` = |R| / |C|), and the share of the
+  positive relevance that lies in R (``mass_ratio`` is it over |R| / |C|);
+- ``share_<name>``: the share of the positive relevance on each other ground-truth mask
+  of the session (``*_space-NDI_desc-<name>_mask`` besides brain, cerebellum and planted:
+  the generator's ``lesions``, another generator's enlarged ventricles), outside R, with
+  its chance ``share_<name>_chance``; a map that finds lesions is then not silently a
+  miss.
+
 The per-session figures are averaged over the sessions, once over all assessed sessions
 and once over the severe ones (label 1). Reads the synthetic ground truth, so it lives
 here and not in the workflow:
@@ -66,7 +76,11 @@ SCENARIO_NUMBERS = tuple(sorted(SCENARIOS))
 GROUPS = {"all": "all", "severe": "severe"}
 COLUMNS = ["scenario", "name", "map", "sessions", "n_sessions", "mass_ratio", "pointing",
            "pointing_tol1", "pointing_chance", "pointing_tol1_chance", "recall",
-           "recall_chance", "recall_ratio", "mask_source", "heatmap_ratio", "heatmap_level"]
+           "recall_chance", "recall_ratio", "mask_source", "heatmap_ratio", "heatmap_level",
+           "rank_accuracy", "rank_chance", "mass_accuracy"]
+#: Ground-truth masks of the session that are not a disability region of their own kind
+#: (the others, e.g. ``lesions``, get a ``share_<name>`` column).
+NOT_OTHER = ("brain", "cerebellum", "planted")
 _TOUCH = np.ones((3, 3, 3), dtype=bool)   # 26-neighbourhood: one voxel in every direction
 
 
@@ -105,6 +119,34 @@ def pointing_hit(relevance, region, cerebrum, tolerance: int = 0) -> float:
         return float("nan")
     plateau = cerebrum & (rel == top)
     return float(region[plateau].mean())
+
+
+def rank_accuracy(relevance, region, cerebrum) -> float:
+    """Relevance rank accuracy (Arras et al. 2022, as Quantus defines it): of the K
+    cerebrum voxels of highest relevance, K the region's size within the cerebrum, the
+    share that lie in the region. Voxels tied at the K-th value count by the share of them
+    that fits in K (so a constant map scores the chance, K / |C|). NaN for an empty
+    region or a map without positive relevance in the cerebrum."""
+    region, cerebrum = _masks(region, cerebrum)
+    k = int(region.sum())
+    rel = np.asarray(relevance, dtype=np.float64)[cerebrum]
+    inside = region[cerebrum]
+    if k == 0 or not (rel > 0).any():
+        return float("nan")
+    kth = np.partition(rel, rel.size - k)[rel.size - k]        # the K-th largest value
+    above, tied = rel > kth, rel == kth
+    share = (k - above.sum()) / tied.sum()
+    return float(((above & inside).sum() + share * (tied & inside).sum()) / k)
+
+
+def mass_accuracy(relevance, region, cerebrum) -> float:
+    """Relevance mass accuracy (Arras et al. 2022, Quantus): the positive relevance in the
+    region over the positive relevance in the cerebrum (the share; ``mass_ratio`` is it
+    over chance). NaN without positive relevance in the cerebrum."""
+    region, cerebrum = _masks(region, cerebrum)
+    positive = np.clip(np.asarray(relevance, dtype=np.float64), 0, None)
+    total = positive[cerebrum].sum()
+    return float(positive[region].sum() / total) if total > 0 else float("nan")
 
 
 def pointing_chance(region, cerebrum, tolerance: int = 0) -> float:
@@ -159,6 +201,25 @@ def region_in_crop(results: Path, cohort: Path, subject: str, session: str):
     return planted & cerebrum, cerebrum
 
 
+def other_truth_masks(results: Path, cohort: Path, subject: str, session: str,
+                      region, cerebrum) -> dict:
+    """``{name: mask}`` of the session's other ground-truth masks in the NDI grid
+    (``*_space-NDI_desc-<name>_mask``, name not in :data:`NOT_OTHER`: the generator's
+    lesions, another generator's enlarged ventricles), carried into the cropped grid like
+    the region, within the cerebrum and outside the planted region (so a map on lesions
+    is told apart from one on the region, and the shares add up)."""
+    s = Session(results, subject, session)
+    box = CropBox.from_dict(json.loads(Path(s.crop_box).read_text())["CropBox"])
+    folder = cohort / "ground_truth" / f"sub-{subject}" / f"ses-{session}"
+    out = {}
+    for path in sorted(folder.glob(f"{s.key}_space-NDI_desc-*_mask.nii.gz")):
+        name = re.search(r"_desc-([A-Za-z0-9]+)_mask", path.name).group(1)
+        if name not in NOT_OTHER:
+            mask = apply_crop(np.asarray(nib.load(str(path)).dataobj) > 0, box)
+            out[name] = mask & cerebrum & ~region
+    return out
+
+
 def stored_level_images(session: Session, level: int) -> dict:
     """{scenario: level image} of the workflow's quantile-mask stack when its sidecar
     lists ``level``, else {} (the masks are then recomputed)."""
@@ -193,6 +254,7 @@ def session_rows(results: Path, cohort: Path, subject: str, session: str, level:
         return []
     s = Session(results, subject, session)
     chance = {t: pointing_chance(region, cerebrum, t) for t in (0, 1)}
+    others = other_truth_masks(results, cohort, subject, session, region, cerebrum)
     rows = []
     path = Path(s.relmaps("NDIcrop"))
     relevance = load_stack(path, dtype=np.float64)[0] if path.exists() else {}
@@ -217,7 +279,11 @@ def session_rows(results: Path, cohort: Path, subject: str, session: str, level:
                 pointing_chance=chance[0], pointing_tol1_chance=chance[1],
                 recall=recall, recall_chance=recall_chance,
                 recall_ratio=recall / recall_chance if recall_chance > 0 else np.nan,
-                mask_source=source))
+                mask_source=source, rank_accuracy=rank_accuracy(m, region, cerebrum),
+                rank_chance=chance[0], mass_accuracy=mass_accuracy(m, region, cerebrum),
+                **{f"share_{k}": mass_accuracy(m, o, cerebrum) for k, o in others.items()},
+                **{f"share_{k}_chance": pointing_chance(o, cerebrum)
+                   for k, o in others.items()}))
     return rows
 
 
@@ -286,8 +352,10 @@ def localization_table(results: Path, cohort: Path, level: int = 40):
     if not rows:
         raise SystemExit(f"no session of {results} with relevance maps and a planted region")
     df = pd.DataFrame(rows)
+    shares = sorted(c for c in df.columns if c.startswith("share_"))
     figures = ["mass_ratio", "pointing", "pointing_tol1", "pointing_chance",
-               "pointing_tol1_chance", "recall", "recall_chance", "recall_ratio"]
+               "pointing_tol1_chance", "recall", "recall_chance", "recall_ratio",
+               "rank_accuracy", "rank_chance", "mass_accuracy", *shares]
     parts = []
     for sessions in GROUPS:
         sub = df if sessions == "all" else df[df["label"] == 1]
@@ -312,18 +380,22 @@ def localization_table(results: Path, cohort: Path, level: int = 40):
     levels = set(table["heatmap_level"].dropna().astype(int))
     if levels and levels != {int(level)}:
         notes.append(f"the group heatmaps are of the top-{sorted(levels)} masks, not top-{level}")
-    return table[COLUMNS].reset_index(drop=True), notes
+    return table[COLUMNS + shares].reset_index(drop=True), notes
 
 
 def format_table(table: pd.DataFrame, sessions: str, level: int) -> str:
     """One session group's rows as printed text."""
     t = table[table["sessions"] == sessions]
+    shares = [c for c in t.columns if c.startswith("share_") and not c.endswith("_chance")]
     lines = [f"{'scen':>4} {'name':<28} {'map':<8} {'mass':>5} {'point':>5} {'pt+1':>5} "
-             f"{'top' + str(level):>6} {'heat':>5}"]
+             f"{'top' + str(level):>6} {'heat':>5} {'rank':>5} {'massacc':>7}"
+             + "".join(f" {c[6:]:>8}" for c in shares)]
     for _, r in t.iterrows():
         lines.append(f"{r['scenario']:>4} {r['name'][:28]:<28} {r['map']:<8} "
                      f"{r['mass_ratio']:5.2f} {r['pointing']:5.2f} {r['pointing_tol1']:5.2f} "
-                     f"{r['recall_ratio']:6.2f} {r['heatmap_ratio']:5.2f}")
+                     f"{r['recall_ratio']:6.2f} {r['heatmap_ratio']:5.2f} "
+                     f"{r['rank_accuracy']:5.2f} {r['mass_accuracy']:7.3f}"
+                     + "".join(f" {r[c]:8.3f}" for c in shares))
     return "\n".join(lines)
 
 
@@ -345,7 +417,12 @@ def main(argv=None) -> int:
               f"in the planted region / its share of the cerebrum; point, pt+1 = pointing "
               f"game (chance {r['pointing_chance']:.3f}, {r['pointing_tol1_chance']:.3f} "
               f"with 1 voxel); top{a.level} = recall / chance; heat = {GROUPS[sessions]} "
-              f"group heatmap, mean in region / mean in cerebrum (MNI152); 1 = chance")
+              f"group heatmap, mean in region / mean in cerebrum (MNI152); 1 = chance; "
+              f"rank = rank accuracy (chance {r['rank_chance']:.3f}); massacc = share of "
+              f"the positive relevance in the region"
+              + "".join(f"; {c[6:]} = share on the {c[6:]} outside the region (chance "
+                        f"{r[c + '_chance']:.3f})" for c in t.columns
+                        if c.startswith("share_") and not c.endswith("_chance")))
         print(format_table(table, sessions, a.level).replace(" nan", "   -"))
     for note in notes:
         print(f"note: {note}")

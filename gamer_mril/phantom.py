@@ -45,21 +45,38 @@ def _tube_mask(shape, affine, p0, p1, radius):
     return (dist <= radius).reshape(shape)
 
 
+def balls(sphere) -> list:
+    """``sphere`` as a list of ``(x, y, z, radius)`` balls: one 4-tuple or a sequence of
+    them (None: none)."""
+    if sphere is None:
+        return []
+    items = list(sphere)
+    if len(items) == 4 and all(np.isscalar(v) for v in items):
+        items = [items]
+    out = []
+    for ball in items:
+        if len(ball) != 4:
+            raise ValueError(f"a ball is (x, y, z, radius) in MNI mm, got {ball}")
+        x, y, z, radius = (float(v) for v in ball)
+        if radius <= 0:
+            raise ValueError(f"the sphere's radius must be positive, got {radius}")
+        out.append((x, y, z, radius))
+    return out
+
+
 def planted_region(resolution: int = 2, sphere=None) -> nib.Nifti1Image:
     """The planted region in MNI152, restricted to white matter: both tract tubes, or
     with ``sphere = (x, y, z, radius)`` (MNI mm) one ball there, not mirrored (a focal
-    effect elsewhere than the demo's, for benchmarks that must not be tuned to it)."""
+    effect elsewhere than the demo's, for benchmarks that must not be tuned to it), or with
+    a sequence of such balls their union (a pattern of several regions)."""
     wm = templates.template_tissue("WM", resolution)
+    region = np.zeros(wm.shape, dtype=bool)
     if sphere is None:
-        region = np.zeros(wm.shape, dtype=bool)
         for side in (1.0, -1.0):  # left tract, then its mirror image on the right
             p0, p1 = (np.array(p) * [side, 1.0, 1.0] for p in PLANTED_TRACT)
             region |= _tube_mask(wm.shape, wm.affine, p0, p1, PLANTED_RADIUS_MM)
-    else:
-        x, y, z, radius = (float(v) for v in sphere)
-        if radius <= 0:
-            raise ValueError(f"the sphere's radius must be positive, got {radius}")
-        region = _tube_mask(wm.shape, wm.affine, (x, y, z), (x, y, z), radius)
+    for x, y, z, radius in balls(sphere):
+        region |= _tube_mask(wm.shape, wm.affine, (x, y, z), (x, y, z), radius)
     region &= np.asarray(wm.dataobj) > 0.3
     if not region.any():
         raise ValueError(f"the planted region {sphere} holds no white matter")

@@ -5,18 +5,19 @@ are measured by the preprocessing steps with :mod:`gamer_mril.similarity` and re
 from the steps' sidecars.
 
 * :func:`qc_table` / :func:`qc_flags` -- one row per session from the steps' sidecars, a
-  session flagged (with its reasons) when a figure leaves robust bounds (an absolute
-  floor for the similarity below five sessions), too much of a map lies outside its
-  physical range, the crop cut too much of the brain or a map is much coarser than NDI;
-* :func:`exclusions` / :func:`run_analysed_sessions` -- ``qc.exclude``: sessions that stay
-  preprocessed and in the QC table but are left out of training and assessment.
+  session flagged (with its reasons and their kinds, :data:`FLAG_KINDS`) when a figure
+  leaves robust bounds (an absolute floor for the similarity below five sessions), too
+  much of a map lies outside its physical range, the crop cut too much of the brain or a
+  map is much coarser than NDI;
+* the sessions left out of training and assessment (``qc.exclude``, and by the kinds of
+  their flags ``qc.exclude_flagged``): :mod:`gamer_mril.exclusion`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,12 +82,16 @@ NMI_FLOOR = 0.15
 MAX_VOXEL_RATIO = 2.0
 #: Column of a map's voxel edge (cube root of the voxel volume, mm), from scale_map.
 VOXEL_PREFIX = "voxel_mm_"
+#: The kinds of flag, one per reason in ``qc_flag_kinds``: Dice with the template brain
+#: mask below qc.min_dice; a co-registered map's similarity with NDI below the robust
+#: bound or the absolute floor; a map's impossible share above qc.max_clipped_share; the
+#: crop's cut above qc.max_crop_cut_share; coarse voxels; a volume outside robust bounds.
+FLAG_KINDS = ("dice", "coregistration", "clipped", "crop", "voxel", "volume")
 #: The scale_map facts behind that share.
 _SHARE_FACTS = ("ImpossibleVoxels", "VoxelVolume_ml", "ForegroundVoxels")
 
 _NAME = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)_.*?"
                    r"(?P<suffix>[A-Za-z0-9]+)\.json$")
-_LABEL = re.compile(r"^sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)$")
 
 
 # ------------------------------------------------------------------------ the table
@@ -170,7 +175,9 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
              max_clipped_share: float = MAX_CLIPPED_SHARE,
              max_crop_cut_share: float = MAX_CROP_CUT_SHARE,
              notes: list | None = None) -> pd.DataFrame:
-    """The QC table with ``qc_flag`` (bool) and ``qc_reasons`` (why, ``;``-separated).
+    """The QC table with ``qc_flag`` (bool), ``qc_reasons`` (why, ``; ``-separated) and
+    ``qc_flag_kinds`` (one of :data:`FLAG_KINDS` per reason, in their order,
+    ``;``-separated).
 
     A session is flagged when its Dice with the template brain mask is below
     ``min_dice``; when more than ``max_clipped_share`` of its brain's volume in a map is
@@ -187,7 +194,8 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
     if "dice_template_brain" in table:
         for i, d in enumerate(table["dice_template_brain"].to_numpy(float)):
             if d < min_dice:
-                reasons[i].append(f"Dice with the template brain mask {d:.3f} < {min_dice}")
+                reasons[i].append(("dice", f"Dice with the template brain mask {d:.3f} < "
+                                           f"{min_dice}"))
     clipped_share_reasons(table, reasons, max_clipped_share)
     geometry_reasons(table, reasons, max_crop_cut_share)
     robust = [(c, True) for c in VOLUME_COLUMNS if c in table] + \
@@ -203,9 +211,10 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
                        f"instead (Dice against qc.min_dice {min_dice} as always)")
                 for i, v in enumerate(values):
                     if v < NMI_FLOOR:
-                        reasons[i].append(
+                        reasons[i].append((
+                            "coregistration",
                             f"{column} {v:.3f} below the absolute floor {NMI_FLOOR} "
-                            f"(co-registration to NDI suspect; {bounds})")
+                            f"(co-registration to NDI suspect; {bounds})"))
             if notes is not None:
                 notes.append(why)
             continue
@@ -214,22 +223,25 @@ def qc_flags(table: pd.DataFrame, min_dice: float = MIN_DICE,
             if not np.isfinite(v):
                 continue
             if both_sides and abs(v - median) > mad_limit * spread:
-                reasons[i].append(f"{column} {v:.1f} outside the cohort's {median:.1f} +- "
-                                  f"{mad_limit:g} x {spread:.1f}")
+                reasons[i].append(("volume", f"{column} {v:.1f} outside the cohort's "
+                                             f"{median:.1f} +- {mad_limit:g} x {spread:.1f}"))
             elif not both_sides and v < median - mad_limit * spread:
-                reasons[i].append(f"{column} {v:.3f} below the cohort's {median:.3f} - "
-                                  f"{mad_limit:g} x {spread:.3f} (co-registration to NDI "
-                                  f"suspect)")
+                reasons[i].append(("coregistration",
+                                   f"{column} {v:.3f} below the cohort's {median:.3f} - "
+                                   f"{mad_limit:g} x {spread:.3f} (co-registration to NDI "
+                                   f"suspect)"))
     out = table.copy()
     out["qc_flag"] = [bool(r) for r in reasons]
-    out["qc_reasons"] = ["; ".join(r) for r in reasons]
+    out["qc_reasons"] = ["; ".join(text for _, text in r) for r in reasons]
+    out["qc_flag_kinds"] = [";".join(kind for kind, _ in r) for r in reasons]
     return out
 
 
 def clipped_share_reasons(table: pd.DataFrame, reasons: list,
                           max_clipped_share: float = MAX_CLIPPED_SHARE) -> None:
-    """Add to ``reasons`` (one list per row) each map whose ``impossible_share_<map>``
-    exceeds ``max_clipped_share``, with its negative and too-large voxel counts."""
+    """Add to ``reasons`` (one list of (kind, text) per row) each map whose
+    ``impossible_share_<map>`` exceeds ``max_clipped_share``, with its negative and
+    too-large voxel counts."""
     for column in [c for c in table.columns if c.startswith(IMPOSSIBLE_PREFIX)]:
         suffix = column[len(IMPOSSIBLE_PREFIX):]
         for i, share in enumerate(table[column].to_numpy(float)):
@@ -240,10 +252,11 @@ def clipped_share_reasons(table: pd.DataFrame, reasons: list,
                       ((f"negative_{suffix}", "negative"),
                        (f"above_physical_{suffix}", "above the physical maximum"))
                       if c in table and np.isfinite(row[c]) and row[c] > 0]
-            reasons[i].append(
+            reasons[i].append((
+                "clipped",
                 f"{suffix}: {100 * share:.1f}% of the brain's volume outside the physical "
                 f"range ({', '.join(counts) or 'impossible'} voxels, clipped), more than "
-                f"qc.max_clipped_share {max_clipped_share:g}; check the map's fit")
+                f"qc.max_clipped_share {max_clipped_share:g}; check the map's fit"))
 
 
 def _shape(text):
@@ -252,7 +265,7 @@ def _shape(text):
 
 def geometry_reasons(table: pd.DataFrame, reasons: list,
                      max_crop_cut_share: float = MAX_CROP_CUT_SHARE) -> None:
-    """Add to ``reasons`` (one list per row): the crop's cut of the brain
+    """Add to ``reasons`` (one list of (kind, text) per row): the crop's cut of the brain
     (``crop_cut_share``) above ``max_crop_cut_share``, with the crop shape needed; a map
     whose voxel (``voxel_mm_<map>``) is more than :data:`MAX_VOXEL_RATIO` times the NDI
     map's. The NDI matrix (``ndi_matrix``), the crop (``crop_shape``) and whether the
@@ -269,60 +282,20 @@ def geometry_reasons(table: pd.DataFrame, reasons: list,
         share = float(row.get("crop_cut_share", np.nan))
         if share > max_crop_cut_share:
             needed = text(row, "crop_shape_needed")
-            reasons[i].append(
+            reasons[i].append((
+                "crop",
                 f"crop_to_brain cut {100 * share:.1f}% of the brain (qc.max_crop_cut_share "
                 f"{max_crop_cut_share:g})" + (f"; enlarge preprocessing.crop_shape to at "
-                                               f"least {_shape(needed)}" if needed else ""))
+                                               f"least {_shape(needed)}" if needed else "")))
         ndi = float(row.get(VOXEL_PREFIX + "NDImap", np.nan))
         for column in [c for c in table.columns if c.startswith(VOXEL_PREFIX)]:
             voxel = float(row[column])
             if np.isfinite(ndi) and voxel > MAX_VOXEL_RATIO * ndi:
-                reasons[i].append(
+                reasons[i].append((
+                    "voxel",
                     f"{column[len(VOXEL_PREFIX):]}: voxels of {voxel:.2f} mm (cube root of "
                     f"the voxel volume), more than {MAX_VOXEL_RATIO:g} x NDI's {ndi:.2f} mm; "
-                    f"the map is much coarser than the NDI grid it is resampled to")
-
-
-# ------------------------------------------------------------------ sessions left out
-
-def exclusions(entries) -> dict:
-    """``qc.exclude`` as ``{(subject, session): reason}``: a list of ``sub-X_ses-Y``
-    labels (reason: "listed in qc.exclude") or a mapping of label to reason."""
-    if not entries:
-        return {}
-    if isinstance(entries, Mapping):
-        items = [(label, str(reason) if reason else "") for label, reason in entries.items()]
-    elif isinstance(entries, Sequence) and not isinstance(entries, str):
-        items = [(label, "") for label in entries]
-    else:
-        raise ValueError(f"qc.exclude must be a list of sub-X_ses-Y labels or a mapping of "
-                         f"label to reason, not {entries!r}")
-    out = {}
-    for label, reason in items:
-        m = _LABEL.match(str(label))
-        if not m:
-            raise ValueError(f"qc.exclude: {label!r} is not a session label of the form "
-                             f"sub-<subject>_ses-<session>")
-        out[(m["subject"], m["session"])] = reason or "listed in qc.exclude"
-    return out
-
-
-def check_exclusions(excluded: Mapping, sessions) -> None:
-    """Every excluded session must be one of ``sessions`` ((subject, session) pairs), and
-    at least one session must stay."""
-    known = {(str(s), str(t)) for s, t in sessions}
-    unknown = sorted(set(excluded) - known)
-    if unknown:
-        raise ValueError("qc.exclude names sessions that are not among the selected ones: "
-                         + ", ".join(f"sub-{s}_ses-{t}" for s, t in unknown))
-    if known and not known - set(excluded):
-        raise ValueError("qc.exclude leaves no session to analyse")
-
-
-def analysed(table: pd.DataFrame, excluded: Mapping) -> pd.DataFrame:
-    """The rows of the participants table that ``excluded`` does not name."""
-    keys = list(zip(table["subject"].astype(str), table["session"].astype(str)))
-    return table.loc[[k not in excluded for k in keys]].reset_index(drop=True)
+                    f"the map is much coarser than the NDI grid it is resampled to"))
 
 
 # ------------------------------------------------------------------ the rules' jobs
@@ -352,27 +325,3 @@ def run_preprocessing_qc(images, out_tsv, *, min_dice: float = MIN_DICE,
             log.warning("QC flag: sub-%s ses-%s: %s", row["subject"], row["session"],
                         row["qc_reasons"])
         log.info("%d of %d sessions flagged", int(table["qc_flag"].sum()), len(table))
-
-
-def run_analysed_sessions(table_path, out, *, exclude, log_file=None,
-                          threads: int = 1) -> None:
-    """Rule analysed_sessions: the participants table without the sessions of
-    ``qc.exclude``; its sidecar names each one left out and why."""
-    from .inputs import load_participants, write_participants
-    from .jobs import log, step
-
-    excluded = exclusions(exclude)
-    with step("analysed_sessions", inputs={"table": table_path},
-              params={"exclude": {f"sub-{s}_ses-{t}": r for (s, t), r in excluded.items()}},
-              outputs=[out], log_file=log_file, threads=threads) as s:
-        table = load_participants(table_path)
-        check_exclusions(excluded, zip(table["subject"], table["session"]))
-        for (subject, session), reason in excluded.items():
-            log.warning("sub-%s ses-%s left out of training and assessment: %s", subject,
-                        session, reason)
-        kept = analysed(table, excluded)
-        write_participants(kept, out)
-        s.sidecar(out, {"Excluded": [dict(subject=sub, session=ses, reason=r)
-                                     for (sub, ses), r in excluded.items()],
-                        "Sessions": len(kept)})
-        log.info("%d of %d sessions analysed", len(kept), len(table))

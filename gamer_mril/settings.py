@@ -77,18 +77,22 @@ class PreprocessingSettings:
 
 @dataclass(frozen=True)
 class QcSettings:
-    """``qc:`` of the config: the flag thresholds, the reportlets' cuts and the sessions
-    excluded by hand ({session key: reason}, as the config gives it)."""
+    """``qc:`` of the config: the flag thresholds, the reportlets' cuts, the sessions
+    excluded by hand ({session key: reason}, as the config gives it) and the kinds of QC
+    flag that leave a session out (the schema lists them: gamer_mril.qc.FLAG_KINDS),
+    once each."""
     min_dice: float
     mad_limit: float
     reportlet_cuts: int
     exclude: object
     max_clipped_share: float
     max_crop_cut_share: float
+    exclude_flagged: tuple
 
     @classmethod
     def from_config(cls, section: Mapping) -> QcSettings:
-        return _from_section(cls, section, "qc")
+        s = _from_section(cls, section, "qc")
+        return replace(s, exclude_flagged=tuple(dict.fromkeys(s.exclude_flagged)))
 
 
 @dataclass(frozen=True)
@@ -171,12 +175,21 @@ def _at_least(section, key, default, low):
     return value
 
 
+#: How the workflow chooses its scenario (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting)
+#: and the levels of the AOPC behind the default choice.
+CHOICES = ("aopc", "paper")
+CHOICE_LEVELS = (5, 10, 20)
+
+
 @dataclass(frozen=True)
 class AssessmentSettings:
     """``assessment:`` of the config. ``levels``: the configured top-N levels and
     ``heatmap_level`` (the level of Table IV, the chosen scenario and the group heatmaps),
     ascending; ``control_levels``: the levels of the LeRF and random controls (unset in
-    the config: every level), each one of ``levels``."""
+    the config: every level), each one of ``levels``; ``choice``: how the workflow
+    chooses its scenario (``aopc``: the largest AOPC over ``choice_levels`` that clears
+    its random band; ``paper``: the largest AUC drop at ``heatmap_level``); each of
+    ``choice_levels`` must be a level and a control level."""
     levels: tuple
     heatmap_level: int
     control_levels: tuple
@@ -184,6 +197,8 @@ class AssessmentSettings:
     n_permutations: int
     n_bootstrap: int
     seed: int
+    choice: str = "aopc"
+    choice_levels: tuple = CHOICE_LEVELS
     #: Permutations of the voxelwise group tests in MNI152 (docs/method.md#77-group-statistics-in-mni152).
     group_permutations: int = 5000
 
@@ -195,8 +210,33 @@ class AssessmentSettings:
         if not set(control) <= set(levels):
             raise ValueError(f"assessment.control_levels {list(control)} must be among "
                              f"the levels {list(levels)}")
+        choice, choice_levels = _choice(section, levels, control)
         return cls(levels=levels, heatmap_level=heat, control_levels=control,
                    random_masks=int(section["random_masks"]),
                    n_permutations=int(section["n_permutations"]),
                    n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]),
+                   choice=choice, choice_levels=choice_levels,
                    group_permutations=_at_least(section, "group_permutations", 5000, 100))
+
+
+def _choice(section: Mapping, levels: tuple, control: tuple) -> tuple:
+    """``(choice, choice_levels)`` of ``assessment:``, checked against the levels, the
+    control levels and the random masks the AOPC's band needs."""
+    choice = str(section.get("choice", "aopc"))
+    if choice not in CHOICES:
+        raise ValueError(f"assessment.choice = {choice!r} must be one of {list(CHOICES)}")
+    chosen = tuple(sorted({int(n) for n in section.get("choice_levels", CHOICE_LEVELS)}))
+    if not chosen:
+        raise ValueError("assessment.choice_levels is empty: give at least one level")
+    for name, allowed in (("assessment.levels", levels),
+                          ("assessment.control_levels", control)):
+        missing = sorted(set(chosen) - set(allowed))
+        if missing:
+            raise ValueError(f"assessment.choice_levels {list(chosen)}: {missing} not in "
+                             f"{name} {list(allowed)} (the AOPC needs the controls at "
+                             f"every choice level)")
+    if choice == "aopc" and int(section["random_masks"]) < 2:
+        raise ValueError(f"assessment.choice = aopc needs assessment.random_masks >= 2 "
+                         f"(the AOPC's random band), not {section['random_masks']}; or "
+                         f"set assessment.choice: paper")
+    return choice, chosen

@@ -12,8 +12,8 @@ ground truth the workflow never sees:
 ``<out>/ground_truth/``
     ``truth.tsv`` (per session: EDSS, effect strength, lesion count, head poses),
     ``space-MNI152NLin2009cAsym_desc-planted_mask.nii.gz`` (the region whose values change
-    with EDSS), and per session the true brain, cerebellum and planted-region masks in the
-    NDI grid and the true brain mask in the qT1 grid.
+    with EDSS), and per session the true brain, cerebellum, planted-region and lesion masks
+    in the NDI grid and the true brain mask in the qT1 grid.
 
 Anatomy: the MNI152 grey/white-matter maps and brain mask shipped with nilearn, with CSF
 as the rest of the brain mask, a CSF rim, skull and scalp as shells around the brain, the
@@ -44,7 +44,7 @@ from scipy import ndimage
 from . import CONTRASTS
 from . import templates
 from .io import atomic_write_text, save_nifti
-from .phantom import Anatomy, build_anatomy, partial_volume, planted_region
+from .phantom import Anatomy, balls, build_anatomy, partial_volume, planted_region
 
 # --------------------------------------------------------------------------- protocol
 
@@ -190,7 +190,8 @@ def render_contrast(
     wm_value = values[1] * (session_info["mwf_wm_scale"] if contrast == "MWF" else 1.0)
     n_vox = int(np.prod(shape))
     out = np.empty(n_vox, dtype=np.float32)
-    truth = {n: np.empty(n_vox, dtype=np.float32) for n in ("brain", "cerebellum", "planted")}
+    truth = {n: np.empty(n_vox, dtype=np.float32)
+             for n in ("brain", "cerebellum", "planted", "lesions")}
     vox_to_subject = np.linalg.inv(pose) @ affine
     for a in range(0, n_vox, chunk):
         idx = np.arange(a, min(a + chunk, n_vox))
@@ -212,8 +213,9 @@ def render_contrast(
         v = brain_val + s["skull"] * values[3] + s["scalp"] * values[4]
         v = v + rng.normal(0.0, NOISE_SD[contrast], size=v.shape)
         out[idx] = v
-        for n in truth:
+        for n in ("brain", "cerebellum", "planted"):
             truth[n][idx] = m[n]
+        truth["lesions"][idx] = lesion * m["brain"]
     out = out.reshape(shape)
     out = np.clip(out, 0, 1.0 if contrast == "NDI" else None)
     return out, {n: (v.reshape(shape) > 0.5).astype(np.uint8) for n, v in truth.items()}
@@ -278,8 +280,8 @@ def generate_cohort(
     ``effect_scale`` multiplies the planted effect's relative changes
     (:data:`PLANTED_EFFECT`): 0.25 gives a moderate effect (MWF -22%, qT1 and NDI +-13%
     at full strength), 0 none. ``region``: ``(x, y, z, radius)`` in MNI mm, a ball of
-    white matter on one side instead of the two corticospinal tracts
-    (:func:`planted_region`).
+    white matter on one side instead of the two corticospinal tracts, or a list of such
+    balls (a pattern of several regions; :func:`planted_region`).
     """
     if effect_scale < 0:
         raise ValueError(f"effect_scale must be >= 0, got {effect_scale}")
@@ -325,7 +327,7 @@ def generate_cohort(
                 save_nifti(img.astype(np.float32), affine, raw_path(raw, sub, ses, c))
                 stem = f"sub-{sub}_ses-{ses}_space-{c}"
                 if c == "NDI":
-                    for name in ("brain", "cerebellum", "planted"):
+                    for name in ("brain", "cerebellum", "planted", "lesions"):
                         save_nifti(truth[name], affine, tdir / f"{stem}_desc-{name}_mask.nii.gz")
                 elif c == "qT1":
                     save_nifti(truth["brain"], affine, tdir / f"{stem}_desc-brain_mask.nii.gz")
@@ -367,7 +369,7 @@ def generate_cohort(
         "the true transform from a contrast's grid to the NDI grid is pose_NDI @ inv(pose_c).\n"
         f"Planted effect: strength clip((EDSS - 2) / 4, 0, 1) in the region; relative WM change at full\n"
         f"strength {PLANTED_EFFECT}, times effect_scale {effect_scale}.\n"
-        f"Region: {'both corticospinal tracts' if region is None else f'ball {region} (MNI mm)'}"
+        f"Region: {'both corticospinal tracts' if region is None else f'balls {balls(region)} (x, y, z, radius; MNI mm)'}"
         ", white matter only.\n",
     )
     return table
@@ -387,8 +389,10 @@ def main(argv=None):
     p.add_argument("--effect-scale", type=float, default=1.0,
                    help="multiply the planted effect (0.25: moderate; 0: none)")
     p.add_argument("--region", type=float, nargs=4, metavar=("X", "Y", "Z", "RADIUS"),
+                   action="append",
                    help="plant the effect in a ball of white matter there (MNI mm) instead "
-                        "of both corticospinal tracts, e.g. 24 20 24 9 (about 3 cm3)")
+                        "of both corticospinal tracts, e.g. 24 20 24 9 (about 3 cm3); "
+                        "repeat for a pattern of several balls")
     a = p.parse_args(argv)
     table = generate_cohort(a.out, a.subjects, a.followup, a.severe, a.scale, a.seed,
                             subjects=a.only, effect_scale=a.effect_scale, region=a.region)

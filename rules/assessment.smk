@@ -126,8 +126,10 @@ rule warp_relevance:
 
 rule voxel_inverting:
     """AUC over the assessment set after inverting, per scenario and N (Fig. 4), with
-    bootstrap intervals and the LeRF and random controls; per scenario the AOPC and the
-    paired comparison with the chosen scenario (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting).
+    bootstrap intervals and the LeRF and random controls; per scenario the AOPC over
+    assessment.choice_levels with its random band, the chosen scenario (assessment.choice)
+    beside the paper's and the paired comparison with the chosen scenario
+    (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting).
     """
     input:
         sessions=for_analysed(S.inverting),
@@ -160,17 +162,19 @@ rule voxel_inverting:
         n_bootstrap=ASM.n_bootstrap,
         seed=ASM.seed,
         heatmap_level=HEAT,
+        choice=ASM.choice,
+        choice_levels=ASM.choice_levels,
     script:
         "../scripts/voxel_inverting.py"
 
 
 rule correlations:
-    """The scenario with the largest AUC drop at N = assessment.heatmap_level; Spearman
-    correlation of the mean normalized value in the top-N mask with EDSS (Tables III and
-    IV)."""
+    """The scenario rule voxel_inverting chose (chosen_scenario.json, the paper's beside
+    it); Spearman correlation of the mean normalized value in its top-N mask with EDSS
+    (Tables III and IV)."""
     input:
         values=for_analysed(S.mask_values),
-        inverting=INVERTING_AUC,
+        inverting=INVERTING_SCENARIOS,
         participants=ANALYSED_TABLE,
     output:
         chosen=CHOSEN,
@@ -205,6 +209,8 @@ rule correlations:
         seed=ASM.seed,
         n_bootstrap=ASM.n_bootstrap,
         heatmap_level=HEAT,
+        choice=ASM.choice,
+        choice_levels=ASM.choice_levels,
     script:
         "../scripts/correlations.py"
 

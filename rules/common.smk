@@ -4,6 +4,7 @@
 # one reads, so the rule files can be included in any order.
 # The package gamer_mril is installed where Snakemake runs and in every rule environment
 # (the Snakefile checks the first; envs/*.yaml install it from GAMER_MRIL_ROOT).
+import json
 import os
 
 import pandas as pd
@@ -14,9 +15,10 @@ from gamer_mril import layout
 from gamer_mril.audit import final_maps
 from gamer_mril.errors import InputError
 from gamer_mril.inputs import Selection, load_participants, select_sessions
+from gamer_mril.io import sidecar_path
 from gamer_mril.mapfiles import check_session_files
 from gamer_mril.modelfiles import MODEL_JSON, MODEL_WEIGHTS, find_fold_models
-from gamer_mril.qc import analysed, check_exclusions, exclusions
+from gamer_mril.exclusion import check_exclusions, exclusions
 from gamer_mril.settings import (
     AssessmentSettings,
     PreprocessingSettings,
@@ -96,9 +98,9 @@ def session_age(wildcards):
     return _AGES[(wildcards.subject, wildcards.session)]
 
 
-def _analysed_sessions():
-    """The sessions of the table that qc.exclude does not leave out, and the excluded
-    ones with their reasons."""
+def _listed_exclusions():
+    """The sessions of qc.exclude with their reasons, checked against the table when the
+    workflow is read."""
     try:
         excluded = exclusions(QC.exclude)
         if len(SESSIONS):
@@ -110,12 +112,41 @@ def _analysed_sessions():
             f"{len(excluded)} sessions left out of training and assessment (qc.exclude): "
             + ", ".join(f"sub-{s}_ses-{t} ({r})" for (s, t), r in excluded.items())
         )
-    return analysed(SESSIONS, excluded), excluded
+    return excluded
 
 
-#: The sessions trained on and assessed: the table without those of qc.exclude (which are
-#: still preprocessed and checked).
-ANALYSED, EXCLUDED = _analysed_sessions()
+#: The sessions qc.exclude leaves out (known when the workflow is read). Those that a QC
+#: flag of a kind in qc.exclude_flagged leaves out are known only once the QC table
+#: exists: the checkpoint analysed_sessions (rules/qc.smk) writes ANALYSED_TABLE, and
+#: for_analysed reads it through analysed_table, once per version of the file.
+EXCLUDED = _listed_exclusions()
+_ANALYSED = {}
+
+
+def analysed_table():
+    """The rows of the analysed sessions, from the table of the checkpoint
+    analysed_sessions (Snakemake waits for it: IncompleteCheckpointException until it
+    has run). Read once per version of the file; the first read logs who was left out
+    and why (its sidecar)."""
+    checkpoints.analysed_sessions.get()
+    path = ANALYSED_TABLE
+    stamp = (path, os.stat(path).st_mtime_ns)
+    if _ANALYSED.get("stamp") != stamp:
+        table = load_participants(path)
+        _ANALYSED.clear()
+        _ANALYSED.update(stamp=stamp, table=table, files={})
+        facts = json.loads(sidecar_path(path).read_text()).get("Facts", {})
+        left_out = facts.get("Excluded", [])
+        if left_out:
+            logger.info(
+                f"{len(left_out)} sessions left out of training and assessment ({path}): "
+                + "; ".join(
+                    f"sub-{e['subject']}_ses-{e['session']} ({e.get('by', 'qc.exclude')}: "
+                    f"{e['reason']})"
+                    for e in left_out
+                )
+            )
+    return _ANALYSED["table"]
 
 
 def _for(table, pattern):
@@ -133,9 +164,19 @@ def for_sessions(pattern):
 
 
 def for_analysed(pattern):
-    """Expand a {subject}/{session} path pattern over the analysed sessions (the table
-    without those of qc.exclude): training, relevance maps and assessment."""
-    return _for(ANALYSED, pattern)
+    """An input function: the {subject}/{session} path pattern expanded over the analysed
+    sessions (the table without those of qc.exclude and qc.exclude_flagged), known once
+    the checkpoint analysed_sessions has run: training, relevance maps and assessment.
+    """
+
+    def analysed_files(wildcards):
+        table = analysed_table()
+        cache = _ANALYSED["files"]
+        if pattern not in cache:
+            cache[pattern] = _for(table, pattern)
+        return cache[pattern]
+
+    return analysed_files
 
 
 # ----------------------------------------------------------- configuration constants
@@ -217,9 +258,11 @@ CONSERVATION = dict(
 #: every cohort rule reads (rule select_participants).
 RAW_PARTICIPANTS = config["inputs"]["participants"]
 PARTICIPANTS = f"{OUT}/participants.tsv"
-#: The rows of the sessions analysed, those of qc.exclude left out (written by the
-#: analysed_sessions rule): the table of every training and assessment rule.
+#: The rows of the sessions analysed, those of qc.exclude and qc.exclude_flagged left out
+#: (written by the checkpoint analysed_sessions): the table of every training and
+#: assessment rule; and the sessions left out, each with its reason and setting.
 ANALYSED_TABLE = f"{GROUP}/analysed_sessions.tsv"
+EXCLUDED_TABLE = f"{GROUP}/excluded_sessions.tsv"
 
 
 def heatmap(n, group):
@@ -295,11 +338,21 @@ def explaining_models():
 
 # -------------------------------------------------------------------------- audit
 def default_audit_targets():
-    """The audit's default targets: every session's network inputs and relevance maps,
-    then the group heatmaps (called when the audit runs, after every rule is defined).
-    """
+    """The audit's default targets: every analysed session's network inputs and relevance
+    maps (the analysed-sessions table as the run left it; without it, the table without
+    qc.exclude), then the group heatmaps (called when the audit runs, after every rule is
+    defined)."""
+    if os.path.exists(ANALYSED_TABLE):
+        table = load_participants(ANALYSED_TABLE)
+        keys = list(zip(table["subject"], table["session"]))
+    else:
+        keys = [
+            k
+            for k in zip(SESSIONS["subject"], SESSIONS["session"])
+            if k not in EXCLUDED
+        ]
     targets = []
-    for subject, session in zip(ANALYSED["subject"], ANALYSED["session"]):
+    for subject, session in keys:
         s = layout.Session(OUT, subject, session)
         targets += list(s.preproc_maps.values())
         targets += [s.relmaps("NDIcrop"), s.relmaps("NDI")]

@@ -1,7 +1,8 @@
 # Quality control (docs/method.md#28-quality-control-numbers): the cohort's QC table with
 # its flags, every session's reportlets (nireports SVG figures, in the report's Quality
-# control category), and the sessions qc.exclude leaves out of training and assessment.
-# The logic: gamer_mril/qc.py and gamer_mril/reportlets.py.
+# control category), and the sessions qc.exclude and qc.exclude_flagged leave out of
+# training and assessment (a checkpoint). The logic: gamer_mril/qc.py,
+# gamer_mril/exclusion.py and gamer_mril/reportlets.py.
 
 
 localrules:
@@ -137,14 +138,24 @@ rule relevance_reportlet:
         "../scripts/relevance_reportlet.py"
 
 
-rule analysed_sessions:
-    """The selected sessions without those of qc.exclude (docs/method.md#28-quality-control-numbers):
-    the table every training and assessment rule reads. The sidecar names each session
-    left out and why; the excluded sessions stay preprocessed and in the QC table."""
+checkpoint analysed_sessions:
+    """The selected sessions without those of qc.exclude and those with a QC flag of a kind
+    in qc.exclude_flagged (docs/method.md#28-quality-control-numbers): the table every
+    training and assessment rule reads. A checkpoint: the flags exist only once every
+    session is preprocessed, so the jobs of the analysed sessions are planned after it
+    has run. The sidecar and the excluded-sessions table name each session left out, why
+    and by which setting; the excluded sessions stay preprocessed and in the QC table.
+    """
     input:
         table=PARTICIPANTS,
+        qc=QC_TABLE if QC.exclude_flagged else [],
     output:
         tsv=ANALYSED_TABLE,
+        excluded=report(
+            EXCLUDED_TABLE,
+            caption="../report/excluded_sessions.rst",
+            category="Quality control",
+        ),
     log:
         f"{OUT}/logs/analysed_sessions.log",
     benchmark:
@@ -157,5 +168,6 @@ rule analysed_sessions:
         runtime=5,
     params:
         exclude={f"sub-{s}_ses-{t}": reason for (s, t), reason in EXCLUDED.items()},
+        exclude_flagged=list(QC.exclude_flagged),
     script:
         "../scripts/analysed_sessions.py"

@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gamer_mril"
 #: Training, its evaluation (Table II, 5.1) and the baselines (5.2) are one stage; the QC
 #: of preprocessing reads its outputs, so it comes after it.
 STAGES = {
-    "inputs": 1, "preprocessing": 2, "preprocessing_jobs": 2, "qc": 3, "split": 4, "network": 5, "training": 6,
+    "inputs": 1, "preprocessing": 2, "preprocessing_jobs": 2, "qc": 3, "exclusion": 3,
+    "split": 4, "network": 5, "training": 6,
     "evaluation": 6, "baselines": 6, "lrp": 7, "explain": 8, "assessment": 9,
     "audit": 10, "reportlets": 10,
 }

@@ -586,6 +586,35 @@ def test_random_band_at_one_level_is_drawn(monkeypatch):
         assert y1 == pytest.approx(0.55) and 0.41 <= y0 <= 0.52
 
 
+def test_bands_at_the_small_levels_are_drawn_per_run_of_control_levels(monkeypatch):
+    """Controls at N = 5, 10, 20 and 40 of the levels 5, 10, 20, 30, 40, 50: each
+    scenario's band covers 5-20 and a span around 40, never 20-40 across the level without
+    controls; the ticks are the levels; the title is the figure's."""
+    captured = []
+    monkeypatch.setattr(figures, "save_png", lambda fig, path: captured.append(fig))
+    levels = (5, 10, 20, 30, 40, 50)
+    rows = []
+    for s in (1, 2, 5):
+        for n in levels:
+            row = dict(scenario=s, N=n, auc=0.5, baseline_auc=0.9)
+            if n in (5, 10, 20, 40):
+                row.update(random_auc=0.6, random_low=0.55, random_high=0.65 + n / 1000)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    assert [list(r["N"]) for r in figures.band_runs(df[df["scenario"] == 1])] == \
+        [[5, 10, 20], [40]]
+    figures.plot_inverting(df, "unused.png", title="chosen scenario 1 by the largest AOPC")
+    (fig,) = captured
+    spans = sorted({(round(v[:, 0].min(), 6), round(v[:, 0].max(), 6))
+                    for ax in fig.axes for c in ax.collections for p in c.get_paths()
+                    for v in [p.vertices] if len(v)})
+    w = figures.BAND_HALF_WIDTH
+    assert spans == [(5.0, 20.0), (40 - w, 40 + w)]
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == list(levels)
+    assert fig._suptitle.get_text() == "chosen scenario 1 by the largest AOPC"
+
+
 @pytest.mark.parametrize("scenarios, panels", [(range(1, 13), 3), (range(1, 21), 4),
                                                 (range(13, 21), 1), ([3, 15], 2)])
 def test_fig4_has_a_panel_for_the_scenarios_beyond_the_paper(monkeypatch, scenarios, panels):

@@ -103,6 +103,48 @@ def test_heatmap_ratio(loc):
         0.8 / ((8 * 0.8 + 172 * 0.2) / 180))
 
 
+def test_rank_accuracy_by_hand(loc):
+    region, cerebrum = _grid()                     # |R| = 8 in a cerebrum of 180
+    rel = np.zeros(region.shape)
+    inside = np.argwhere(region & cerebrum)
+    # the 8 highest values: 5 region voxels and 3 elsewhere
+    for v, (i, j, k) in zip(range(5), inside[:5]):
+        rel[i, j, k] = 10 + v
+    rel[5, 5, 5] = rel[5, 5, 4] = rel[5, 4, 5] = 20.0
+    rel[1, 1, 1] = 1.0                             # 9th: below the cut
+    assert loc.rank_accuracy(rel, region, cerebrum) == pytest.approx(5 / 8)
+    # a constant map: every voxel tied, each counts 8/180 -> the chance
+    assert loc.rank_accuracy(np.ones(region.shape), region, cerebrum) == pytest.approx(8 / 180)
+    # ties at the cut: 7 above it (4 in R), 4 tied at it (2 in R), one place left
+    rel = np.zeros(region.shape)
+    for (i, j, k) in inside[:4]:
+        rel[i, j, k] = 5.0
+    rel[5, 5, 5] = rel[5, 5, 4] = rel[5, 4, 5] = 5.0
+    for (i, j, k) in inside[4:6]:
+        rel[i, j, k] = 2.0
+    rel[4, 4, 4] = rel[4, 4, 5] = 2.0
+    assert loc.rank_accuracy(rel, region, cerebrum) == pytest.approx((4 + 2 * 1 / 4) / 8)
+    assert math.isnan(loc.rank_accuracy(-np.ones(region.shape), region, cerebrum))
+    # the region voxel outside the cerebrum never counts
+    rel = np.zeros(region.shape)
+    rel[0, 0, 0] = 100.0
+    for (i, j, k) in inside:
+        rel[i, j, k] = 1.0
+    assert loc.rank_accuracy(rel, region, cerebrum) == 1.0
+
+
+def test_mass_accuracy_is_the_share(loc):
+    region, cerebrum = _grid()
+    rel = np.where(region, 3.0, 1.0)
+    rel[0] = 50.0                                  # outside the cerebrum: not counted
+    rel[5, 5, 5] = -7.0                            # negative: not counted
+    # region 8 x 3 = 24; rest of the cerebrum 171 x 1 (one voxel negative)
+    assert loc.mass_accuracy(rel, region, cerebrum) == pytest.approx(24 / (24 + 171))
+    assert loc.mass_accuracy(rel, region, cerebrum) == pytest.approx(
+        loc.mass_ratio(rel, region, cerebrum) * 8 / 180)
+    assert math.isnan(loc.mass_accuracy(np.zeros(region.shape), region, cerebrum))
+
+
 # ----------------------------------------------------------------------------- end to end
 
 FULL = (12, 12, 12)
@@ -136,10 +178,16 @@ def _build(tmp_path, with_template_region=True):
     cerebrum[0] = 0
     region = np.zeros((8, 8, 8), dtype=bool)
     region[2:4, 2:4, 2:4] = True
+    # lesions: crop [6, 6, 6] and [6, 6, 7] (two voxels), one more inside the region
+    lesions_full = np.zeros(FULL, dtype=np.uint8)
+    lesions_full[8, 8, 8:10] = 1
+    lesions_full[4, 4, 4] = 1
     for sub in ("01", "02"):
         s = Session(results, sub, "1")
-        _save(planted_full, cohort / "ground_truth" / f"sub-{sub}" / "ses-1"
-              / f"sub-{sub}_ses-1_space-NDI_desc-planted_mask.nii.gz")
+        for name, mask in (("planted", planted_full), ("lesions", lesions_full),
+                           ("brain", np.ones(FULL, np.uint8))):
+            _save(mask, cohort / "ground_truth" / f"sub-{sub}" / "ses-1"
+                  / f"sub-{sub}_ses-1_space-NDI_desc-{name}_mask.nii.gz")
         (results / f"sub-{sub}" / "ses-1" / "anat").mkdir(parents=True)
         (results / f"sub-{sub}" / "ses-1" / "xai").mkdir(parents=True)
         Path(s.crop_box).write_text(json.dumps(
@@ -202,7 +250,7 @@ def test_main_end_to_end(loc, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "severe sessions (1)" in printed and "all sessions (2)" in printed
     t = pd.read_csv(out, sep="\t")
-    assert list(t.columns) == loc.COLUMNS
+    assert list(t.columns) == loc.COLUMNS + ["share_lesions", "share_lesions_chance"]
     # two groups x (scenario 1: three maps, scenario 3: one)
     assert len(t) == 8
     row = {(r.sessions, r.scenario, r.map): r for r in t.itertuples()}
@@ -215,11 +263,20 @@ def test_main_end_to_end(loc, tmp_path, capsys):
     assert sev.pointing_chance == pytest.approx(8 / 448, rel=1e-5)
     assert sev.mask_source == "read"
     assert sev.recall_ratio == pytest.approx(c_over_r, rel=1e-5)
+    assert sev.rank_accuracy == 1.0 and sev.mass_accuracy == pytest.approx(1.0)
+    assert sev.rank_chance == pytest.approx(8 / 448, rel=1e-5) and sev.share_lesions == 0.0
     q = row[("severe", 1, "qT1")]
     assert (q.mass_ratio, q.pointing, q.pointing_tol1) == (0.0, 0.0, 0.0)
+    # qT1's one voxel of relevance lies on a lesion (crop [6, 6, 6]), outside the region;
+    # the other 7 of the top 8 are drawn from the 447 voxels tied at 0, the region's 8 among them
+    assert (q.mass_accuracy, q.share_lesions) == (0.0, 1.0)
+    assert q.rank_accuracy == pytest.approx(7 / 447, rel=1e-5)
+    assert q.share_lesions_chance == pytest.approx(2 / 448, rel=1e-5)
     assert q.recall_ratio == pytest.approx(c_over_r, rel=1e-5)   # the mask read, not its map
     n = row[("severe", 1, "NDI")]
     assert n.mass_ratio == pytest.approx(1.0, rel=1e-5)
+    assert n.rank_accuracy == pytest.approx(8 / 448, rel=1e-5)
+    assert n.share_lesions == pytest.approx(2 / 448, rel=1e-5)
     assert n.pointing == pytest.approx(8 / 448, rel=1e-5)         # plateau over the cerebrum
     c = row[("severe", 3, "combined")]
     assert c.mass_ratio == pytest.approx((8 / 18) / (8 / 448), rel=1e-5)

@@ -149,3 +149,66 @@ def test_the_network_input_of_a_session_stored_otherwise_is_the_ras_copys(tmp_pa
     np.testing.assert_array_equal(crops["other"].get_fdata(), crops["ras"].get_fdata())
     np.testing.assert_allclose(crops["other"].affine, crops["ras"].affine, atol=1e-6)
     assert crops["ras"].get_fdata().max() > 0.5          # the crop holds the blob
+
+
+@pytest.mark.parametrize("axes", [(0,), (0, 1)])
+def test_relevance_maps_back_to_the_stored_grid_and_to_the_template(tmp_path, axes):
+    """A session stored LAS or LPS, through steps 1 and 5 as the workflow runs them: a
+    relevance blob put at the network input's brightest voxel, carried back to the NDI
+    grid as the relevance job does (crop box file, uncrop), lies on the stored file's
+    brightest voxel when resampled onto the stored grid; carried to a template through
+    an ANTs affine (warp_masks_to_template, as the top-N masks are), its centre lands
+    where the affine sends that voxel's world position."""
+    import ants
+
+    from gamer_mril.assessment.heatmaps import warp_masks_to_template
+    from gamer_mril.explain import read_crop_box
+    from gamer_mril.preprocessing import step_crop, step_scale
+    from gamer_mril.registration import read_affine_xfm
+    from gamer_mril.spaces import uncrop
+
+    data = _blob((30, 34, 26))
+    stored, affine = _flipped(data, RAS_AFFINE, axes)
+    raw, scaled = tmp_path / "raw.nii.gz", tmp_path / "scaled.nii.gz"
+    nib.save(nib.Nifti1Image(stored, affine), raw)
+    step_scale(raw, scaled, "NDI", "fraction", "sub-01 ses-1")
+    img = nib.load(scaled)
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image((img.get_fdata() > 0.1).astype(np.uint8), img.affine), mask)
+    crop, box_file = tmp_path / "crop.nii.gz", tmp_path / "box.json"
+    step_crop({"NDI": scaled}, mask, (21, 29, 17), {"NDI": crop},
+              tmp_path / "cropmask.nii.gz", box_file, {})
+    net = nib.load(crop)
+    peak = np.unravel_index(np.argmax(net.get_fdata()), net.shape)
+    relevance = np.zeros(net.shape, np.float32)
+    relevance[tuple(slice(p - 1, p + 2) for p in peak)] = 1.0       # a 3^3 blob
+
+    # back to the session's NDI grid, then onto the grid the file was stored in
+    box, full_shape, full_affine = read_crop_box(box_file)
+    ndi = nib.Nifti1Image(uncrop(relevance, box, full_shape), full_affine)
+    on_stored = np.asarray(resample_from_to(ndi, (stored.shape, affine), order=0).dataobj)
+    stored_peak = np.unravel_index(np.argmax(stored), stored.shape)
+    assert on_stored[stored_peak] == 1.0 and on_stored.sum() == 27
+    centre = np.argwhere(on_stored > 0).mean(axis=0)
+    np.testing.assert_allclose(centre, stored_peak, atol=1e-9)
+
+    # to a template: an affine written as ANTs writes the template registration
+    tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                    matrix=[[0.97, -0.2, 0.0], [0.2, 0.97, 0.0],
+                                            [0.0, 0.0, 1.0]], translation=[5.0, -3.0, 4.0])
+    xfm = str(tmp_path / "affine.mat")
+    ants.write_transform(tx, xfm)
+    tpl_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    tpl_affine[:3, 3] = [-60.0, -60.0, -60.0]
+    tpl_mask = tmp_path / "template_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((120, 120, 120), np.uint8), tpl_affine), tpl_mask)
+    warped, out_affine = warp_masks_to_template(relevance[None] > 0, net.affine,
+                                                {"affine": xfm}, tpl_mask)
+    # the blob's volume, 27 voxels of 2 x 2 x 2.5 mm, in 1 mm voxels (the matrix keeps volume
+    # to 1%)
+    assert warped.shape == (1, 120, 120, 120) and 240 <= warped.sum() <= 300
+    got = nib.affines.apply_affine(out_affine, np.argwhere(warped[0]).mean(axis=0))
+    world = nib.affines.apply_affine(affine, stored_peak)     # the stored file's voxel
+    # the template registration maps session points to template points (read_affine_xfm)
+    expected = nib.affines.apply_affine(read_affine_xfm(xfm), world)
+    np.testing.assert_allclose(got, expected, atol=0.6)

@@ -119,7 +119,7 @@ def test_overlap_by_nipype_against_hand_counts(tmp_path, monkeypatch):
 # ------------------------------------------------------------------- qc.exclude
 
 def test_exclusions_from_a_list_or_a_mapping():
-    from gamer_mril.qc import exclusions
+    from gamer_mril.exclusion import exclusions
 
     assert exclusions([]) == {} and exclusions(None) == {}
     assert exclusions(["sub-01_ses-2"]) == {("01", "2"): "listed in qc.exclude"}
@@ -130,7 +130,7 @@ def test_exclusions_from_a_list_or_a_mapping():
 
 
 def test_check_exclusions_names_unknown_sessions_and_keeps_one():
-    from gamer_mril.qc import check_exclusions
+    from gamer_mril.exclusion import check_exclusions
 
     sessions = [("01", "1"), ("02", "1")]
     check_exclusions({("01", "1"): "x"}, sessions)
@@ -144,7 +144,7 @@ def test_analysed_sessions_table_and_sidecar(tmp_path):
     import json
 
     from gamer_mril.inputs import load_participants
-    from gamer_mril.qc import run_analysed_sessions
+    from gamer_mril.exclusion import run_analysed_sessions
 
     table = tmp_path / "participants.tsv"
     table.write_text("subject\tsession\tage\tedss\n01\t1\t30\t2\n01\t2\t31\t2.5\n"
@@ -154,7 +154,8 @@ def test_analysed_sessions_table_and_sidecar(tmp_path):
     kept = load_participants(out)
     assert list(zip(kept["subject"], kept["session"])) == [("01", "1"), ("02", "1")]
     facts = json.loads(out.with_name(out.name + ".json").read_text())["Facts"]
-    assert facts["Excluded"] == [{"subject": "01", "session": "2", "reason": "MWF shifted"}]
+    assert facts["Excluded"] == [{"subject": "01", "session": "2", "reason": "MWF shifted",
+                                  "by": "qc.exclude"}]
     assert facts["Sessions"] == 2
 
 
@@ -374,3 +375,149 @@ def test_the_geometry_defaults_are_the_schemas_and_the_configs():
         config["qc"]["max_crop_cut_share"] == MAX_CROP_CUT_SHARE == 0.02
     assert props["preprocessing"]["properties"]["max_crop_cut_share_stop"]["default"] == \
         config["preprocessing"]["max_crop_cut_share_stop"] == MAX_CROP_CUT_SHARE_STOP == 0.1
+
+
+# ------------------------------------------- kinds of flag and qc.exclude_flagged
+
+def _one_failure_per_row():
+    """Eight sessions: rows 0-5 each fail one check (Dice 0.5; MWF's similarity 0.30
+    against a cohort near 0.605 with robust sd 0.0148; 5% of MWF impossible; a crop cut
+    of 3%; qT1 voxels of 4 mm against NDI's 1.8 mm; 1400 ml against 1002.5 +- 3 x 14.8),
+    rows 6 and 7 none."""
+    clean = dict(dice_template_brain=0.95, nmi_ndi_MWFmap=0.61, impossible_share_MWFmap=0.0,
+                 crop_cut_share=0.0, voxel_mm_NDImap=1.8, voxel_mm_T1map=1.8)
+    columns = {k: [v] * 8 for k, v in clean.items()}
+    columns["nmi_ndi_MWFmap"] = [0.60, 0.30, 0.61, 0.62, 0.59, 0.60, 0.61, 0.62]
+    columns["brain_ml"] = [1000, 990, 1010, 980, 1020, 1400, 1000, 1005]
+    for row, (column, bad) in enumerate((("dice_template_brain", 0.5),
+                                         ("nmi_ndi_MWFmap", 0.30),
+                                         ("impossible_share_MWFmap", 0.05),
+                                         ("crop_cut_share", 0.03),
+                                         ("voxel_mm_T1map", 4.0))):
+        columns[column][row] = bad
+    return _table(**columns)
+
+
+def test_each_reason_has_its_kind():
+    from gamer_mril.qc import FLAG_KINDS
+
+    out = qc_flags(_one_failure_per_row())
+    assert out["qc_flag_kinds"].tolist() == [
+        "dice", "coregistration", "clipped", "crop", "voxel", "volume", "", ""]
+    assert out["qc_flag"].tolist() == [True] * 6 + [False] * 2
+    assert sorted(out["qc_flag_kinds"][:6]) == sorted(FLAG_KINDS)   # every kind once
+    # the reason beside each kind is the check's own
+    for row, start in enumerate(("Dice with the template brain mask 0.500",
+                                 "nmi_ndi_MWFmap 0.300 below the cohort's 0.605",
+                                 "MWFmap: 5.0% of the brain's volume",
+                                 "crop_to_brain cut 3.0% of the brain",
+                                 "T1map: voxels of 4.00 mm", "brain_ml 1400.0 outside")):
+        assert out.loc[row, "qc_reasons"].startswith(start), (row, out.loc[row, "qc_reasons"])
+
+
+def test_kinds_follow_the_reasons_one_each_also_below_five_sessions():
+    # three sessions: no robust bounds, the similarity against the floor 0.15 (both maps
+    # of row 1 below it), and row 1's Dice: three reasons, three kinds in their order
+    out = qc_flags(_table(dice_template_brain=[0.95, 0.5, 0.95],
+                          nmi_ndi_T1map=[0.34, 0.05, 0.33], nmi_ndi_MWFmap=[0.30, 0.04, 0.35]))
+    assert out["qc_flag_kinds"].tolist() == ["", "dice;coregistration;coregistration", ""]
+    reasons = out.loc[1, "qc_reasons"]
+    assert reasons.startswith("Dice with the template brain mask 0.500 < 0.9; nmi_ndi_T1map "
+                              "0.050 below the absolute floor 0.15")
+    assert "nmi_ndi_MWFmap 0.040 below the absolute floor 0.15" in reasons
+
+
+def test_flagged_exclusions_select_by_kind():
+    from gamer_mril.exclusion import EXCLUDE_FLAGGED, flagged_exclusions
+
+    out = qc_flags(_one_failure_per_row())
+    default = flagged_exclusions(out, EXCLUDE_FLAGGED)
+    assert default == {("00", "1"): "QC flag: " + out.loc[0, "qc_reasons"],
+                       ("01", "1"): "QC flag: " + out.loc[1, "qc_reasons"]}
+    assert set(flagged_exclusions(out, ["volume", "crop"])) == {("03", "1"), ("05", "1")}
+    assert flagged_exclusions(out, []) == {}
+    # read back from the TSV as the job reads it (every column text, empty kinds "")
+    back = pd.read_csv(pd.io.common.StringIO(out.to_csv(sep="\t", index=False)), sep="\t",
+                       dtype=str, keep_default_na=False)
+    assert flagged_exclusions(back, EXCLUDE_FLAGGED) == default
+    with pytest.raises(ValueError, match=r"unknown flag kinds \['mask'\]"):
+        flagged_exclusions(out, ["dice", "mask"])
+    with pytest.raises(ValueError, match="qc.tsv has no qc_flag_kinds column"):
+        flagged_exclusions(out.drop(columns="qc_flag_kinds"), ["dice"], "qc.tsv")
+
+
+def _participants_and_qc(tmp_path):
+    table = tmp_path / "participants.tsv"
+    table.write_text("subject\tsession\tage\tedss\n01\t1\t30\t2\n01\t2\t31\t2.5\n"
+                     "02\t1\t40\t6\n03\t1\t50\t7\n")
+    qc = tmp_path / "preprocessing_qc.tsv"
+    qc.write_text("subject\tsession\tbrain_ml\tqc_flag\tqc_reasons\tqc_flag_kinds\n"
+                  "01\t1\t1000\tFalse\t\t\n"
+                  "01\t2\t900\tTrue\tnmi_ndi_MWFmap 0.050 below\tcoregistration\n"
+                  "02\t1\t1400\tTrue\tbrain_ml 1400.0 outside\tvolume\n"
+                  "03\t1\t1000\tTrue\tDice 0.5\tdice\n")
+    return table, qc
+
+
+def test_analysed_sessions_leave_out_flagged_sessions_and_say_by_what(tmp_path):
+    import json
+
+    from gamer_mril.exclusion import run_analysed_sessions
+    from gamer_mril.inputs import load_participants
+
+    table, qc = _participants_and_qc(tmp_path)
+    out, excluded, log_file = (tmp_path / "analysed.tsv", tmp_path / "excluded.tsv",
+                               tmp_path / "analysed.log")
+    run_analysed_sessions(table, out, excluded, exclude={"sub-03_ses-1": "motion"},
+                          exclude_flagged=["coregistration", "dice"], qc_table=qc,
+                          log_file=log_file)
+    kept = load_participants(out)
+    assert list(zip(kept["subject"], kept["session"])) == [("01", "1"), ("02", "1")]
+    doc = json.loads(out.with_name(out.name + ".json").read_text())
+    # sub-03 is both listed and flagged: the user's reason; volume is not a kind asked for
+    assert doc["Facts"]["Excluded"] == [
+        {"subject": "01", "session": "2", "reason": "QC flag: nmi_ndi_MWFmap 0.050 below",
+         "by": "qc.exclude_flagged"},
+        {"subject": "03", "session": "1", "reason": "motion", "by": "qc.exclude"}]
+    assert doc["Parameters"]["exclude_flagged"] == ["dice", "coregistration"]
+    assert set(doc["Inputs"]) == {"table", "qc_table"}
+    rows = pd.read_csv(excluded, sep="\t", dtype=str)
+    assert rows.values.tolist() == [
+        ["01", "2", "qc.exclude_flagged", "QC flag: nmi_ndi_MWFmap 0.050 below"],
+        ["03", "1", "qc.exclude", "motion"]]
+    text = log_file.read_text()
+    assert ("sub-01 ses-2 left out of training and assessment (qc.exclude_flagged): QC "
+            "flag: nmi_ndi_MWFmap 0.050 below") in text
+    assert "2 of 4 sessions analysed (1 left out by qc.exclude, 1 by qc.exclude_flagged" in text
+    # off: the QC table is not read, nothing is left out but the list
+    run_analysed_sessions(table, out, excluded, exclude=[], exclude_flagged=[])
+    assert len(load_participants(out)) == 4
+    assert pd.read_csv(excluded, sep="\t").empty
+
+
+def test_flags_that_leave_no_session_stop_naming_the_table(tmp_path):
+    from gamer_mril.exclusion import run_analysed_sessions
+
+    table, qc = _participants_and_qc(tmp_path)
+    out = tmp_path / "analysed.tsv"
+    with pytest.raises(ValueError, match=r"leaves no session to analyse") as err:
+        run_analysed_sessions(table, out, exclude=["sub-01_ses-1"],
+                              exclude_flagged=["coregistration", "dice", "volume"],
+                              qc_table=qc)
+    assert str(qc) in str(err.value)
+    assert not out.exists()
+
+
+def test_exclude_flagged_defaults_and_kinds_are_the_schemas_and_the_configs():
+    import yaml
+
+    from gamer_mril.exclusion import EXCLUDE_FLAGGED
+    from gamer_mril.qc import FLAG_KINDS
+
+    root = Path(__file__).parents[1]
+    props = yaml.safe_load((root / "schemas" / "config.schema.yaml").read_text())[
+        "properties"]["qc"]["properties"]["exclude_flagged"]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    assert props["default"] == config["qc"]["exclude_flagged"] == list(EXCLUDE_FLAGGED) == \
+        ["dice", "coregistration"]
+    assert props["items"]["enum"] == list(FLAG_KINDS)

@@ -29,7 +29,7 @@ def _schema():
 
 def _assessment(**over):
     section = dict(levels=[30, 10, 50], heatmap_level=40, n_permutations=99, seed=3,
-                   random_masks=2, n_bootstrap=10)
+                   random_masks=2, n_bootstrap=10, choice_levels=[10])
     section.update(over)
     return section
 
@@ -39,13 +39,38 @@ def test_levels_gain_the_heatmap_level_and_controls_default_to_all():
     assert s.levels == (10, 30, 40, 50) and s.heatmap_level == 40
     assert s.control_levels == (10, 30, 40, 50)
     assert (s.random_masks, s.n_permutations, s.n_bootstrap, s.seed) == (2, 99, 10, 3)
-    s = AssessmentSettings.from_config(_assessment(control_levels=[50, 40]))
+    s = AssessmentSettings.from_config(_assessment(control_levels=[50, 40], choice_levels=[40]))
     assert s.control_levels == (40, 50)
 
 
 def test_a_control_level_must_be_a_level():
     with pytest.raises(ValueError, match=r"control_levels \[20\] must be among"):
         AssessmentSettings.from_config(_assessment(control_levels=[20]))
+
+
+def test_the_choice_and_its_levels():
+    """choice_levels must be levels and control levels (the AOPC needs the controls
+    there); choice aopc needs two random masks (its band); unset, the defaults."""
+    s = AssessmentSettings.from_config(_assessment(choice_levels=[30, 10, 10]))
+    assert (s.choice, s.choice_levels) == ("aopc", (10, 30))
+    section = _assessment(levels=[5, 10, 20, 30, 50])
+    del section["choice_levels"]
+    s = AssessmentSettings.from_config(section)
+    assert s.choice_levels == (5, 10, 20) and s.choice == "aopc"
+    with pytest.raises(ValueError, match=r"assessment.choice_levels \[10, 20\]: \[20\] "
+                                         r"not in assessment.levels \[10, 30, 40, 50\]"):
+        AssessmentSettings.from_config(_assessment(choice_levels=[20, 10]))
+    with pytest.raises(ValueError, match=r"assessment.choice_levels \[10, 30\]: \[10\] "
+                                         r"not in assessment.control_levels \[30, 40\]"):
+        AssessmentSettings.from_config(_assessment(choice_levels=[10, 30],
+                                                   control_levels=[30, 40]))
+    with pytest.raises(ValueError, match=r"assessment.choice = aopc needs "
+                                         r"assessment.random_masks >= 2"):
+        AssessmentSettings.from_config(_assessment(random_masks=1))
+    s = AssessmentSettings.from_config(_assessment(random_masks=0, choice="paper"))
+    assert s.choice == "paper"
+    with pytest.raises(ValueError, match="assessment.choice = 'best' must be one of"):
+        AssessmentSettings.from_config(_assessment(choice="best"))
 
 
 def test_scenarios_sorted_once_and_known():

@@ -152,3 +152,39 @@ def test_a_ball_region_moves_the_effect(tmp_path):
         # a ball of ~2 cm3 of white matter in 5.4 mm voxels: a handful of voxels, falling
         assert 0 < changed.sum() < 200
         assert (maps[1.0][key][changed] <= maps[0.0][key][changed]).all()
+
+
+def test_several_balls_make_one_pattern():
+    """``region=[ball, ball]``: the union of the two balls' white matter, each exactly the
+    single ball's mask; a malformed ball is refused."""
+    from gamer_mril.phantom import balls, planted_region
+
+    a, b = (24.0, 20.0, 24.0, 9.0), (-20.0, -40.0, 30.0, 8.0)
+    both = np.asarray(planted_region(2, [a, b]).dataobj) > 0
+    one, two = (np.asarray(planted_region(2, x).dataobj) > 0 for x in (a, b))
+    assert one.any() and two.any() and not (one & two).any()
+    np.testing.assert_array_equal(both, one | two)
+    assert balls(a) == [a] and balls([a, b]) == [a, b] and balls(None) == []
+    with pytest.raises(ValueError, match="x, y, z, radius"):
+        balls([(1.0, 2.0, 3.0)])
+    with pytest.raises(ValueError, match="positive"):
+        planted_region(2, [a, (0.0, 0.0, 0.0, -1.0)])
+
+
+def test_the_lesions_are_in_the_ground_truth(cohort):
+    """Each session's lesion mask (NDI grid) lies inside its brain, and the NDI map is
+    lower there than in the rest of the white matter (lesions lower NDI)."""
+    table = pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t", dtype=str)
+    found = 0
+    for sub, ses in zip(table.subject, table.session):
+        gt = cohort / "ground_truth" / f"sub-{sub}" / f"ses-{ses}"
+        lesions = np.asarray(nib.load(
+            gt / f"sub-{sub}_ses-{ses}_space-NDI_desc-lesions_mask.nii.gz").dataobj) > 0
+        brain = np.asarray(nib.load(
+            gt / f"sub-{sub}_ses-{ses}_space-NDI_desc-brain_mask.nii.gz").dataobj) > 0
+        assert not (lesions & ~brain).any()
+        if lesions.any():
+            found += 1
+            ndi = nib.load(raw_path(cohort / "rawdata", sub, ses, "NDI")).get_fdata()
+            assert np.median(ndi[lesions]) < np.percentile(ndi[brain], 75)
+    assert found

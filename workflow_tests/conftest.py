@@ -90,16 +90,19 @@ def training_cohort(tmp_path_factory) -> Path:
     return root
 
 
-#: Quantile levels of the trained run: Table III's three (every level's masks are
-#: checked the same way; the full list of nine is covered by the unit tests).
-FIXTURE_LEVELS = [30, 40, 50]
+#: Quantile levels of the trained run: a small one for the AOPC and Table III's three
+#: (every level's masks are checked the same way; the full list is covered by the unit
+#: tests); the inverting controls at N = 5 and 40, the scenario chosen by the AOPC over
+#: both (a cheap stand-in for the default 5, 10, 20).
+FIXTURE_LEVELS = [5, 30, 40, 50]
+FIXTURE_CONTROL_LEVELS = [5, 40]
 
 
 def training_config(cohort: Path, **training) -> dict:
     """A fast configuration: the generator's true brain masks are given (no skull strip),
     an affine template registration (SyN is checked on the tiny cohort), two folds, a few
-    epochs without augmentation, three quantile levels, the inverting controls at N = 40
-    with two random masks, 200 permutations of the group tests in MNI152."""
+    epochs without augmentation, four quantile levels, the inverting controls at N = 5 and
+    40 with two random masks, 200 permutations of the group tests in MNI152."""
     config = make_config(cohort / "rawdata", template_transform="Affine")
     config["inputs"]["brain_mask"] = str(
         cohort / "ground_truth" / "sub-{subject}" / "ses-{session}"
@@ -108,8 +111,10 @@ def training_config(cohort: Path, **training) -> dict:
     config["training"] = {"epochs": 8, "batch_size": 4, "lr": 1e-3, "seed": 0,
                           "augment": False, **training}
     config["relevance"] = {"ig_steps": 8}
-    config["assessment"] = {"levels": list(FIXTURE_LEVELS), "control_levels": [40],
-                            "random_masks": 2, "group_permutations": 200}
+    config["assessment"] = {"levels": list(FIXTURE_LEVELS),
+                            "control_levels": list(FIXTURE_CONTROL_LEVELS),
+                            "choice_levels": list(FIXTURE_CONTROL_LEVELS), "random_masks": 2,
+                            "group_permutations": 200}
     return config
 
 

@@ -23,11 +23,13 @@ from gamer_mril.scenario_stack import load_stack
 from gamer_mril.settings import ALL_SCENARIOS
 from gamer_mril.split import read_split
 
-from .conftest import FIXTURE_LEVELS, PREPROCESSING_RULES, run_snakemake, training_config
+from .conftest import (FIXTURE_CONTROL_LEVELS, FIXTURE_LEVELS, PREPROCESSING_RULES,
+                       run_snakemake, training_config)
 
 pytestmark = pytest.mark.slow
 
 LEVELS = FIXTURE_LEVELS
+CONTROL_LEVELS = FIXTURE_CONTROL_LEVELS
 #: Every scenario (the schema's default): the paper's twelve and 13-20 beyond it.
 SCENARIOS = list(ALL_SCENARIOS)
 INDIVIDUAL = set(SCENARIOS) - {3, 4, 7, 8}
@@ -124,13 +126,14 @@ def test_inverting_tsv_is_complete_and_auc_consistent(trained):
     for _, row in split.iterrows():
         s, t = row["subject"], row["session"]
         df = pd.read_csv(_xai(results, s, t, "space-NDIcrop_inverting.tsv"), sep="\t", dtype=IDS)
-        # the controls: LeRF and two random masks at N = 40 (training_config)
+        # the controls: LeRF and two random masks at N = 5 and 40 (training_config)
         controls = df[df["order"] != "MoRF"]
         assert sorted(set(zip(controls["order"], controls["draw"], controls["scenario"],
                               controls["N"]))) == sorted(
-            {("LeRF", 0, n, 40) for n in SCENARIOS}
-            | {("random", d, n, 40) for n in SCENARIOS for d in (0, 1)})
-        assert len(controls) == 3 * len(SCENARIOS)
+            {("LeRF", 0, n, lv) for n in SCENARIOS for lv in CONTROL_LEVELS}
+            | {("random", d, n, lv) for n in SCENARIOS for d in (0, 1)
+               for lv in CONTROL_LEVELS})
+        assert len(controls) == 3 * len(SCENARIOS) * len(CONTROL_LEVELS)
         df = df[df["order"] == "MoRF"].drop(columns=["order", "draw"])
         assert len(df) == 1 + len(SCENARIOS) * len(LEVELS)
         assert not df.duplicated(["scenario", "N"]).any()
@@ -154,33 +157,50 @@ def test_inverting_tsv_is_complete_and_auc_consistent(trained):
                                   check_dtype=False)
     assert (table["auc_low"] <= table["auc_high"]).all()
     assert table[["auc_low", "auc_high"]].stack().between(0, 1).all()
-    # the random band where the controls ran (N = 40), and only there
+    # the random band where the controls ran (N = 5 and 40), and only there
+    ran = table[table["N"].isin(CONTROL_LEVELS)]
+    assert ran["n_random"].eq(2).all() and (ran["random_low"] <= ran["random_high"]).all()
+    assert (ran["informative"].astype(str) == (ran["auc"] < ran["random_low"]).astype(str)).all()
+    assert table.loc[~table["N"].isin(CONTROL_LEVELS), "random_low"].isna().all()
     at40 = table[table["N"] == 40]
-    assert at40["n_random"].eq(2).all() and (at40["random_low"] <= at40["random_high"]).all()
-    assert (at40["informative"].astype(str) == (at40["auc"] < at40["random_low"]).astype(str)).all()
-    assert table.loc[table["N"] != 40, "random_low"].isna().all()
     assert (results / "group" / "fig4_inverting.png").stat().st_size > 10_000
-    # per scenario: AOPC, and the paired comparisons with the chosen scenario
+    # per scenario: the AOPC over the choice levels (5, 40) from the table, its band, the
+    # choice (the largest AOPC among those clearing the band) beside the paper's, and the
+    # paired comparisons with the chosen scenario
     scen = pd.read_csv(results / "group" / "inverting_scenarios.tsv", sep="\t")
-    chosen = inverting.choose_scenario(table, n=40)
     assert sorted(scen["scenario"]) == sorted(SCENARIOS)
+    paper = inverting.choose_scenario(table, n=40)
+    assert list(scen.loc[scen["chosen_paper"], "scenario"]) == [paper]
+    by = ran.set_index(["scenario", "N"])
+    expect = (by["random_auc"] - by["auc"]).groupby("scenario").mean()
+    assert np.allclose(scen["aopc"], expect.loc[scen["scenario"]])
+    assert ((scen["aopc_low"] <= 1e-12) & (scen["aopc_high"] >= -1e-12)).all()
+    clears = scen["aopc"] > scen["aopc_high"]
+    assert (scen["clears_band"].astype(bool) == clears).all()
+    pool = scen[clears] if clears.any() else scen
+    chosen = int(pool.sort_values(["aopc", "scenario"], ascending=[False, True])
+                 ["scenario"].iloc[0])
     assert list(scen.loc[scen["chosen"], "scenario"]) == [chosen]
     others = scen[~scen["chosen"]]
     assert others["p"].between(0, 1).all() and (others["p_bh"] >= others["p"] - 1e-12).all()
     assert np.allclose(others["difference"],
                        at40.set_index("scenario").loc[chosen, "auc"]
                        - at40.set_index("scenario").loc[others["scenario"], "auc"].to_numpy())
-    assert np.allclose(scen["aopc"], (at40.set_index("scenario")["random_auc"]
-                                      - at40.set_index("scenario")["auc"]).loc[scen["scenario"]])
 
 
 def test_correlation_tables(trained, training_cohort):
     results = trained / "results"
     group = results / "group"
     inv = pd.read_csv(group / "inverting_auc.tsv", sep="\t")
+    scen = pd.read_csv(group / "inverting_scenarios.tsv", sep="\t").set_index("scenario")
     chosen = json.loads((group / "chosen_scenario.json").read_text())
-    assert chosen["scenario"] == inverting.choose_scenario(inv, n=40)
-    assert chosen["level"] == 40
+    assert chosen["scenario"] == int(scen.index[scen["chosen"]][0])
+    assert chosen["paper_scenario"] == inverting.choose_scenario(inv, n=40)
+    assert chosen["level"] == 40 and chosen["choice"] == "aopc"
+    assert chosen["choice_levels"] == CONTROL_LEVELS
+    assert chosen["aopc"] == pytest.approx(scen.loc[chosen["scenario"], "aopc"])
+    assert chosen["none_cleared"] == (not chosen["scenarios_clearing_band"])
+    assert chosen["scenarios_clearing_band"] == sorted(scen.index[scen["clears_band"].astype(bool)])
     row = inv[(inv["N"] == 40) & (inv["scenario"] == chosen["scenario"])].iloc[0]
     assert chosen["random_band"] == pytest.approx([row["random_low"], row["random_high"]])
     assert chosen["clears_random_band"] == bool(row["auc"] < row["random_low"])

@@ -24,6 +24,13 @@ see test_audit_workflow.copy_run) a ninth subject is added with the synthetic ge
   them, no preprocessing and no training. ``--until register_to_template`` plans the
   steps up to the template registration and nothing else. A session left out by
   ``qc.exclude`` keeps its preprocessing and leaves the split, training and assessment.
+* The analysed sessions are known once the checkpoint analysed_sessions has run (its
+  input is the QC table: qc.exclude_flagged). A dry run in which the checkpoint must run
+  again (a session's preprocessing, the QC table or qc.exclude changed) plans the jobs up
+  to it and the cohort-level jobs after it, and no per-session job that waits for the
+  analysed sessions (relevance maps, their assessment, the baselines' regional means);
+  the real run decides again once the checkpoint has run, and a table that came out the
+  same (checksum) reruns nothing after it.
 """
 
 from __future__ import annotations
@@ -52,8 +59,8 @@ PREPROCESSING = {r: 1 for r in PREPROCESSING_RULES}
 BEFORE_TEMPLATE = ("scale_map", "skull_strip")
 INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
 #: In training mode a session's regional means and template maps feed the baseline
-#: classifiers too.
-TRAINED_PREPROCESSING = {**PREPROCESSING, "region_means": 1, "template_maps": 1}
+#: classifiers too (an analysed session's: planned after the checkpoint).
+BASELINE_INPUTS = {"region_means": 1, "template_maps": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
                               "warp_top_masks", "warp_relevance", "relevance_reportlet")}
 #: In frozen mode nothing but the group test of the input maps (group_input_stats) reads
@@ -63,8 +70,9 @@ INPUT_MAPS = {"template_maps": 1}
 REDRAWN = {"relevance_reportlet": 1}
 TRAINING = {"split_sessions", "train_fold", "predict_test", "evaluate_models"}
 #: A job in a dry run's listing (indented when it is part of a group job, as the
-#: preprocessing steps of a session are).
-_BLOCK = re.compile(r"^( *)(?:local)?rule (\w+):\n((?:\1    .*\n)*)", re.MULTILINE)
+#: preprocessing steps of a session are; the checkpoint is listed as one).
+_BLOCK = re.compile(r"^( *)(?:local)?(?:rule|checkpoint) (\w+):\n((?:\1    .*\n)*)",
+                    re.MULTILINE)
 
 
 def planned(proc) -> list[tuple[str, str | None, str]]:
@@ -113,15 +121,17 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
                                dtype=str).subject)
 
     # ---- the template registration's resolution: the registration and what depends on
-    # it (every session), not the steps it does not depend on
+    # it (every session), not the steps it does not depend on; the QC table changes, so
+    # what follows the checkpoint waits for it
     finer = training_config(cohort)
     finer["preprocessing"]["skullstrip_template_resolution"] = 1
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         planned_here = per_session(jobs, sub)
         assert not set(planned_here) & set(INDEPENDENT_OF_TEMPLATE), (sub, planned_here)
-        assert {**TRAINED_PREPROCESSING, **EXPLANATION} == {
+        assert PREPROCESSING == {
             **{r: 1 for r in INDEPENDENT_OF_TEMPLATE}, **planned_here}, (sub, planned_here)
+    assert {"preprocessing_qc", "analysed_sessions"} <= cohort_level(jobs)
     # the template at the new resolution is a new input file (rule template_images makes
     # it once), so the registration reruns for it and for nothing else (Snakemake names
     # one reason per job: the later steps' inputs are updated anyway)
@@ -130,20 +140,22 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert all("res-01" in why or "Set of input files has changed" in why
                for why in registrations), registrations
     assert not {r for r, s, why in jobs if s and "Params have changed" in why}
-    # new network inputs: retrained on the same split
-    assert TRAINING - {"split_sessions"} <= cohort_level(jobs)
-    assert "split_sessions" not in cohort_level(jobs)
+    # new network inputs: retrained; the split only because the checkpoint is to run
+    assert TRAINING <= cohort_level(jobs)
+    [why] = [why for r, s, why in jobs if r == "split_sessions"]
+    assert why.startswith("Input files updated by another job") and \
+        "analysed_sessions.tsv" in why, why
 
-    # ---- the MNI152 grid of the outputs: the warps to MNI152 and the heatmaps only, no
-    # preprocessing step before them, no training
+    # ---- the MNI152 grid of the outputs: the warps to MNI152 (the QC's, the top-N masks
+    # after the checkpoint) and the heatmaps, no preprocessing step before them
     finer = training_config(cohort)
     finer["preprocessing"]["template_resolution"] = 1
     jobs = dry_run(run, finer, "all")
     for sub in sessions:
         assert per_session(jobs, sub) == {"warp_brain_mask_to_template": 1,
-                                          "warp_top_masks": 1, "qc_reportlets": 1}, sub
-    assert not TRAINING & cohort_level(jobs)
-    assert {"group_heatmaps", "heatmap_viewer"} <= cohort_level(jobs)
+                                          "qc_reportlets": 1}, sub
+    assert {"preprocessing_qc", "analysed_sessions", "group_heatmaps",
+            "heatmap_viewer"} <= cohort_level(jobs)
 
     # ---- the integrated-gradients path: relevance maps and what depends on them only
     ig = training_config(cohort)
@@ -165,11 +177,26 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     excluded["qc"] = {**excluded.get("qc", {}),
                       "exclude": {f"sub-{left_out}_ses-1": "constructed failure"}}
     jobs = dry_run(run, excluded, "all")
+    assert not [s for _, s, _ in jobs if s]         # every session's jobs wait for it
+    assert {"analysed_sessions", "build_cache"} | TRAINING <= cohort_level(jobs)
+    assert "preprocessing_qc" not in cohort_level(jobs)
+    [why] = [why for r, _, why in jobs if r == "analysed_sessions"]
+    assert why.startswith("Params have changed")
+    # the checkpoint run for real (it reads the QC table and the participants): then
+    # the plan is whole, without the session
+    proc = run_snakemake(run, excluded, "analysed_sessions")
+    assert jobs_run(proc) == {"analysed_sessions": 1}, proc.stderr[-3000:]
+    jobs = dry_run(run, excluded, "all")
     assert not per_session(jobs, left_out)
     for sub in sorted(sessions)[1:]:
         assert per_session(jobs, sub) == EXPLANATION, sub
-    assert {"analysed_sessions", "build_cache"} | TRAINING <= cohort_level(jobs)
-    assert "preprocessing_qc" not in cohort_level(jobs)
+    assert {"build_cache"} | TRAINING <= cohort_level(jobs)
+    assert not {"analysed_sessions", "preprocessing_qc"} & cohort_level(jobs)
+    # back to every session: the checkpoint's table is the one the run was made from
+    # (same checksum), so nothing after it reruns
+    proc = run_snakemake(run, config, "analysed_sessions")
+    assert jobs_run(proc) == {"analysed_sessions": 1}, proc.stderr[-3000:]
+    assert nothing_to_do(run_snakemake(run, config, "all", "-n"))
     unknown = training_config(cohort)
     unknown["qc"] = {**unknown.get("qc", {}), "exclude": ["sub-999_ses-1"]}
     proc = run_snakemake(run, unknown, "all", "-n")
@@ -198,12 +225,12 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     after = pd.read_csv(cohort / "rawdata" / "participants.tsv", sep="\t", dtype=str)
     assert after.iloc[:8].equals(before) and list(after.subject[8:]) == [NEW]
 
-    # frozen: that subject's per-session jobs and the cohort-level jobs; of the others,
-    # only the relevance reportlet (the chosen scenario is chosen again)
+    # frozen: that subject's preprocessing and the cohort-level jobs; its relevance maps
+    # and the others' reportlets wait for the checkpoint (checked after it below)
     jobs = dry_run(run, frozen, "all")
-    assert per_session(jobs, NEW) == {**PREPROCESSING, **EXPLANATION, **INPUT_MAPS}
+    assert per_session(jobs, NEW) == PREPROCESSING
     for sub in sorted(sessions):
-        assert per_session(jobs, sub) == REDRAWN, sub
+        assert not per_session(jobs, sub), sub
     assert cohort_level(jobs) == {"select_participants", "analysed_sessions",
                                   "preprocessing_qc", "build_cache", "predict_sessions",
                                   "voxel_inverting", "correlations", "group_heatmaps",
@@ -211,18 +238,13 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
                                   "group_relevance_stats", "group_input_stats", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
-    # training mode: no other subject's preprocessing; re-split, retrain, re-explain
-    # every session because the models change (and for no other reason)
+    # training mode: no other subject's preprocessing, the training after the checkpoint
     jobs = dry_run(run, config, "all")
-    assert per_session(jobs, NEW) == {**TRAINED_PREPROCESSING, **EXPLANATION}
+    assert per_session(jobs, NEW) == PREPROCESSING
     subjects = sorted(after.subject)
-    for sub in subjects[:8]:
-        assert per_session(jobs, sub) == EXPLANATION, sub
+    assert {s for _, s, _ in jobs} == {NEW, None}
     assert TRAINING <= cohort_level(jobs)
     assert "make_template_cerebellum" not in cohort_level(jobs)
-    for rule, sub, why in jobs:
-        if sub not in (None, NEW) and rule == "explain_session":
-            assert "results/models/" in why or "split.tsv" in why, why
 
     # ---- the real rerun (frozen): preprocessing and predictions of the new subject
     proc = run_snakemake(run, frozen, "preprocess_all", "train_all")
@@ -238,6 +260,18 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     jobs = dry_run(run, frozen, "all")
     assert per_session(jobs, NEW) == {**EXPLANATION, **INPUT_MAPS}
     assert all(per_session(jobs, sub) == REDRAWN for sub in sessions)
+    # training mode after the checkpoint: re-split, retrain, re-explain every session
+    # because the models change (and for no other reason); no other subject's
+    # preprocessing
+    jobs = dry_run(run, config, "all")
+    # (the new subject's preprocessing is done: its regional means for the baselines)
+    assert per_session(jobs, NEW) == {**BASELINE_INPUTS, **EXPLANATION}
+    for sub in subjects[:8]:
+        assert per_session(jobs, sub) == EXPLANATION, sub
+    assert TRAINING <= cohort_level(jobs)
+    for rule, sub, why in jobs:
+        if sub not in (None, NEW) and rule == "explain_session":
+            assert "results/models/" in why or "split.tsv" in why, why
 
     # ---- one input file: touched (same bytes) or changed
     raw = cohort / "rawdata" / "sub-003" / "ses-1" / "anat"
@@ -265,8 +299,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert per_session(jobs, "003") == PREPROCESSING
     [why] = [why for r, s, why in jobs if r == "scale_map"]
     assert why == f"Updated input files: {mwf}"
-    assert cohort_level(jobs) == {"preprocessing_qc", "build_cache", "predict_sessions",
-                                  "preprocess_all", "train_all"}
+    assert cohort_level(jobs) == {"preprocessing_qc", "analysed_sessions", "build_cache",
+                                  "predict_sessions", "preprocess_all", "train_all"}
 
 
 def test_until_a_step_plans_that_step_and_what_it_needs(tiny_cohort, tmp_path):

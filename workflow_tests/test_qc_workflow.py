@@ -7,14 +7,20 @@ failures are flagged with the right reason, and the QC table's figures are the s
 * a brain mask eroded by 5 voxels loses brain volume and overlap with the template's
   brain mask, and is flagged for both.
 
-The failures are made by the steps' own functions on copies of one session's files, and
+These failures are made by the steps' own functions on copies of one session's files, and
 judged against the other sessions' recorded figures, as the cohort's QC table would.
+
+* qc.exclude_flagged, in a real rerun on a copy of the run: one session's MWF map
+  replaced by another subject's (a swapped file) cannot be co-registered to its NDI map,
+  is flagged (kind coregistration) and left out of the split, the training and the
+  predictions, with its reason in the logs and the sidecar; its preprocessing stays.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -27,7 +33,9 @@ from gamer_mril.layout import Session
 from gamer_mril.preprocessing import step_resample_to_ndi, step_warp_mask_to_template
 from gamer_mril.qc import MIN_DICE, qc_flags
 
-from .conftest import TEST_CROP_CUT_SHARE
+from .conftest import MAP_PATTERNS, TEST_CROP_CUT_SHARE, jobs_run, run_snakemake, training_config
+from .test_audit_workflow import copy_run
+from .test_incremental import dry_run
 
 pytestmark = pytest.mark.slow
 
@@ -149,3 +157,59 @@ def test_every_session_has_its_reportlets_and_the_viewer_is_offline(trained):
     viewer = (trained / "results" / "group" / "heatmap_viewer.html").read_text()
     assert "brainsprite" in viewer and "<iframe" in viewer
     assert "src=&quot;http" not in viewer and 'src="http' not in viewer    # nothing fetched
+
+
+def test_a_session_flagged_for_its_coregistration_is_left_out(trained, training_cohort,
+                                                              tmp_path):
+    run, cohort = copy_run(trained, training_cohort, tmp_path)
+    config = training_config(cohort)          # qc.exclude_flagged: the schema's default
+    raw = cohort / "rawdata"
+    subjects = sorted(_qc(run)["subject"])
+    victim, donor = subjects[0], subjects[1]
+
+    def mwf(subject):
+        return raw / MAP_PATTERNS["MWF"].format(subject=subject, session="1")
+
+    shutil.copyfile(mwf(donor), mwf(victim))          # the wrong subject's MWF map
+    proc = run_snakemake(run, config, "preprocess_all", "train_all")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-5000:]
+    jobs = jobs_run(proc)
+    assert jobs["coregister_to_ndi"] == 1 and jobs["qc_reportlets"] == 1
+    assert jobs["analysed_sessions"] == 1
+    assert jobs["train_fold"] == 2 and jobs["split_sessions"] == 1
+
+    qc = _qc(run).set_index("subject")
+    assert qc.loc[victim, "qc_flag"], qc.loc[victim].to_dict()
+    assert "coregistration" in qc.loc[victim, "qc_flag_kinds"].split(";")
+    reasons = qc.loc[victim, "qc_reasons"]
+    assert "nmi_ndi_MWFmap" in reasons and "co-registration to NDI suspect" in reasons
+    assert not qc.drop(index=victim)["qc_flag"].any(), qc["qc_reasons"].tolist()
+
+    group = run / "results" / "group"
+
+    def subjects_of(name):
+        return set(pd.read_csv(group / name, sep="\t", dtype={"subject": str}).subject)
+
+    others = set(subjects) - {victim}
+    for name in ("analysed_sessions.tsv", "split.tsv", "predictions.tsv"):
+        assert subjects_of(name) == others, name
+    excluded = pd.read_csv(group / "excluded_sessions.tsv", sep="\t", dtype=str)
+    assert excluded.values.tolist() == [[victim, "1", "qc.exclude_flagged",
+                                         f"QC flag: {reasons}"]]
+    facts = json.loads(sidecar_path(group / "analysed_sessions.tsv").read_text())["Facts"]
+    assert facts["Excluded"] == [{"subject": victim, "session": "1", "by":
+                                  "qc.exclude_flagged", "reason": f"QC flag: {reasons}"}]
+    assert facts["Sessions"] == len(others)
+    line = (f"sub-{victim} ses-1 left out of training and assessment (qc.exclude_flagged): "
+            f"QC flag: nmi_ndi_MWFmap")
+    assert line in (run / "results" / "logs" / "analysed_sessions.log").read_text()
+    assert f"sub-{victim}_ses-1 (qc.exclude_flagged: QC flag: nmi_ndi_MWFmap" in text
+
+    # its preprocessing stays (made again from the swapped map), and nothing after the
+    # checkpoint is planned for it
+    s = Session(run / "results", victim, "1")
+    for path in s.preproc_maps.values():
+        assert os.path.getmtime(path) > os.path.getmtime(mwf(victim)), path
+    planned = dry_run(run, config, "all")
+    assert {sub for _, sub, _ in planned if sub} == others

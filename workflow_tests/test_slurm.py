@@ -67,20 +67,29 @@ TEST_CLUSTER_ARGS = [
 
 # --------------------------------------------------------------- without a cluster
 def _dry_run_resources(tmp_path: Path, cohort: Path, gpu: bool) -> dict:
-    """{rule: set of its jobs' printed resource lines} of a dry run of target all."""
+    """{rule: set of its jobs' printed resource lines} of a dry run of target all. The
+    per-session jobs after the checkpoint analysed_sessions are planned once it has run:
+    without qc.exclude_flagged it needs the participants table alone, so it is run first
+    (two local jobs)."""
     config = make_config(cohort / "rawdata")
     config["training"] = {"gpu": gpu}
+    config["qc"]["exclude_flagged"] = []
     cfg = tmp_path / f"config_gpu_{gpu}.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "all", "-n", "-s", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path / "work"), "--configfile", str(cfg), "--cores", "1"],
-        capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+               "--directory", str(tmp_path / "work"), "--configfile", str(cfg), "--cores", "1"]
+    env = {**os.environ,
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.run(command + ["analysed_sessions"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run(command + ["all", "-n"], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out: dict[str, set] = {}
     rule = None
     for line in (proc.stdout + proc.stderr).splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):", line)
+        m = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
         if m:
             rule = m.group(1)
         elif rule and line.strip().startswith("resources:"):

@@ -3,10 +3,10 @@ Tables III and IV, Fig. 6), one module per section of the method:
 
 * :mod:`.masks` -- top-N quantile masks, their level images and the mean normalized
   value inside them (7.2; rule quantile_masks);
-* :mod:`.inverting` -- the voxel inverting experiment and its AUCs, the chosen scenario
-  (7.3; rules invert_session, voxel_inverting);
-* :mod:`.controls` -- LeRF and random control masks, bootstrap intervals, AOPC and the
-  paired comparisons (7.4);
+* :mod:`.inverting` -- the voxel inverting experiment and its AUCs, the paper's choice
+  of scenario (7.3; rules invert_session, voxel_inverting);
+* :mod:`.controls` -- LeRF and random control masks, bootstrap intervals, the AOPC
+  with its random band, the chosen scenario and the paired comparisons (7.4);
 * :mod:`.correlation` -- Spearman with EDSS, the permutation test, Tables III and IV
   (7.5; rule correlations);
 * :mod:`.heatmaps` -- top-N masks in MNI152, group heatmaps and their peaks (7.6; rules

@@ -11,10 +11,15 @@ Per scenario and level the MoRF AUC is compared with the random masks' mean and 
 band; a scenario whose MoRF AUC at the level stays inside the band is *not informative*
 there. The area over the perturbation curve (AOPC) sums it up per scenario: the mean,
 over the levels, of the random masks' mean AUC minus the MoRF AUC (MoRF's drop minus
-random's drop). Every pooled AUC gets a subject-grouped bootstrap interval
-(:mod:`gamer_mril.bootstrap`), and the chosen scenario is compared with every other at
-the chosen level by DeLong's paired test (:mod:`gamer_mril.roc`), Benjamini-Hochberg
-adjusted, and by the grouped bootstrap interval of the AUC difference.
+random's drop). Over the choice levels (``assessment.choice_levels``, small N, where a
+map can beat random voxels) the AOPC has a random band of its own (each random draw's
+AOPC against the other draws, :func:`aopc_table`), and the workflow's scenario is the one
+of largest AOPC among those that clear it (:func:`choose_by_aopc`; the paper's choice
+beside it, :func:`scenario_table`). Every pooled AUC gets a subject-grouped bootstrap
+interval (:mod:`gamer_mril.statistics`), and the chosen scenario is compared with every
+other at ``assessment.heatmap_level`` by DeLong's paired test (:mod:`gamer_mril.roc`),
+Benjamini-Hochberg adjusted, and by the grouped bootstrap interval of the AUC
+difference.
 
 The masks are pure functions of the relevance map, the region, the top-N masks' voxel
 counts and a seed, so a session's inverting table is reproducible from its inputs.
@@ -29,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..roc import delong_test
+from ..settings import CHOICES
 from ..statistics import auc_columns, bh_adjust, grouped_bootstrap
 
 
@@ -195,13 +201,81 @@ def control_summary(aucs: pd.DataFrame, band: float = 0.95) -> pd.DataFrame:
     return out
 
 
-def aopc(summary: pd.DataFrame) -> pd.Series:
-    """Per scenario: the mean over the levels with random controls of (random mean AUC -
-    MoRF AUC), i.e. MoRF's drop minus random's; NaN without controls."""
+def aopc(summary: pd.DataFrame, levels=None) -> pd.Series:
+    """Per scenario: the mean over ``levels`` of (random mean AUC - MoRF AUC), i.e.
+    MoRF's drop minus random's (the area over the perturbation curve against random).
+
+    ``summary``: :func:`control_summary`'s frame (or any frame with ``scenario``, ``N``,
+    ``auc``, ``random_auc``, ``n_random``, one row per scenario and level). ``levels``
+    None: every level with random controls; given: NaN for a scenario without a finite
+    difference at every one of them (no mean over a part of the levels)."""
     with_controls = summary[summary["n_random"] > 0]
+    if levels is not None:
+        levels = sorted({int(n) for n in levels})
+        with_controls = with_controls[with_controls["N"].isin(levels)]
     diff = with_controls["random_auc"] - with_controls["auc"]
-    out = diff.groupby(with_controls["scenario"]).mean()
+    by = diff.groupby(with_controls["scenario"])
+    out = by.mean() if levels is None else by.mean().where(by.count() == len(levels))
     return out.reindex(sorted(summary["scenario"].unique()))
+
+
+def aopc_table(aucs: pd.DataFrame, levels, band: float = 0.95) -> pd.DataFrame:
+    """Per scenario over ``levels`` (the choice levels): the AOPC (:func:`aopc`), its
+    random band and whether it clears it, and the LeRF AOPC.
+
+    ``aucs``: :func:`inverting_intervals`' frame. Each random draw ``d`` (nested over
+    the levels, so one draw is one random "map") gets an AOPC of its own, against the
+    mean of the *other* draws (leave one out, as the scenario's MoRF masks are not among
+    the draws it is compared with): ``AOPC_d = mean over levels of (mean_{d' != d}
+    AUC_d' - AUC_d)``. ``aopc_low`` and ``aopc_high`` are the central ``band`` share of
+    the finite ``AOPC_d`` (``n_draws`` of them; NaN with fewer than two); ``clears_band``:
+    ``aopc > aopc_high`` (NaN without a band). ``lerf_aopc``: the same mean for the LeRF
+    masks (random mean AUC - LeRF AUC): negative when the least relevant voxels hurt
+    less than random ones, as they should."""
+    levels = sorted({int(n) for n in levels})
+    summary = control_summary(aucs, band=band)
+    out = pd.DataFrame({"aopc": aopc(summary, levels)})
+    lerf = summary.assign(auc=summary["lerf_auc"])
+    rnd = aucs[(aucs["order"] == "random") & aucs["N"].isin(levels)
+               & (aucs["scenario"] > 0)]
+    wide = rnd.pivot_table(index=["scenario", "N"], columns="draw", values="auc",
+                           aggfunc="first", dropna=False)
+    per_draw = {}
+    for d in wide.columns:
+        others = wide.drop(columns=d)
+        frame = pd.DataFrame({"auc": wide[d], "random_auc": others.mean(axis=1),
+                              "n_random": others.notna().sum(axis=1)}).reset_index()
+        per_draw[d] = aopc(frame, levels)
+    draws = pd.DataFrame(per_draw).reindex(out.index)
+    lo_q, hi_q = (1 - band) / 2, 1 - (1 - band) / 2
+    n_draws = draws.notna().sum(axis=1)
+    out["aopc_low"] = draws.quantile(lo_q, axis=1).where(n_draws >= 2)
+    out["aopc_high"] = draws.quantile(hi_q, axis=1).where(n_draws >= 2)
+    clears = out["aopc"] > out["aopc_high"]
+    out["clears_band"] = clears.astype(object).where(out["aopc_high"].notna() &
+                                                     out["aopc"].notna())
+    out["lerf_aopc"] = aopc(lerf, levels)
+    out["n_draws"] = n_draws.astype(int)
+    out.index.name = "scenario"
+    return out
+
+
+def choose_by_aopc(per_scenario: pd.DataFrame) -> tuple:
+    """``(scenario, cleared)``: the scenario of largest ``aopc`` among those whose
+    ``clears_band`` is true, or, when none clears its band, of largest ``aopc`` anyway
+    (``cleared`` False). Ties (within 1e-12) go to the lowest number; a NaN AOPC is
+    ignored; ``ValueError`` when no scenario has one. ``per_scenario``: indexed by
+    scenario (:func:`aopc_table`)."""
+    area = per_scenario["aopc"].to_numpy(np.float64)
+    scen = per_scenario.index.to_numpy()
+    ok = np.isfinite(area)
+    if not ok.any():
+        raise ValueError("no scenario has a defined AOPC over the choice levels (are the "
+                         "controls run there?)")
+    clears = ok & per_scenario["clears_band"].eq(True).to_numpy(bool)
+    pool = clears if clears.any() else ok
+    best = area[pool].max()
+    return int(min(scen[pool][area[pool] >= best - 1e-12])), bool(clears.any())
 
 
 def paired_comparisons(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
@@ -241,3 +315,53 @@ def paired_comparisons(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
     out = pd.DataFrame(rows)
     out["p_bh"] = bh_adjust(out["p"].to_numpy(np.float64)) if len(out) else []
     return out
+
+
+def scenario_table(probs: pd.DataFrame, labels: Mapping, subjects: Mapping,
+                   table: pd.DataFrame, aucs: pd.DataFrame, *, level: int, paper: int,
+                   choice: str, choice_levels, n_resamples: int = 2000,
+                   seed: int = 0) -> pd.DataFrame:
+    """inverting_scenarios.tsv: one row per scenario with its figures at ``level``
+    (``table``: inverting_auc.tsv's rows), its AOPC over ``choice_levels`` with band and
+    LeRF AOPC (:func:`aopc_table`), ``chosen`` (the workflow's choice: ``choice`` aopc,
+    :func:`choose_by_aopc`; paper, ``paper``), ``chosen_paper`` (``paper``, the largest
+    drop at ``level``) and the paired comparisons with the chosen scenario
+    (:func:`paired_comparisons`). ``probs``, ``aucs``: as for :func:`paired_comparisons`
+    and :func:`aopc_table`."""
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {list(CHOICES)}, not {choice!r}")
+    per = table[table["N"] == level].set_index("scenario")
+    areas = aopc_table(aucs, choice_levels)
+    chosen = int(paper) if choice == "paper" else choose_by_aopc(areas)[0]
+    comp = paired_comparisons(probs, labels, subjects, chosen, level,
+                              n_resamples=n_resamples, seed=seed).set_index("scenario")
+    out = per[["N", "baseline_auc", "auc", "auc_low", "auc_high", "auc_drop", "random_low",
+               "random_high", "informative"]].copy()
+    out.insert(0, "chosen_paper", out.index == int(paper))
+    out.insert(0, "chosen", out.index == chosen)
+    out = out.join(areas).join(comp[["difference", "difference_low", "difference_high",
+                                     "z", "p", "p_bh"]])
+    return out.reset_index()
+
+
+def choice_line(scenarios: pd.DataFrame, choice: str, choice_levels) -> str:
+    """Which scenario the workflow chose, by which rule, whether its AOPC clears its
+    random band, and the paper's choice beside it, in one line (Fig. 4's title, the
+    log). ``scenarios``: :func:`scenario_table`'s frame."""
+    s = scenarios.set_index("scenario")
+    chosen, paper = int(s.index[s["chosen"]][0]), int(s.index[s["chosen_paper"]][0])
+    c, level = s.loc[chosen], int(s.loc[chosen, "N"])
+    at = "N = " + ", ".join(str(int(n)) for n in sorted(choice_levels))
+    if np.isfinite(c["aopc_high"]):
+        where = ("above" if c["aopc"] > c["aopc_high"] else
+                 "below" if c["aopc"] < c["aopc_low"] else "inside")
+        area = (f"AOPC {c['aopc']:.3f} over {at}, {where} its random band "
+                f"[{c['aopc_low']:.3f}, {c['aopc_high']:.3f}]")
+    else:
+        area = f"AOPC {c['aopc']:.3f} over {at}, no random band"
+    paper_rule = f"largest AUC drop at N = {level}"
+    if choice == "paper":
+        return f"chosen scenario {chosen} by the paper's rule ({paper_rule}); {area}"
+    none = "" if s["clears_band"].eq(True).any() else " (no scenario clears its band)"
+    return (f"chosen scenario {chosen} by the largest AOPC{none}: {area}; "
+            f"the paper's rule ({paper_rule}): scenario {paper}")

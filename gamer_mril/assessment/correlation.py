@@ -18,8 +18,11 @@ Decisions (docs/method.md#8-decisions-the-paper-leaves-open):
   ``p = 1``.
 * **Multiple testing**: Benjamini-Hochberg over the finite p-values of Table IV's family
   (the three contrasts of the chosen scenario at ``assessment.heatmap_level``).
-* **The chosen scenario** is the one with the largest AUC drop at
-  ``assessment.heatmap_level`` (:func:`gamer_mril.assessment.inverting.choose_scenario`).
+* **The chosen scenario** is the one rule voxel_inverting chose
+  (``assessment.choice``; column ``chosen`` of inverting_scenarios.tsv): by default the
+  largest AOPC over ``assessment.choice_levels`` among the scenarios that clear its band
+  (:func:`gamer_mril.assessment.controls.choose_by_aopc`); the paper's, the largest AUC
+  drop at ``assessment.heatmap_level``, is written beside it (``chosen_paper``).
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from .. import CONTRASTS
 from ..inputs import load_participants
 from ..io import atomic_path, atomic_write_json, read_session_table, session_keys
 from ..jobs import step
+from ..settings import CHOICE_LEVELS
 from ..statistics import bh_adjust, grouped_bootstrap
 from .figures import plot_correlations
-from .inverting import band_of, choose_scenario
+from .inverting import band_of
 
 log = logging.getLogger("gamer_mril.assessment")
 
@@ -247,28 +251,80 @@ def table_iv(corr: pd.DataFrame) -> pd.DataFrame:
     return sub[rows].T
 
 
-def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chosen_out,
-                     long_out, table_iii_out, table_iv_out, figure_out, n_permutations: int,
-                     seed: int, heatmap_level: int, n_bootstrap: int = 2000,
-                     log_file=None, threads: int = 1) -> None:
-    """Rule correlations: the scenario with the largest AUC drop at N =
-    ``heatmap_level``; Spearman correlation of the mean normalized value in
-    its top-N masks with EDSS (Tables III, IV). ``value_paths``: every session's
-    mask-values table."""
-    level = int(heatmap_level)
+def _finite(v):
+    v = float(v)
+    return v if np.isfinite(v) else None
 
-    inputs = {"values": list(value_paths), "inverting": inverting_auc,
+
+def _flag(v):
+    """A TSV's true/false/n/a cell as True, False or None."""
+    if isinstance(v, str):
+        return {"true": True, "false": False}.get(v.lower())
+    return None if pd.isna(v) else bool(v)
+
+
+def chosen_record(scenarios: pd.DataFrame, path="inverting_scenarios.tsv") -> dict:
+    """chosen_scenario.json's figures, from inverting_scenarios.tsv (rule
+    voxel_inverting's choice, ``chosen``, and the paper's, ``chosen_paper``): the
+    scenario, its AOPC with band and verdict, which scenarios clear their bands, the
+    paper's choice and the figures at the level of Table IV."""
+    at = scenarios.set_index("scenario")
+    picked = {}
+    for col in ("chosen", "chosen_paper"):
+        rows = at.index[at[col].map(_flag).eq(True)] if col in at else []
+        if len(rows) != 1:
+            raise ValueError(f"{path}: {len(rows)} scenarios flagged {col}, expected one "
+                             f"(a table of rule voxel_inverting?)")
+        picked[col] = int(rows[0])
+    chosen, paper = picked["chosen"], picked["chosen_paper"]
+    c = at.loc[chosen]
+    clearing = [int(k) for k, v in at["clears_band"].items() if _flag(v)]
+    band = None if _finite(c["aopc_high"]) is None else [float(c["aopc_low"]),
+                                                         float(c["aopc_high"])]
+    return dict(
+        scenario=chosen, level=int(c["N"]), aopc=_finite(c["aopc"]), aopc_band=band,
+        clears_band=_flag(c["clears_band"]), lerf_aopc=_finite(c["lerf_aopc"]),
+        scenarios_clearing_band=clearing, none_cleared=not clearing,
+        aopc_by_scenario={int(k): _finite(v) for k, v in at["aopc"].items()},
+        paper_scenario=paper,
+        baseline_auc=float(c["baseline_auc"]), auc=float(c["auc"]),
+        auc_drop=float(c["auc_drop"]),
+        auc_drop_by_scenario={int(k): _finite(d) for k, d in at["auc_drop"].items()},
+        **band_of(c))
+
+
+def run_correlations(value_paths: Sequence, inverting_scenarios, participants, *,
+                     chosen_out, long_out, table_iii_out, table_iv_out, figure_out,
+                     n_permutations: int, seed: int, heatmap_level: int,
+                     choice: str = "aopc", choice_levels: Sequence = CHOICE_LEVELS,
+                     n_bootstrap: int = 2000, log_file=None, threads: int = 1) -> None:
+    """Rule correlations: the scenario rule voxel_inverting chose
+    (``inverting_scenarios``, column ``chosen``) into ``chosen_out`` with the paper's
+    beside it; Spearman correlation of the mean normalized value in its top-N masks
+    (N = ``heatmap_level``) with EDSS (Tables III, IV). ``choice``, ``choice_levels``:
+    the settings voxel_inverting chose by, for the record. ``value_paths``: every
+    session's mask-values table."""
+    level = int(heatmap_level)
+    choice_levels = [int(n) for n in choice_levels]
+
+    inputs = {"values": list(value_paths), "inverting": inverting_scenarios,
               "participants": participants}
     with step("correlations", inputs=inputs,
               params={"n_permutations": n_permutations, "seed": seed,
-                      "n_bootstrap": n_bootstrap, "heatmap_level": level},
+                      "n_bootstrap": n_bootstrap, "heatmap_level": level,
+                      "choice": str(choice), "choice_levels": choice_levels},
               outputs=[chosen_out, long_out, table_iii_out, table_iv_out, figure_out],
               log_file=log_file, threads=threads) as s:
-        inv = pd.read_csv(inverting_auc, sep="\t")
-        chosen = choose_scenario(inv, n=level)
-        at = inv[inv["N"] == level].set_index("scenario")
-        log.info("chosen scenario %d (AUC drop %.4f at N = %d)", chosen,
-                 at.loc[chosen, "auc_drop"], level)
+        record = chosen_record(pd.read_csv(inverting_scenarios, sep="\t"),
+                               inverting_scenarios)
+        chosen = record["scenario"]
+        if record["level"] != level:
+            raise ValueError(f"{inverting_scenarios} gives the figures at N = "
+                             f"{record['level']}, not heatmap_level {level}: rerun rule "
+                             f"voxel_inverting")
+        log.info("chosen scenario %d (AOPC %s, clears its band: %s); the paper's rule: "
+                 "scenario %d", chosen, record["aopc"], record["clears_band"],
+                 record["paper_scenario"])
         means = pd.concat([read_session_table(f) for f in value_paths],
                           ignore_index=True)
         means["session"] = session_keys(means)
@@ -291,16 +347,10 @@ def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chos
             t4.reset_index().to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         iv = corr[corr["table_iv"]].set_index("contrast")
         atomic_write_json(chosen_out, dict(
-            scenario=int(chosen), level=level,
-            rule=f"largest AUC drop (baseline AUC - AUC after inverting) at N = {level}; "
-                 "ties to the lowest scenario",
-            baseline_auc=float(at.loc[chosen, "baseline_auc"]),
-            auc=float(at.loc[chosen, "auc"]), auc_drop=float(at.loc[chosen, "auc_drop"]),
-            auc_drop_by_scenario={int(k): (None if not np.isfinite(d) else float(d))
-                                  for k, d in at["auc_drop"].items()},
-            **band_of(at.loc[chosen]),
-            n_permutations=int(n_permutations), seed=int(seed),
-            provenance=s.provenance()))
+            **record, choice=str(choice), choice_levels=choice_levels,
+            rule=_rule(record, choice, choice_levels, level),
+            n_permutations=int(n_permutations),
+            seed=int(seed), provenance=s.provenance()))
         sub = means[(means["scenario"] == chosen) & (means["N"] == level)]
         wide = sub.pivot(index="session", columns="contrast", values="value")
         values = {c: wide[c].to_numpy(float) for c in CONTRASTS if c in wide}
@@ -308,3 +358,19 @@ def run_correlations(value_paths: Sequence, inverting_auc, participants, *, chos
                           stats={c: (iv.loc[c, "rho"], iv.loc[c, "p"]) for c in values},
                           title=f"Scenario {chosen}, top-{level} mask: mean "
                                 f"normalized value vs EDSS")
+
+
+def _rule(record: Mapping, choice: str, choice_levels: Sequence, level: int) -> str:
+    """chosen_scenario.json's ``rule``: how its scenario was chosen."""
+    at = "N = " + ", ".join(str(int(n)) for n in choice_levels)
+    paper = (f"largest AUC drop (baseline AUC - AUC after inverting) at N = {level}; "
+             "ties to the lowest scenario")
+    if choice == "paper":
+        return f"the paper's: {paper}"
+    if record["none_cleared"]:
+        return (f"largest AOPC over {at}: no scenario's AOPC clears its random band, so "
+                f"the largest anyway; ties to the lowest scenario (the paper's rule, "
+                f"{paper}: scenario {record['paper_scenario']})")
+    return (f"largest AOPC over {at} among the scenarios whose AOPC clears its random "
+            f"band; ties to the lowest scenario (the paper's rule, {paper}: scenario "
+            f"{record['paper_scenario']})")

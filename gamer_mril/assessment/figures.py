@@ -10,6 +10,7 @@ as arguments, nothing is computed here.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import nibabel as nib
@@ -44,6 +45,21 @@ def _scenario_colour(s: int):
 BAND_HALF_WIDTH = 3.0
 
 
+def band_runs(sub: pd.DataFrame) -> list:
+    """The rows of one scenario's levels (``sub``, sorted by N) with a random band, split
+    into runs of consecutive levels: a band is drawn over each run, never across a level
+    without controls."""
+    has = sub["random_low"].notna().to_numpy()
+    runs, start = [], None
+    for k in range(len(sub) + 1):
+        if k < len(sub) and has[k]:
+            start = k if start is None else start
+        elif start is not None:
+            runs.append(sub.iloc[start:k])
+            start = None
+    return runs
+
+
 def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | None = None,
                    title: str | None = None) -> None:
     """Fig. 4: AUC after inverting vs the top-N level, one panel per scenario group
@@ -51,8 +67,9 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
     scenarios is in ``df`` is left out, 3 where it is only the comparison not counting);
     the baseline AUC as a dashed line; where
     ``df`` has the random controls (``random_auc``, ``random_low``, ``random_high``)
-    each scenario's random band shaded in its colour, its mean dotted (controls at one
-    level only: a span of +-:data:`BAND_HALF_WIDTH` around it), and where it has
+    each scenario's random band shaded in its colour, its mean dotted, over each run of
+    consecutive levels with controls (:func:`band_runs`; a level alone: a span of
+    +-:data:`BAND_HALF_WIDTH` around it); ticks at the levels of ``df``; and where it has
     intervals (``auc_low``, ``auc_high``) thin bars beside each point. Scenarios absent
     from ``df`` are skipped. ``names``: optional {scenario: legend}."""
     present = set(df["scenario"].astype(int))
@@ -61,6 +78,7 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
     panels = kept or list(panels[:1])
     fig = new_figure(5.0 * len(panels), 4.2)
     baseline = df["baseline_auc"].dropna()
+    levels = sorted(int(n) for n in df["N"].unique()) or list(LEVELS)
     for p, (panel_title, scenarios) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), p + 1)
         for i, s in enumerate(scenarios):
@@ -76,14 +94,15 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
                 ax.vlines(x, sub["auc_low"], sub["auc_high"], color=_scenario_colour(s),
                           lw=0.8, alpha=0.45)
             if "random_low" in sub and sub["random_low"].notna().any():
-                band = sub[sub["random_low"].notna()]
-                x = band["N"].to_numpy(float)
-                if len(band) == 1:      # controls at one level: a short span around it
-                    x = x[0] + np.array([-BAND_HALF_WIDTH, BAND_HALF_WIDTH])
-                    band = pd.concat([band, band])
-                ax.fill_between(x, band["random_low"], band["random_high"],
-                                color=_scenario_colour(s), alpha=0.12, lw=0)
-                ax.plot(x, band["random_auc"], ls=":", lw=0.9, color=_scenario_colour(s))
+                for band in band_runs(sub):
+                    x = band["N"].to_numpy(float)
+                    if len(band) == 1:      # controls at one level: a short span around it
+                        x = x[0] + np.array([-BAND_HALF_WIDTH, BAND_HALF_WIDTH])
+                        band = pd.concat([band, band])
+                    ax.fill_between(x, band["random_low"], band["random_high"],
+                                    color=_scenario_colour(s), alpha=0.12, lw=0)
+                    ax.plot(x, band["random_auc"], ls=":", lw=0.9,
+                            color=_scenario_colour(s))
         if len(baseline):
             ax.axhline(float(baseline.iloc[0]), ls="--", color="0.5", lw=1,
                        label="no inverting")
@@ -93,11 +112,14 @@ def plot_inverting(df: pd.DataFrame, path, panels=FIG4_PANELS, names: Mapping | 
         ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("top N-th quantile mask")
         ax.set_ylabel("AUC")
-        ax.set_xticks(list(LEVELS))
+        ax.set_xticks(levels)
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, loc="lower left")
-    if title:
-        fig.suptitle(title)
+    if title:      # each line wrapped to the figure's width (a single panel is narrow)
+        width = max(40, int(14 * 5.0 * len(panels)))
+        fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")),
+                     fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
 

@@ -7,8 +7,9 @@ inside every scenario's top-N mask (:func:`inverting_auc`, the only place the in
 is done), and at the control levels inside the LeRF and random masks of
 :mod:`gamer_mril.assessment.controls`. Over the cohort (:func:`run_voxel_inverting`) the
 probabilities become the AUC per scenario and level (:func:`auc_table`), with intervals,
-controls and the chosen scenario (:func:`choose_scenario`: the largest AUC drop at
-``assessment.heatmap_level``).
+controls, and the workflow's chosen scenario (``assessment.choice``:
+:func:`gamer_mril.assessment.controls.choose_by_aopc`, or the paper's
+:func:`choose_scenario`, the largest AUC drop at ``assessment.heatmap_level``).
 
 The model enters :func:`inverting_auc` only as a ``predict`` callable.
 
@@ -29,10 +30,11 @@ from ..io import atomic_path, read_session_table, session_keys
 from ..jobs import step
 from ..progress import bar as progress_bar
 from ..scenario_stack import load_stack
+from ..settings import CHOICE_LEVELS
 from ..split import read_split
 from ..statistics import auc
-from .controls import (aopc, control_masks, control_summary, inverting_intervals,
-                       paired_comparisons)
+from .controls import (choice_line, control_masks, control_summary,
+                       inverting_intervals, scenario_table)
 from .distinct import DistinctImages
 from .figures import plot_inverting
 from .masks import LEVELS, _check_level, _maps, contrast_first, masks_from_levels, \
@@ -333,19 +335,22 @@ def run_invert_session(maps: Sequence, model_dirs: Mapping, split_path, qmasks,
 
 
 def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, figure_out,
-                        scenarios_out, *, heatmap_level: int,
-                        n_bootstrap: int = 2000, seed: int = 0, log_file=None,
-                        threads: int = 1) -> None:
+                        scenarios_out, *, heatmap_level: int, choice: str = "aopc",
+                        choice_levels: Sequence = CHOICE_LEVELS, n_bootstrap: int = 2000,
+                        seed: int = 0, log_file=None, threads: int = 1) -> None:
     """Rule voxel_inverting: AUC over the assessment set after inverting, per scenario
     and N (Fig. 4), from every session's inverting table, with its subject-grouped
-    bootstrap interval and the LeRF and random controls where they were run
-    (:mod:`gamer_mril.inverting`); per scenario (``scenarios_out``) the AOPC, the figures
-    at ``heatmap_level`` (N) and the paired comparison with the chosen scenario."""
+    bootstrap interval and the LeRF and random controls where they were run; per scenario
+    (``scenarios_out``, :func:`gamer_mril.assessment.controls.scenario_table`) the figures at
+    ``heatmap_level``, the AOPC over ``choice_levels`` with its band, the workflow's
+    choice (``choice``) beside the paper's (:func:`choose_scenario`) and the paired
+    comparison with the chosen scenario."""
     level = int(heatmap_level)
-
+    choice_levels = [int(n) for n in choice_levels]
     with step("voxel_inverting", inputs={"sessions": list(inverting_paths),
                                          "predictions": predictions_path},
-              params={"heatmap_level": int(heatmap_level), "n_bootstrap": int(n_bootstrap),
+              params={"heatmap_level": level, "choice": str(choice),
+                      "choice_levels": choice_levels, "n_bootstrap": int(n_bootstrap),
                       "seed": int(seed)},
               outputs=[table_out, figure_out, scenarios_out], log_file=log_file,
               threads=threads):
@@ -366,46 +371,29 @@ def run_voxel_inverting(inverting_paths: Sequence, predictions_path, table_out, 
         log.info("baseline probability vs predictions.tsv: largest difference %.3g", diff)
         long = probs.rename(columns={"session": "ses", "key": "session"})
         table = auc_table(long[long["order"] == "MoRF"], labels, groups)
-        summary = control_summary(inverting_intervals(long, labels, subjects,
-                                                      n_resamples=n_bootstrap, seed=seed))
+        aucs = inverting_intervals(long, labels, subjects, n_resamples=n_bootstrap,
+                                   seed=seed)
         keep = ["scenario", "N", "auc_low", "auc_high", "lerf_auc", "random_auc",
                 "random_low", "random_high", "n_random", "informative"]
-        table = table.merge(summary[keep], on=["scenario", "N"], how="left")
+        table = table.merge(control_summary(aucs)[keep], on=["scenario", "N"], how="left")
         for _, r in table[table["N"] == level].iterrows():
             log.info("scenario %2d N=%d: AUC %.3f [%.3f, %.3f] (drop %.3f); random %.3f "
                      "[%.3f, %.3f]; within models %.3f", r["scenario"], r["N"], r["auc"],
                      r["auc_low"], r["auc_high"], r["auc_drop"], r["random_auc"],
                      r["random_low"], r["random_high"], r["auc_within"])
-        chosen = choose_scenario(table, n=level)
-        per = table[table["N"] == level].set_index("scenario")
-        comp = paired_comparisons(long, labels, subjects, chosen, level,
-                                  n_resamples=n_bootstrap, seed=seed).set_index("scenario")
-        scen_table = per[["N", "auc", "auc_low", "auc_high", "auc_drop", "random_low",
-                          "random_high", "informative"]].copy()
-        scen_table.insert(0, "chosen", scen_table.index == chosen)
-        scen_table["aopc"] = aopc(summary)
-        scen_table = scen_table.join(comp[["difference", "difference_low",
-                                           "difference_high", "z", "p", "p_bh"]])
-        scen_table = scen_table.reset_index()
+        scen_table = scenario_table(long, labels, subjects, table, aucs, level=level,
+                                    paper=choose_scenario(table, n=level), choice=choice,
+                                    choice_levels=choice_levels, n_resamples=n_bootstrap,
+                                    seed=seed)
         with atomic_path(table_out) as tmp:
             table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         with atomic_path(scenarios_out) as tmp:
             scen_table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
-        c = per.loc[chosen]
-        band = band_of(c)
-        if band["random_band"] is None:
-            verdict = "no random control at this level"
-        else:
-            low, high = band["random_band"]
-            verdict = (f"below the random band [{low:.2f}, {high:.2f}]"
-                       if band["clears_random_band"] else
-                       f"inside the random band [{low:.2f}, {high:.2f}]: not informative")
-        log.info("chosen scenario %d: AUC %.3f at N = %d, %s", chosen, c["auc"], level,
-                 verdict)
+        line = choice_line(scen_table, choice, choice_levels)
+        log.info("%s", line)
         plot_inverting(table, figure_out,
-                       title=f"Voxel inverting, {table['n_sessions'].iloc[0]} sessions; "
-                             f"chosen scenario {chosen}: AUC {c['auc']:.2f} at N = {level}, "
-                             f"{verdict}")
+                       title=f"Voxel inverting, {table['n_sessions'].iloc[0]} sessions\n"
+                             f"{line}")
 
 
 def band_of(row) -> dict:
