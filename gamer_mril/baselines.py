@@ -111,28 +111,47 @@ def read_region_means(path) -> pd.DataFrame:
 SCREEN_EXTENT = 2
 
 
-def session_template_maps(maps: Mapping, xfm: Mapping, voxel_mm: float,
-                          extent=SCREEN_EXTENT):
-    """The session's network inputs (``maps``: {contrast: path}, cropped grid) carried to
-    MNI152 through its template transforms ``xfm`` (linear), on a grid of ``voxel_mm``
-    over the extent of the MNI152 brain mask ``extent`` (a resolution in mm or a file):
-    (4D array with the contrasts last, in CONTRASTS order; its affine)."""
-    import nibabel as nib
-
-    from . import registration as reg
-    from .spaces import to_template_transforms
+def screen_grid(voxel_mm: float, extent=SCREEN_EXTENT) -> tuple:
+    """``(shape, affine)`` of the voxel screen's MNI152 grid: voxels of ``voxel_mm`` over
+    the extent of the MNI152 brain mask ``extent`` (a resolution in mm or a file), its
+    first voxel centred on the mask's first voxel. The group statistics in MNI152 live on
+    it too (gamer_mril.assessment.groupstats)."""
     from .templates import template_brain_mask
 
     tmask = template_brain_mask(extent)
     zooms = np.abs(tmask.header.get_zooms()[:3])
-    shape = np.ceil(np.array(tmask.shape) * zooms / voxel_mm).astype(int)
+    shape = tuple(int(n) for n in np.ceil(np.array(tmask.shape) * zooms / voxel_mm))
     affine = tmask.affine.copy()
     affine[:3, :3] = tmask.affine[:3, :3] * (voxel_mm / zooms)
-    fixed = reg.to_ants(np.zeros(tuple(shape), dtype=np.float32), affine)
+    return shape, affine
+
+
+def warp_to_screen_grid(volumes, affine, xfm: Mapping, voxel_mm: float,
+                        extent=SCREEN_EXTENT) -> tuple:
+    """Volumes (V, D, H, W) of one session grid (``affine``: the cropped or NDI grid)
+    carried to MNI152 through the session's template transforms ``xfm`` (linear), onto
+    :func:`screen_grid`: ``(warped (V, X, Y, Z) float32, its affine)``."""
+    from . import registration as reg
+    from .spaces import to_template_transforms
+
+    shape, grid = screen_grid(voxel_mm, extent)
+    fixed = reg.to_ants(np.zeros(shape, dtype=np.float32), grid)
     tlist, inv = to_template_transforms(dict(xfm))
+    return reg.apply_to_volumes(fixed, volumes, affine, tlist, "linear", inv), grid
+
+
+def session_template_maps(maps: Mapping, xfm: Mapping, voxel_mm: float,
+                          extent=SCREEN_EXTENT):
+    """The session's network inputs (``maps``: {contrast: path}, cropped grid) carried to
+    MNI152 through its template transforms ``xfm`` (linear), on a grid of ``voxel_mm``
+    over the extent of the MNI152 brain mask ``extent`` (a resolution in mm or a file;
+    :func:`warp_to_screen_grid`): (4D array with the contrasts last, in CONTRASTS order;
+    its affine)."""
+    import nibabel as nib
+
     images = [nib.load(str(maps[c])) for c in CONTRASTS]      # one grid: the cropped one
     volumes = np.stack([np.asarray(img.dataobj, dtype=np.float32) for img in images])
-    warped = reg.apply_to_volumes(fixed, volumes, images[0].affine, tlist, "linear", inv)
+    warped, affine = warp_to_screen_grid(volumes, images[0].affine, xfm, voxel_mm, extent)
     return np.moveaxis(warped, 0, -1), affine
 
 

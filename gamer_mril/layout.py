@@ -60,6 +60,26 @@ XFM_TPL = {"from": TPL, "to": "T1map", "mode": "image"}
 XFM_TPL_INV = {"from": "T1map", "to": TPL, "mode": "image"}
 
 
+#: The images of every map of the group statistics in MNI152 (docs/method.md#77-group-statistics-in-mni152):
+#: the group means, the t of severe minus mild, its FWE and its uncorrected p.
+GROUP_STATS = ("mean-severe", "mean-mild", "mean-all", "t", "pfwe", "p")
+
+
+def group_stat(group_dir, stat, *, scenario=None, contrast=None) -> str:
+    """One image of the group statistics in MNI152 under ``group_dir/stats``: of a
+    scenario's normalised relevance (``desc-relnorm``) or of an input map (``contrast``,
+    ``desc-screen``); ``stat`` one of :data:`GROUP_STATS`."""
+    if stat not in GROUP_STATS:
+        raise ValueError(f"unknown group statistic {stat!r}; expected one of {GROUP_STATS}")
+    if (scenario is None) == (contrast is None):
+        raise ValueError("a group statistic is of a scenario or of a contrast")
+    label, desc = ((f"scenario-{int(scenario):02d}", "relnorm") if scenario is not None
+                   else (f"map-{contrast}", "screen"))
+    if stat.startswith("mean-"):
+        return f"{group_dir}/stats/tpl-{TPL}_{label}_group-{stat[5:]}_desc-{desc}_mean.nii.gz"
+    return f"{group_dir}/stats/tpl-{TPL}_{label}_desc-{desc}_stat-{stat}_statmap.nii.gz"
+
+
 def bids(root, suffix, ext=".nii.gz", datatype="anat", subject="{subject}",
          session="{session}", **entities) -> str:
     """``<root>/sub-X/ses-Y/<datatype>/sub-X_ses-Y_<key-value...>_<suffix><ext>``."""
@@ -205,6 +225,12 @@ class Session:
     def top_masks(self, level) -> str:
         """Every scenario's top-``level`` mask warped to MNI152, as one scenario stack."""
         return self.file("mask", datatype="xai", space=TPL, desc=f"top{int(level)}")
+
+    @property
+    def relnorm(self) -> str:
+        """Every scenario's relevance, its positive part over the cerebrum divided by its
+        sum there, warped to the voxel screen's MNI152 grid, as one scenario stack."""
+        return self.file("relmap", datatype="xai", space=TPL, desc="relnorm")
 
     @property
     def mask_values(self) -> str:

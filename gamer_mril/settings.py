@@ -168,6 +168,13 @@ class RelevanceSettings:
                                                   low_open=True))
 
 
+def _at_least(section, key, default, low):
+    value = int(section.get(key, default))
+    if value < low:
+        raise ValueError(f"assessment.{key} = {value} must be at least {low}")
+    return value
+
+
 #: How the workflow chooses its scenario (docs/method.md#74-controls-and-uncertainty-of-voxel-inverting)
 #: and the levels of the AOPC behind the default choice.
 CHOICES = ("aopc", "paper")
@@ -192,6 +199,8 @@ class AssessmentSettings:
     seed: int
     choice: str = "aopc"
     choice_levels: tuple = CHOICE_LEVELS
+    #: Permutations of the voxelwise group tests in MNI152 (docs/method.md#77-group-statistics-in-mni152).
+    group_permutations: int = 5000
 
     @classmethod
     def from_config(cls, section: Mapping) -> AssessmentSettings:
@@ -206,7 +215,8 @@ class AssessmentSettings:
                    random_masks=int(section["random_masks"]),
                    n_permutations=int(section["n_permutations"]),
                    n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]),
-                   choice=choice, choice_levels=choice_levels)
+                   choice=choice, choice_levels=choice_levels,
+                   group_permutations=_at_least(section, "group_permutations", 5000, 100))
 
 
 def _choice(section: Mapping, levels: tuple, control: tuple) -> tuple:

@@ -97,6 +97,33 @@ rule warp_top_masks:
         "../scripts/warp_top_masks.py"
 
 
+rule warp_relevance:
+    """docs/method.md#77-group-statistics-in-mni152: every scenario's relevance map, its
+    positive part over the cerebrum divided by its sum there, carried to MNI152 on the
+    voxel screen's grid (baselines.screen_voxel_mm) through the session's template
+    transforms (linear)."""
+    input:
+        **CROP_TO_TEMPLATE,
+        relmaps=RELMAPS,
+        cerebrum=S.cerebrum,
+    output:
+        relnorm=RELNORM,
+    log:
+        log_path("warp_relevance"),
+    benchmark:
+        bench_path("warp_relevance")
+    conda:
+        "../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        screen_voxel_mm=config["baselines"]["screen_voxel_mm"],
+    script:
+        "../scripts/warp_relevance.py"
+
+
 rule voxel_inverting:
     """AUC over the assessment set after inverting, per scenario and N (Fig. 4), with
     bootstrap intervals and the LeRF and random controls; per scenario the AOPC over
@@ -236,10 +263,16 @@ rule group_heatmaps:
 
 
 rule heatmap_viewer:
-    """The chosen scenario's severe-group heatmap in nilearn's interactive viewer, one
-    self-contained HTML page (docs/method.md#76-template-space-and-group-heatmaps)."""
+    """The chosen scenario's severe-group heatmap in nilearn's interactive viewer, and the
+    t maps of the group tests of the chosen scenario and the input maps
+    (docs/method.md#77-group-statistics-in-mni152), one self-contained HTML page
+    (docs/method.md#76-template-space-and-group-heatmaps)."""
     input:
         **{f"heat_{n:02d}": heatmap(n, "severe") for n in SCENARIOS},
+        **{f"rt_{n:02d}": relevance_stat(n, "t") for n in SCENARIOS},
+        **{f"rpfwe_{n:02d}": relevance_stat(n, "pfwe") for n in SCENARIOS},
+        **{f"it_{c}": input_stat(c, "t") for c in CONTRASTS},
+        **{f"ipfwe_{c}": input_stat(c, "pfwe") for c in CONTRASTS},
         chosen=CHOSEN,
         template=OUTPUT_TEMPLATE["t1w"],
     output:
@@ -262,6 +295,91 @@ rule heatmap_viewer:
         "../scripts/heatmap_viewer.py"
 
 
+rule group_relevance_stats:
+    """docs/method.md#77-group-statistics-in-mni152: severe against mild at every voxel of
+    the template cerebrum on every scenario's normalised relevance (one session per
+    subject, age as covariate, Freedman-Lane permutations, FWE by the maximum |t|): group
+    means, t, FWE and uncorrected p, the clusters, the figure."""
+    input:
+        relnorm=for_analysed(RELNORM),
+        predictions=PREDICTIONS,
+        participants=ANALYSED_TABLE,
+        brain_mask=SCREEN_TEMPLATE["mask"],
+        cerebellum=TEMPLATE_CEREBELLUM,
+        template=OUTPUT_TEMPLATE["t1w"],
+        chosen=CHOSEN,
+    output:
+        **{stat_key(n, k): relevance_stat(n, k) for n in SCENARIOS for k in GROUP_STATS},
+        clusters=report(
+            RELEVANCE_CLUSTERS,
+            caption="../report/relevance_clusters.rst",
+            category="Assessment",
+        ),
+        figure=report(
+            f"{GROUP}/group_relevance_stats.png",
+            caption="../report/group_relevance_stats.rst",
+            category="Assessment",
+        ),
+    log:
+        f"{OUT}/logs/group_relevance_stats.log",
+    benchmark:
+        f"{OUT}/benchmarks/group_relevance_stats.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        outputs={stat_key(n, k): [n, k] for n in SCENARIOS for k in GROUP_STATS},
+        fig_scenarios=FIG6_SCENARIOS,
+        group_permutations=ASM.group_permutations,
+        seed=ASM.seed,
+    script:
+        "../scripts/group_relevance_stats.py"
+
+
+rule group_input_stats:
+    """docs/method.md#77-group-statistics-in-mni152: the same test on the three network
+    inputs in MNI152 (rule template_maps), the classical voxelwise analysis beside the
+    network."""
+    input:
+        maps=for_analysed(S.template_maps),
+        predictions=PREDICTIONS,
+        participants=ANALYSED_TABLE,
+        brain_mask=SCREEN_TEMPLATE["mask"],
+        cerebellum=TEMPLATE_CEREBELLUM,
+        template=OUTPUT_TEMPLATE["t1w"],
+    output:
+        **{stat_key(c, k): input_stat(c, k) for c in CONTRASTS for k in GROUP_STATS},
+        clusters=report(
+            INPUT_CLUSTERS,
+            caption="../report/input_clusters.rst",
+            category="Assessment",
+        ),
+        figure=report(
+            f"{GROUP}/group_input_stats.png",
+            caption="../report/group_input_stats.rst",
+            category="Assessment",
+        ),
+    log:
+        f"{OUT}/logs/group_input_stats.log",
+    benchmark:
+        f"{OUT}/benchmarks/group_input_stats.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        outputs={stat_key(c, k): [c, k] for c in CONTRASTS for k in GROUP_STATS},
+        group_permutations=ASM.group_permutations,
+        seed=ASM.seed,
+    script:
+        "../scripts/group_input_stats.py"
+
+
 rule assess_all:
     """Cohort-level target of the assessment (docs/method.md#7-assessment)."""
     input:
@@ -269,4 +387,6 @@ rule assess_all:
         rules.correlations.output,
         rules.group_heatmaps.output,
         rules.heatmap_viewer.output,
+        rules.group_relevance_stats.output,
+        rules.group_input_stats.output,
         rules.relevance_conservation.output,

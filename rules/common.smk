@@ -379,3 +379,33 @@ def relevance_of_analysed(wildcards):
             subject=wildcards.subject, session=wildcards.session
         ),
     }
+
+
+# ------------------------------- group statistics in MNI152 (docs/method.md#77-group-statistics-in-mni152)
+from gamer_mril.baselines import SCREEN_EXTENT
+
+#: Each session's relevance, normalised (sum 1 over its cerebrum) and warped to the
+#: voxel screen's MNI152 grid (rule warp_relevance), a scenario stack.
+RELNORM = S.relnorm
+#: The MNI152 files whose extent the voxel screen's grid covers (its brain mask gives
+#: the template cerebrum there, with TEMPLATE_CEREBELLUM).
+SCREEN_TEMPLATE = template_images(SCREEN_EXTENT)
+GROUP_STATS = layout.GROUP_STATS
+RELEVANCE_CLUSTERS = f"{GROUP}/stats/relevance_clusters.tsv"
+INPUT_CLUSTERS = f"{GROUP}/stats/input_clusters.tsv"
+
+
+def relevance_stat(n, stat):
+    """One image of the group test of scenario ``n``'s normalised relevance."""
+    return layout.group_stat(GROUP, stat, scenario=n)
+
+
+def input_stat(contrast, stat):
+    """One image of the group test of an input map in MNI152."""
+    return layout.group_stat(GROUP, stat, contrast=contrast)
+
+
+def stat_key(name, stat):
+    """The rules' output key of a group statistic (``name``: scenario or contrast)."""
+    label = f"{name:02d}" if isinstance(name, int) else name
+    return f"stat_{label}_{stat.replace('-', '_')}"

@@ -51,6 +51,7 @@ HEADINGS = [
     "### 7.4 Controls and uncertainty of voxel inverting",
     "### 7.5 Correlation with EDSS",
     "### 7.6 Template space and group heatmaps",
+    "### 7.7 Group statistics in MNI152",
     "## 8. Decisions the paper leaves open",
     "## 9. Where each stage lives",
     "## 10. What the paper reports",

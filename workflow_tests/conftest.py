@@ -102,7 +102,7 @@ def training_config(cohort: Path, **training) -> dict:
     """A fast configuration: the generator's true brain masks are given (no skull strip),
     an affine template registration (SyN is checked on the tiny cohort), two folds, a few
     epochs without augmentation, four quantile levels, the inverting controls at N = 5 and
-    40 with two random masks."""
+    40 with two random masks, 200 permutations of the group tests in MNI152."""
     config = make_config(cohort / "rawdata", template_transform="Affine")
     config["inputs"]["brain_mask"] = str(
         cohort / "ground_truth" / "sub-{subject}" / "ses-{session}"
@@ -113,7 +113,8 @@ def training_config(cohort: Path, **training) -> dict:
     config["relevance"] = {"ig_steps": 8}
     config["assessment"] = {"levels": list(FIXTURE_LEVELS),
                             "control_levels": list(FIXTURE_CONTROL_LEVELS),
-                            "choice_levels": list(FIXTURE_CONTROL_LEVELS), "random_masks": 2}
+                            "choice_levels": list(FIXTURE_CONTROL_LEVELS), "random_masks": 2,
+                            "group_permutations": 200}
     return config
 
 

@@ -277,10 +277,87 @@ def test_warped_masks_and_group_heatmaps(trained):
     assert (group / "fig6_heatmaps.png").stat().st_size > 50_000
 
 
+def test_group_statistics_in_mni152(trained):
+    """The warped, normalised relevance of every session and the group tests in MNI152
+    (docs/method.md#77-group-statistics-in-mni152): every image on the voxel screen's
+    grid, the t of the chosen scenario and of the qT1 map recomputed from the per-session
+    files, the p images' order, the sidecars' subjects, the cluster tables' columns."""
+    from gamer_mril.assessment.groupstats import CLUSTER_COLUMNS, glm_t, template_cerebrum
+    from gamer_mril.baselines import screen_grid
+    from gamer_mril.layout import GROUP_STATS, group_stat
+
+    results = trained / "results"
+    group = results / "group"
+    shape, grid = screen_grid(4.0)
+    table = pd.read_csv(group / "analysed_sessions.tsv", sep="\t", dtype=IDS)
+    first = table.drop_duplicates("subject")
+    labels = _predictions(results).set_index(["subject", "session"])["label"]
+    severe = np.array([labels[(s, t)] for s, t in zip(first.subject, first.session)]) == 1
+    templates = results / "templates"
+    cerebrum = template_cerebrum(nib.load(str(templates / f"tpl-{TPL}_res-02_desc-brain_mask.nii.gz")),
+                                 nib.load(str(templates / f"tpl-{TPL}_res-01_desc-cerebellum_mask.nii.gz")),
+                                 shape, grid)
+    chosen = json.loads((group / "chosen_scenario.json").read_text())["scenario"]
+    relnorm = {}
+    for s, t in zip(first.subject, first.session):
+        path = _xai(results, s, t, f"space-{TPL}_desc-relnorm_relmap.nii.gz")
+        arrays, affine, _ = load_stack(path)
+        np.testing.assert_allclose(affine, grid, atol=1e-4)
+        facts = json.loads(sidecar_path(path).read_text())["Facts"]["scenarios"]
+        for n in SCENARIOS:
+            assert arrays[n].shape == (shape + (3,) if n in INDIVIDUAL else shape)
+            assert arrays[n].min() >= 0
+            for f in facts[str(n)].values():
+                assert f["all_zero"] == (f["positive_sum"] == 0)
+                assert (f["template_sum"] > 0) != f["all_zero"]
+        relnorm[(s, t)] = arrays
+    age = first["age"].astype(float).to_numpy()[:, None]
+    kinds = {"relevance": [(n, {"scenario": n}) for n in SCENARIOS],
+             "input": [(c, {"contrast": c}) for c in CONTRASTS]}
+    for kind, maps in kinds.items():
+        for name, key in maps:
+            for stat in GROUP_STATS:
+                img = nib.load(group_stat(group, stat, **key))
+                assert img.shape[:3] == shape and np.allclose(img.affine, grid, atol=1e-4)
+                assert img.shape[3:] == ((3,) if kind == "relevance" and name in INDIVIDUAL
+                                         else ())
+            pfwe = _load(group_stat(group, "pfwe", **key))
+            p = _load(group_stat(group, "p", **key))
+            assert (0 < pfwe).all() and (pfwe <= 1).all() and (p <= pfwe + 1e-6).all()
+            assert (pfwe[~cerebrum] == 1).all()
+            facts = json.loads(sidecar_path(group_stat(group, "t", **key)).read_text())["Facts"]
+            assert facts["groups"] == {"severe": int(severe.sum()),
+                                       "mild": int((~severe).sum())}
+            assert len(facts["subjects"]) == table["subject"].nunique() == 8
+            assert all(v["n_permutations"] == 201 for v in facts["per_volume"].values())
+    # t recomputed: the chosen scenario's first volume and the qT1 map
+    data = relnorm[(first.subject.iloc[0], first.session.iloc[0])][chosen]
+    pick = (lambda a: a[..., 0]) if data.ndim == 4 else (lambda a: a)
+    y = np.stack([pick(relnorm[k][chosen])[cerebrum] for k in relnorm])
+    t = pick(_load(group_stat(group, "t", scenario=chosen)))
+    np.testing.assert_allclose(t[cerebrum], glm_t(y, severe, age), rtol=1e-3, atol=1e-4)
+    y = np.stack([_load(_anat(results, s, t_, f"space-{TPL}_desc-screen_maps.nii.gz"))[..., 0][cerebrum]
+                  for s, t_ in zip(first.subject, first.session)])
+    t = _load(group_stat(group, "t", contrast="qT1"))
+    np.testing.assert_allclose(t[cerebrum], glm_t(y, severe, age), rtol=1e-3, atol=1e-4)
+    rel = pd.read_csv(group / "stats" / "relevance_clusters.tsv", sep="\t")
+    assert list(rel.columns) == ["scenario", "volume"] + CLUSTER_COLUMNS
+    inp = pd.read_csv(group / "stats" / "input_clusters.tsv", sep="\t")
+    assert list(inp.columns) == ["contrast"] + CLUSTER_COLUMNS
+    for name in ("group_relevance_stats.png", "group_input_stats.png"):
+        assert (group / name).stat().st_size > 10_000
+    # the viewer: the chosen scenario's and the input maps' t maps after the heatmaps
+    viewer = (group / "heatmap_viewer.html").read_text()
+    for c in CONTRASTS:
+        assert f"Severe vs mild, t, input map {c}: " in viewer
+    assert f"Severe vs mild, t, scenario {chosen}" in viewer
+
+
 #: The per-session rules, one job per session each.
 PER_SESSION_RULES = PREPROCESSING_RULES + ("explain_session", "quantile_masks",
                                            "invert_session", "warp_top_masks",
-                                           "relevance_reportlet", "session_report")
+                                           "warp_relevance", "relevance_reportlet",
+                                           "session_report")
 
 
 def test_every_job_has_its_log_and_benchmark(trained):
@@ -296,7 +373,8 @@ def test_every_job_has_its_log_and_benchmark(trained):
             assert f"rule {rule}, {key.replace('_', ' ')}" in text and "done in" in text, text
             bench = pd.read_csv(results / "benchmarks" / rule / f"{key}.tsv", sep="\t")
             assert bench["s"].iloc[0] > 0 and "max_rss" in bench
-    for rule in ("voxel_inverting", "correlations", "group_heatmaps"):
+    for rule in ("voxel_inverting", "correlations", "group_heatmaps",
+                 "group_relevance_stats", "group_input_stats"):
         assert (results / "logs" / f"{rule}.log").exists()
         assert (results / "benchmarks" / f"{rule}.tsv").exists()
 
@@ -312,7 +390,8 @@ def test_report_holds_the_papers_tables_and_figures(trained, training_cohort):
     for name in ("table_ii.tsv", "fig4_inverting.png", "table_iii.tsv", "table_iv.tsv",
                  "fig6_heatmaps.png", "baseline_comparison.tsv", "training_curves.png",
                  "reliability.png", "config.yaml", "preprocessing_qc.tsv",
-                 "heatmap_viewer.html", "sessions.html"):
+                 "heatmap_viewer.html", "sessions.html", "group_relevance_stats.png",
+                 "relevance_clusters.tsv", "group_input_stats.png", "input_clusters.tsv"):
         assert name in names, name
     # the Quality control category: the QC table and the index of the session pages; the
     # reportlets are on those pages, not in the report

@@ -62,7 +62,11 @@ INDEPENDENT_OF_TEMPLATE = BEFORE_TEMPLATE + ("coregister_to_ndi",)
 #: classifiers too (an analysed session's: planned after the checkpoint).
 BASELINE_INPUTS = {"region_means": 1, "template_maps": 1}
 EXPLANATION = {r: 1 for r in ("explain_session", "quantile_masks", "invert_session",
-                              "warp_top_masks", "relevance_reportlet", "session_report")}
+                              "warp_top_masks", "warp_relevance", "relevance_reportlet",
+                              "session_report")}
+#: In frozen mode nothing but the group test of the input maps (group_input_stats) reads
+#: a session's template maps, so `all` makes them there.
+INPUT_MAPS = {"template_maps": 1}
 #: A new chosen scenario (the cohort's) redraws every session's relevance reportlet, and
 #: so its page (which also reads the QC table).
 REDRAWN = {"relevance_reportlet": 1, "session_report": 1}
@@ -166,8 +170,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert all("Params have changed" in why for r, _, why in jobs if r == "explain_session")
     assert cohort_level(jobs) == {"voxel_inverting", "correlations", "group_heatmaps",
                                   "heatmap_viewer", "relevance_conservation",
-                                  "session_index", "dataset_description",
-                                  "all"}  # (it records the config)
+                                  "session_index", "group_relevance_stats",
+                                  "dataset_description", "all"}  # (it records the config)
 
     # ---- qc.exclude: the session stays preprocessed and checked, and leaves the split,
     # the training and the assessment (every other session is re-explained by the new
@@ -236,7 +240,8 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
                                   "preprocessing_qc", "build_cache", "predict_sessions",
                                   "voxel_inverting", "correlations", "group_heatmaps",
                                   "heatmap_viewer", "relevance_conservation",
-                                  "session_index", "all"}
+                                  "session_index", "group_relevance_stats",
+                                  "group_input_stats", "all"}
     assert all(why.startswith("Missing output files") for _, s, why in jobs if s == NEW)
 
     # training mode: no other subject's preprocessing, the training after the checkpoint
@@ -259,7 +264,7 @@ def test_adding_a_subject_and_changing_a_file(trained, training_cohort, tmp_path
     assert nothing_to_do(run_snakemake(run, frozen, "preprocess_all", "train_all", "-n"))
     # what is left of `all`: the new subject's relevance maps and the cohort assessment
     jobs = dry_run(run, frozen, "all")
-    assert per_session(jobs, NEW) == EXPLANATION
+    assert per_session(jobs, NEW) == {**EXPLANATION, **INPUT_MAPS}
     assert all(per_session(jobs, sub) == REDRAWN for sub in sessions)
     # training mode after the checkpoint: re-split, retrain, re-explain every session
     # because the models change (and for no other reason); no other subject's

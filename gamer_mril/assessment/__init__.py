@@ -11,6 +11,9 @@ Tables III and IV, Fig. 6), one module per section of the method:
   (7.5; rule correlations);
 * :mod:`.heatmaps` -- top-N masks in MNI152, group heatmaps and their peaks (7.6; rules
   warp_top_masks, group_heatmaps);
+* :mod:`.groupstats` -- voxelwise severe-vs-mild permutation tests in MNI152 on the
+  normalised relevance and the input maps, their clusters (7.7); :mod:`.groupstats_jobs`
+  -- its rules warp_relevance, group_relevance_stats, group_input_stats;
 * :mod:`.figures` -- Fig. 4, the correlation plots and Fig. 6.
 
 The AUC, Benjamini-Hochberg and the grouped bootstrap are shared with training and
