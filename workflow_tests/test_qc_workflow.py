@@ -212,4 +212,6 @@ def test_a_session_flagged_for_its_coregistration_is_left_out(trained, training_
     for path in s.preproc_maps.values():
         assert os.path.getmtime(path) > os.path.getmtime(mwf(victim)), path
     planned = dry_run(run, config, "all")
-    assert {sub for _, sub, _ in planned if sub} == others
+    assert {sub for r, sub, _ in planned if sub and r != "session_report"} == others
+    # but its page, which shows its preprocessing and says why it is left out
+    assert {r for r, sub, _ in planned if sub == victim} == {"session_report"}
