@@ -10,7 +10,8 @@ own folder, and read by bench/localization.py; the ground truth is read only the
 
 Cost: a whole quick-demo run per cohort (about 40-50 minutes on 2 cores for 72
 subjects). OUT/<name>/ holds the cohort, the run (results/) and localization.tsv;
-OUT/summary.tsv one line per cohort and scenario map (severe sessions) with the test AUC.
+OUT/summary.tsv one line per cohort and scenario map (severe sessions) with the test AUC,
+OUT/summary_stats.tsv one per cohort and permutation map (bench/localization_stats.py).
 A finished cohort or run is reused (Snakemake reruns only what is missing).
 """
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     a = ap.parse_args(argv)
     py = Path(sys.executable)
-    rows = []
+    rows, stat_rows = [], []
     for name in a.cohorts:
         options, what = COHORTS[name]
         folder = (a.out / name).resolve()
@@ -87,18 +88,27 @@ def main(argv=None) -> int:
         table = folder / "localization.tsv"
         run([py, REPO / "bench" / "localization.py", work / "results", cohort, "--out", table],
             a.dry_run)
+        stats = folder / "localization_stats.tsv"
+        run([py, REPO / "bench" / "localization_stats.py", work / "results", cohort,
+             "--out", stats], a.dry_run)
         if a.dry_run:
             continue
         loc = pd.read_csv(table, sep="\t")
         loc = loc[loc["sessions"] == "severe"].assign(cohort=name, region=what,
                                                       test_auc=test_auc(work / "results"))
         rows.append(loc)
+        auc = test_auc(work / "results")
+        stat_rows.append(pd.read_csv(stats, sep="\t").assign(cohort=name, test_auc=auc))
     if rows:
         summary = pd.concat(rows, ignore_index=True)
         summary.to_csv(a.out / "summary.tsv", sep="\t", index=False, float_format="%.4g")
         cols = ["cohort", "test_auc", "scenario", "map", "mass_ratio", "pointing",
                 "pointing_tol1", "rank_accuracy", "mass_accuracy", "heatmap_ratio"]
         print(summary[cols].round(2).to_string(index=False))
+    if stat_rows:
+        stats = pd.concat(stat_rows, ignore_index=True)
+        stats.to_csv(a.out / "summary_stats.tsv", sep="\t", index=False, float_format="%.4g")
+        print(stats.round(3).to_string(index=False, na_rep="-"))
     return 0
 
 
