@@ -33,6 +33,18 @@ if (
         f"workflow's own ({WORKFLOW_ROOT}/gamer_mril): check that it is the same version."
     )
 
+# Snakemake's scheduler re-evaluated hundreds of times a second on a run of the demo's
+# size (a chain of one-shot timers per finished job); one pending timer at a time does
+# what they are for (gamer_mril/scheduling.py, bench/controller.py).
+from gamer_mril.scheduling import coalesce_reevaluation
+
+try:
+    from snakemake.scheduling.job_scheduler import JobScheduler
+except ImportError:  # another Snakemake layout: its scheduler as it is
+    JobScheduler = None
+if JobScheduler is not None and not coalesce_reevaluation(JobScheduler):
+    logger.debug("gamer_mril.scheduling: Snakemake's scheduler left as it is")
+
 # The jobs' memory allocator tuned for repeated large arrays (gamer_mril.jobs.MALLOC_TUNABLES).
 from gamer_mril.jobs import MALLOC_TUNABLES
 
