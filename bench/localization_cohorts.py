@@ -93,11 +93,10 @@ def main(argv=None) -> int:
              "--out", stats], a.dry_run)
         if a.dry_run:
             continue
-        loc = pd.read_csv(table, sep="\t")
-        loc = loc[loc["sessions"] == "severe"].assign(cohort=name, region=what,
-                                                      test_auc=test_auc(work / "results"))
-        rows.append(loc)
         auc = test_auc(work / "results")
+        loc = pd.read_csv(table, sep="\t")
+        rows.append(loc[loc["sessions"] == "severe"].assign(cohort=name, region=what,
+                                                            test_auc=auc))
         stat_rows.append(pd.read_csv(stats, sep="\t").assign(cohort=name, test_auc=auc))
     if rows:
         summary = pd.concat(rows, ignore_index=True)
